@@ -1,0 +1,1 @@
+"""Execute compiled programs: engines, cache, scheduler, traces."""

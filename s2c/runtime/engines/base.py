@@ -1,0 +1,87 @@
+"""The engine protocol: a batch of requests in, completions with token counts out.
+
+Every engine (vllm, hf, openai, fake) implements `Engine.generate`. Sampling parameters travel
+as one value (`Sampling`) and are converted at the engine boundary only.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """One model call. Chat mode sends `messages`; completion mode sends the raw `prompt`."""
+
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    role: str = "default"  # the program's model role (e.g. "teacher", "judge")
+    adapter: str | None = None  # a LoRA adapter directory, where the engine supports it
+
+    @property
+    def mode(self) -> str:
+        return "chat" if self.messages is not None else "completion"
+
+    def payload(self) -> dict:
+        """What the model sees, as plain JSON (used for cache keys and traces)."""
+        if self.messages is not None:
+            return {"messages": [asdict(m) for m in self.messages]}
+        return {"prompt": self.prompt}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class EngineFailure:
+    """A request the engine could not serve (after its own retries)."""
+
+    reason: str
+
+
+Result = list[Completion] | EngineFailure  # n completions, or why there are none
+
+
+class EngineError(Exception):
+    """The engine cannot run at all (missing package, model not found, server down)."""
+
+
+class Engine(Protocol):
+    name: str  # "vllm" | "hf" | "openai" | "fake"
+
+    def model_id(self, role: str = "default") -> str:
+        """A stable identity of the model serving `role` (goes into the cache key)."""
+        ...
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        """Serve a batch; results align with requests. Request.sampling.n completions each."""
+        ...
+
+    def close(self) -> None: ...
