@@ -1,0 +1,133 @@
+"""The `s2c` command line. `main(argv) -> exit code`: 0 ok, 1 bad input, 2 usage.
+
+Products go to stdout or --out; diagnostics and progress go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from s2c.errors import CheckError, S2Error, render_all
+
+
+def _console(stderr: bool = True):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def cmd_check(args) -> int:
+    from s2c.compiler.pipeline import check_file
+
+    out = _console()
+    failed = 0
+    for path in args.files:
+        try:
+            cp = check_file(path)
+        except S2Error as e:
+            print(e.render(_source_of(e)), file=sys.stderr)
+            failed += 1
+            continue
+        if cp.diagnostics:
+            print(render_all(cp.diagnostics, cp.sources), file=sys.stderr)
+        if cp.errors:
+            failed += 1
+        elif not args.quiet:
+            g = cp.graph.graph
+            out.print(f"[green]ok[/] {path}: {len(cp.llm_nodes())} LLM calls in the program, "
+                      f"{g['calls_per_input']} per input, {g['stages']} stages")
+    return 1 if failed else 0
+
+
+def _source_of(e: S2Error) -> str | None:
+    span = e.diagnostic.span
+    if span is None:
+        return None
+    try:
+        with open(span.file, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def cmd_graph(args) -> int:
+    from s2c.compiler import render
+    from s2c.compiler.pipeline import load_program
+
+    cp = load_program(args.file)
+    if args.format == "tree":
+        from rich.console import Console
+
+        Console(highlight=False).print(render.to_tree(cp))
+    else:
+        text = {"json": render.to_json, "dot": render.to_dot, "mermaid": render.to_mermaid}[args.format](cp.graph)
+        sys.stdout.write(text)
+    return 0
+
+
+EPILOG = {
+    "check": "example:\n  s2c check programs/*.s2",
+    "graph": "example:\n  s2c graph bsm.s2 --format mermaid",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="s2c",
+        description="Compile System-2 LLM programs (.s2) into System-1 training data.",
+        epilog="example:\n  s2c compile rar_2step.s2 --data coin_flip --limit 32",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version="s2c 0.1.0")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, help_, func):
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG.get(name),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.set_defaults(func=func)
+        return sp
+
+    c = add("check", "check .s2 programs: errors and warnings, before any model call", cmd_check)
+    c.add_argument("files", nargs="+", metavar="FILE", help="a .s2 file, or the name of a built-in program")
+    c.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+
+    g = add("graph", "show the execution graph of a program", cmd_graph)
+    g.add_argument("file", metavar="FILE")
+    g.add_argument("--format", choices=["tree", "dot", "mermaid", "json"], default="tree")
+
+    for module in ("s2c.runtime.cli", "s2c.distill.cli", "s2c.train.cli", "s2c.evaluate.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except CheckError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except S2Error as e:
+        print(e.render(_source_of(e)), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("s2c: interrupted; everything finished so far is saved", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":  # vLLM starts its engine in a subprocess: keep entry points guarded
+    run()

@@ -1,0 +1,335 @@
+"""The transform library: the only code a .s2 program can run besides LLM calls.
+
+Each function has a signature (checked at compile time) and a pure implementation. An
+implementation that cannot produce a value raises `TransformError`; the runtime marks that value
+failed with the reason, skips what depends on it, and carries on.
+
+Types are `Type(base, depth)`: base is text | number | bool | json | any, depth the list nesting.
+"""
+from __future__ import annotations
+
+import json as _json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+class TransformError(Exception):
+    """A transform could not produce a value from its input (e.g. no [[A]] in a model answer)."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A value that could not be computed, with the reason and the node that failed first."""
+
+    reason: str
+    node: str
+
+    def __bool__(self):  # never truthy by accident
+        return False
+
+
+@dataclass(frozen=True)
+class Type:
+    base: str = "text"  # text | number | bool | json | any
+    depth: int = 0
+
+    def __str__(self) -> str:
+        s = self.base
+        for _ in range(self.depth):
+            s = f"list[{s}]"
+        return s
+
+    @property
+    def is_list(self) -> bool:
+        return self.depth > 0 or self.base in ("json", "any")
+
+    def elem(self) -> "Type":
+        return Type(self.base, self.depth - 1) if self.depth else Type("any")
+
+    def listed(self, k: int = 1) -> "Type":
+        return Type(self.base, self.depth + k)
+
+
+TEXT, NUMBER, BOOL, JSON, ANY = Type("text"), Type("number"), Type("bool"), Type("json"), Type("any")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # text | number | list | scalar | any | literal
+    default: Any = ...  # ... = required
+
+    @property
+    def required(self) -> bool:
+        return self.default is ...
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    params: tuple[Param, ...]
+    result: Callable[[list[Type]], Type]
+    impl: Callable[..., Any]
+    doc: str
+    aggregates: bool = False  # skips Failed elements of its list argument instead of failing
+
+
+def _valid(xs):
+    return [x for x in xs if not isinstance(x, Failed)]
+
+
+# ---------------------------------------------------------------- implementations
+def _regex(text: str, pattern: str, group: int = 1) -> str:
+    matches = list(re.finditer(pattern, text))
+    if not matches:
+        raise TransformError(f"no match for /{pattern}/ in the text")
+    m = matches[-1]  # the last match: final verdicts come at the end of an answer
+    return m.group(group if m.re.groups >= group else 0)
+
+
+def _regex_all(text: str, pattern: str, group: int = 1) -> list[str]:
+    return [m.group(group if m.re.groups >= group else 0) for m in re.finditer(pattern, text)]
+
+
+def _after(text: str, marker: str) -> str:
+    i = text.rfind(marker)
+    if i < 0:
+        raise TransformError(f"marker {marker!r} not found in the text")
+    return text[i + len(marker) :].strip()
+
+
+def _before(text: str, marker: str) -> str:
+    i = text.find(marker)
+    if i < 0:
+        raise TransformError(f"marker {marker!r} not found in the text")
+    return text[:i].strip()
+
+
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)]|\(\d+\))\s*")
+
+
+def _lines(text: str) -> list[str]:
+    return [_BULLET.sub("", l).strip() for l in text.splitlines() if l.strip()]
+
+
+def _take(xs: list, k: int) -> list:
+    if k < 0:
+        raise TransformError(f"take: k must be >= 0, got {k}")
+    return list(xs)[: int(k)]
+
+
+def _first(xs: list):
+    if not xs:
+        raise TransformError("first: the list is empty")
+    return xs[0]
+
+
+def _last(xs: list):
+    if not xs:
+        raise TransformError("last: the list is empty")
+    return xs[-1]
+
+
+_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def _number(text) -> float:
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = _NUM.search(str(text))
+    if not m:
+        raise TransformError("no number in the text")
+    v = float(m.group(0).replace(",", ""))
+    return int(v) if v.is_integer() else v
+
+
+def _choice(text: str, options: list[str]) -> str:
+    best = None
+    for opt in options:
+        m = re.search(r"(?<![A-Za-z0-9])" + re.escape(str(opt)) + r"(?![A-Za-z0-9])", text, re.IGNORECASE)
+        if m and (best is None or m.start() < best[0]):
+            best = (m.start(), opt)
+    if best is None:
+        raise TransformError(f"none of {list(options)} appears in the text")
+    return best[1]
+
+
+def _json(text: str):
+    dec = _json.JSONDecoder()
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            try:
+                return dec.raw_decode(text[i:])[0]
+            except ValueError:
+                continue
+    raise TransformError("no JSON object or array in the text")
+
+
+def _get(obj, key):
+    try:
+        return obj[key if not isinstance(obj, list) else int(key)]
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise TransformError(f"get: no {key!r} in the value") from None
+
+
+def _norm(x) -> str:
+    return re.sub(r"\s+", " ", str(x)).strip().lower() if isinstance(x, str) else _json.dumps(x)
+
+
+def vote_counts(xs: list) -> tuple[Any, float, Counter]:
+    """Winner (first-seen among ties), its share of the valid samples, and the counts."""
+    valid = _valid(xs)
+    if not valid:
+        raise TransformError("vote: no valid samples")
+    counts = Counter(_norm(x) for x in valid)
+    top = max(counts.values())
+    winner = next(x for x in valid if counts[_norm(x)] == top)
+    return winner, top / len(valid), counts
+
+
+def _vote(xs):
+    return vote_counts(xs)[0]
+
+
+def _vote_share(xs):
+    return vote_counts(xs)[1]
+
+
+def _nums(xs) -> list[float]:
+    out = [x for x in _valid(xs) if isinstance(x, (int, float)) and not math.isnan(x)]
+    if not out:
+        raise TransformError("no valid numbers to aggregate")
+    return out
+
+
+def _mean(xs):
+    v = _nums(xs)
+    return sum(v) / len(v)
+
+
+def _sum(xs):
+    return sum(_nums(xs))
+
+
+def _count(xs):
+    return len(_valid(xs))
+
+
+def _join(xs, sep="\n"):
+    return sep.join(str(x) for x in _valid(xs))
+
+
+def _compare(a, b, labels=("A", "B", "C")):
+    labels = list(labels)
+    if len(labels) != 3:
+        raise TransformError("compare: labels must be [if a > b, if b > a, if equal]")
+    return labels[0] if a > b else labels[1] if b > a else labels[2]
+
+
+# ---------------------------------------------------------------- the table
+def _same(i):
+    return lambda ts: ts[i]
+
+
+def _elem(i):
+    return lambda ts: ts[i].elem()
+
+
+def _const(t):
+    return lambda ts: t
+
+
+def _list_of(i):
+    return lambda ts: ts[i].listed()
+
+
+P = Param
+FUNCTIONS: dict[str, Function] = {
+    f.name: f
+    for f in [
+        Function("regex", (P("text", "text"), P("pattern", "literal"), P("group", "number", 1)), _const(TEXT), _regex,
+                 "The last match of a regular expression; its group 1 if it has one. Fails when nothing matches."),
+        Function("regex_all", (P("text", "text"), P("pattern", "literal"), P("group", "number", 1)), _const(TEXT.listed()), _regex_all,
+                 "Every match of a regular expression, as a list."),
+        Function("after", (P("text", "text"), P("marker", "text")), _const(TEXT), _after,
+                 "The text after the last occurrence of a marker, stripped. Fails when the marker is absent."),
+        Function("before", (P("text", "text"), P("marker", "text")), _const(TEXT), _before,
+                 "The text before the first occurrence of a marker, stripped. Fails when the marker is absent."),
+        Function("lines", (P("text", "text"),), _const(TEXT.listed()), _lines,
+                 "The non-blank lines of a text, stripped, with list bullets (-, *, 1., (1)) removed."),
+        Function("take", (P("list", "list"), P("k", "number")), _same(0), _take,
+                 "The first k elements of a list."),
+        Function("first", (P("list", "list"),), _elem(0), _first, "The first element of a list."),
+        Function("last", (P("list", "list"),), _elem(0), _last, "The last element of a list."),
+        Function("strip", (P("text", "text"),), _const(TEXT), lambda t: t.strip(), "Whitespace removed at both ends."),
+        Function("lower", (P("text", "text"),), _const(TEXT), lambda t: t.lower(), "Lower case."),
+        Function("upper", (P("text", "text"),), _const(TEXT), lambda t: t.upper(), "Upper case."),
+        Function("number", (P("text", "scalar"),), _const(NUMBER), _number,
+                 "The first number in a text (commas removed). Fails when there is none."),
+        Function("choice", (P("text", "text"), P("options", "list")), _const(TEXT), _choice,
+                 "The option that appears first in the text (whole word, any case). Fails when none does."),
+        Function("json", (P("text", "text"),), _const(JSON), _json,
+                 "The first JSON object or array in the text."),
+        Function("get", (P("value", "any"), P("key", "scalar")), _const(ANY), _get,
+                 "A field of a JSON object (or an element of a JSON array)."),
+        Function("join", (P("list", "list"), P("sep", "text", "\n")), _const(TEXT), _join,
+                 "The elements of a list joined into one text.", aggregates=True),
+        Function("count", (P("list", "list"),), _const(NUMBER), _count,
+                 "How many valid elements a list has.", aggregates=True),
+        Function("vote", (P("list", "list"),), _elem(0), _vote,
+                 "Majority vote: the most common element (compared case- and space-insensitively); "
+                 "ties go to the first seen. Failed samples are left out.", aggregates=True),
+        Function("vote_share", (P("list", "list"),), _const(NUMBER), _vote_share,
+                 "The share of valid samples that agree with the majority winner (0..1).", aggregates=True),
+        Function("mean", (P("list", "list"),), _const(NUMBER), _mean,
+                 "The mean of a list of numbers (failed elements left out).", aggregates=True),
+        Function("sum", (P("list", "list"),), _const(NUMBER), _sum,
+                 "The sum of a list of numbers (failed elements left out).", aggregates=True),
+        Function("compare", (P("a", "number"), P("b", "number"), P("labels", "list", ["A", "B", "C"])), _const(TEXT), _compare,
+                 "labels[0] if a > b, labels[1] if b > a, else labels[2] (BSM's symbolic merge)."),
+    ]
+}
+
+# Options an llm(...) call takes: name -> (kind, default).
+LLM_OPTIONS: dict[str, tuple[str, Any]] = {
+    "temperature": ("number", 0.0),
+    "top_p": ("number", 1.0),
+    "max_tokens": ("number", 256),
+    "stop": ("list", []),
+    "seed": ("number", None),
+    "n": ("number", 1),
+    "mode": ("literal", "chat"),  # chat | completion
+    "role": ("literal", "default"),  # the model role, bound at run time with --role NAME=MODEL
+    "system": ("text", None),  # a jinja template too
+    "template": ("literal", None),  # a template file next to the program, instead of an inline prompt
+}
+
+# Curation rules in `distill: keep RULE(...)`.
+KEEP_RULES: dict[str, tuple[Param, ...]] = {
+    "majority": (P("samples", "list"), P("min_share", "number", 0.5)),
+    "consistent": (P("answer", "any"), P("swap", "list", None), P("map", "any", None), P("shuffle", "literal", None)),
+    "matches": (P("answer", "any"), P("gold", "any")),
+}
+
+# Options of `task NAME(...)` in distill.
+TASK_OPTIONS: dict[str, tuple[str, Any]] = {
+    "target": ("any", ...),
+    "weight": ("number", 1.0),
+    "system": ("text", None),
+    "template": ("literal", None),
+}
+
+DISTILL_FORMATS = ("system1", "label", "cot", "multitask", "cascade")
+
+# Metrics in `eval: metric NAME(prediction, gold)`.
+METRICS: dict[str, tuple[Param, ...]] = {
+    "exact_match": (P("answer", "any"), P("gold", "any")),
+    "normalized_match": (P("answer", "any"), P("gold", "any")),
+    "choice_accuracy": (P("answer", "any"), P("gold", "any")),
+    "agreement": (P("answer", "any"), P("gold", "any")),
+    # % of examples whose answer changes when two inputs are swapped (position bias)
+    "swap_inconsistency": (P("answer", "any"), P("swap", "list"), P("map", "any", None)),
+}

@@ -1,0 +1,154 @@
+"""The checked, flat form of a program: nodes with stable ids, resolved references and types.
+
+`check` lowers the AST into this: `repeat` is unrolled (`draft#2`), used programs are inlined
+(`best/choose`), every name is resolved to a node or a loop item, and every value is typed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from s2c.compiler.functions import Type
+from s2c.dsl import ast as A
+from s2c.errors import Diagnostic, Span
+from s2c.runtime.engines.base import Sampling
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    node: str
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    loop: str
+
+
+Ref = Union[NodeRef, ItemRef]
+
+
+@dataclass(frozen=True)
+class Const:
+    value: Any
+
+
+@dataclass(frozen=True)
+class RefExpr:
+    ref: Ref
+
+
+@dataclass(frozen=True)
+class FnCall:
+    fn: str
+    args: tuple["IRExpr", ...]
+    kwargs: tuple[tuple[str, "IRExpr"], ...] = ()
+
+
+@dataclass(frozen=True)
+class ListE:
+    items: tuple["IRExpr", ...]
+
+
+IRExpr = Union[Const, RefExpr, FnCall, ListE]
+
+
+@dataclass(frozen=True)
+class Loop:
+    id: str
+    var: str
+    iterable: Ref  # resolved in the loop's parent context
+    loops: tuple[str, ...]  # the enclosing loops (outermost first), this one excluded
+    span: Span | None = None
+
+
+@dataclass
+class Node:
+    id: str  # stable: the source name, `#i` per repeat iteration, `prefix/` per inlined program
+    kind: str  # input | llm | transform
+    name: str  # the name as written
+    span: Span | None
+    type: Type  # of one instance (an llm with n > 1 is a list)
+    loops: tuple[str, ...] = ()  # loop ids, outermost first: the node runs once per item
+    deps: tuple[str, ...] = ()  # node ids it reads
+    # llm
+    prompt: A.Text | None = None
+    system: A.Text | None = None
+    vars: dict[str, Ref] = field(default_factory=dict)  # template variable -> what it reads
+    sampling: Sampling | None = None
+    mode: str = "chat"
+    role: str = "default"
+    # transform
+    expr: IRExpr | None = None
+    internal: bool = False  # created by s2c (inlined bindings, loop iterables), not the user
+    origin_program: str = ""  # the program file it was written in
+
+
+@dataclass
+class TaskIR:
+    name: str
+    span: Span | None
+    prompt: A.Text
+    system: A.Text | None
+    target: IRExpr
+    target_type: Type
+    weight: float
+    each: Loop | None = None  # one row per item of this loop (for x in list: task ...)
+
+
+@dataclass
+class KeepIR:
+    rule: str  # majority | consistent | matches
+    span: Span | None
+    args: dict[str, Any]  # resolved: IRExpr for values, plain python for options
+
+
+@dataclass
+class MetricIR:
+    name: str
+    span: Span | None
+    answer: IRExpr | None
+    gold: str | None  # gold field
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckedProgram:
+    program: A.Program
+    nodes: dict[str, Node]  # in definition order
+    loops: dict[str, Loop]
+    outputs: dict[str, Ref]
+    inputs: tuple[A.Param, ...]
+    golds: tuple[str, ...]
+    tasks: list[TaskIR]
+    keeps: list[KeepIR]
+    format: str
+    metrics: list[MetricIR]
+    parse: IRExpr | None  # reads `completion`
+    diagnostics: list[Diagnostic]
+    sources: dict[str, str]
+    graph: Any = None  # networkx.DiGraph, set by build_graph
+
+    @property
+    def name(self) -> str:
+        return self.program.name
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    def llm_nodes(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == "llm"]
+
+
+def refs_of(expr: IRExpr) -> list[Ref]:
+    if isinstance(expr, RefExpr):
+        return [expr.ref]
+    if isinstance(expr, FnCall):
+        return [r for a in (*expr.args, *(v for _, v in expr.kwargs)) for r in refs_of(a)]
+    if isinstance(expr, ListE):
+        return [r for a in expr.items for r in refs_of(a)]
+    return []

@@ -1,0 +1,65 @@
+"""The front end as one chain: find -> parse -> check -> build_graph.
+
+    >>> from s2c.compiler.pipeline import load_program
+    >>> cp = load_program("bsm.s2")          # a built-in program, found by name
+    >>> sorted(n for n in cp.graph if cp.graph.nodes[n]["kind"] == "llm")
+    ['branch', 'merge', 'solve']
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from s2c.compiler.check import check
+from s2c.compiler.graph import build_graph
+from s2c.compiler.ir import CheckedProgram
+from s2c.dsl.ast import Program
+from s2c.dsl.parser import parse_file
+from s2c.errors import CheckError, S2Error
+
+
+def builtin_dir() -> Path:
+    import s2c.programs  # installed from the repo's top-level programs/
+
+    return Path(s2c.programs.__file__).parent
+
+
+def find_program(name: str | os.PathLike) -> Path:
+    """A path that exists, else a built-in program by file name (`bsm.s2` or `bsm`)."""
+    p = Path(name)
+    if p.exists():
+        return p
+    base = p.name if p.suffix == ".s2" else p.name + ".s2"
+    if p.parent == Path("."):
+        cand = builtin_dir() / base
+        if cand.exists():
+            return cand
+    known = sorted(x.stem for x in builtin_dir().glob("*.s2"))
+    raise S2Error(f"no program file '{name}'", hint=f"built-in programs: {', '.join(known)}")
+
+
+def resolver(name: str, path: str | None, importer: Program) -> tuple[Program, str]:
+    """`use NAME [from "PATH"]`: next to the importing file first, then the built-ins."""
+    here = Path(importer.file).parent
+    candidates = [here / path] if path else [here / f"{name}.s2", builtin_dir() / f"{name}.s2"]
+    for c in candidates:
+        if c.exists():
+            return parse_file(c), str(c)
+    raise FileNotFoundError("looked in: " + ", ".join(str(c) for c in candidates))
+
+
+def check_file(path) -> CheckedProgram:
+    """Parse and check; returns the program with diagnostics (errors included) and its graph."""
+    program = parse_file(find_program(path))
+    cp = check(program, resolver=resolver)
+    if not cp.errors:
+        cp.graph = build_graph(cp)
+    return cp
+
+
+def load_program(path) -> CheckedProgram:
+    """Like check_file, but raises CheckError when the program has errors."""
+    cp = check_file(path)
+    if cp.errors:
+        raise CheckError(cp.diagnostics, cp.sources)
+    return cp

@@ -1,0 +1,96 @@
+"""Render a program's graph: a rich tree (default), graphviz dot, mermaid, node-link JSON."""
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+
+from s2c.compiler.graph import stages
+from s2c.compiler.ir import CheckedProgram
+
+
+def _label(g: nx.DiGraph, nid: str) -> str:
+    a = g.nodes[nid]
+    if a["kind"] == "llm":
+        extra = f" n={a['n']}" if a["n"] > 1 else ""
+        extra += f" role={a['role']}" if a["role"] != "default" else ""
+        return f"llm {nid}{extra}"
+    if a["kind"] == "transform":
+        return f"{a.get('fn', 'value')} {nid}"
+    return f"input {nid}"
+
+
+def to_json(g: nx.DiGraph) -> str:
+    data = nx.node_link_data(g, edges="links")
+    for n in data["nodes"]:
+        n.setdefault("id", n.get("id"))
+    return json.dumps(data, indent=2, default=str)
+
+
+def to_dot(g: nx.DiGraph) -> str:
+    shape = {"llm": "box", "transform": "ellipse", "input": "plaintext"}
+    out = [f'digraph "{g.graph.get("name", "program")}" {{', "  rankdir=LR;"]
+    for nid, a in g.nodes(data=True):
+        label = _label(g, nid) + ("\\n" + "\\n".join(a["fanout"]) if a["fanout"] else "")
+        style = ', style="bold"' if a["kind"] == "llm" else ""
+        out.append(f'  "{nid}" [label="{label}", shape={shape[a["kind"]]}{style}];')
+    for u, v in g.edges:
+        out.append(f'  "{u}" -> "{v}";')
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def to_mermaid(g: nx.DiGraph) -> str:
+    ids = {nid: f"n{i}" for i, nid in enumerate(g.nodes)}
+    out = ["flowchart LR"]
+    for nid, a in g.nodes(data=True):
+        label = _label(g, nid) + ("<br/>" + "<br/>".join(a["fanout"]) if a["fanout"] else "")
+        label = label.replace('"', "'")
+        open_, close = ("[", "]") if a["kind"] == "llm" else ("([", "])") if a["kind"] == "transform" else ("[/", "/]")
+        out.append(f'  {ids[nid]}{open_}"{label}"{close}')
+    for u, v in g.edges:
+        out.append(f"  {ids[u]} --> {ids[v]}")
+    return "\n".join(out) + "\n"
+
+
+def to_tree(cp: CheckedProgram):
+    """A rich Tree: stages of LLM calls, each with the transforms that follow it."""
+    from rich.tree import Tree
+
+    g = cp.graph
+    gg = g.graph
+    est = f"{gg['calls_per_input']} LLM calls per input" + ("" if gg["bounded"] else " (unbounded lists assumed 5 long)")
+    root = Tree(f"[bold]{cp.name}[/] — {cp.program.header.description.value}\n"
+                f"[dim]inputs: {', '.join(p.name for p in cp.inputs)} · {gg['stages']} stages · {est} · "
+                f"≤ {gg['max_generated_tokens_per_input']} generated tokens per input[/]")
+    shown: set[str] = set()
+    for i, group in enumerate(stages(g), 1):
+        st = root.add(f"[bold cyan]stage {i}[/]")
+        for nid in group:
+            a = g.nodes[nid]
+            deps = [p for p in g.predecessors(nid)]
+            calls = a["n"]
+            branch = st.add(f"[bold]{_label(g, nid)}[/]  [dim]line {a['line']} · max_tokens {a['max_tokens']}"
+                            f"{' · T=' + str(a['temperature']) if a['temperature'] else ''}"
+                            f" · reads {', '.join(deps) or '-'}[/]")
+            for f in a["fanout"]:
+                branch.add(f"[magenta]fan-out[/] {f}")
+            if calls > 1:
+                branch.add(f"[magenta]samples[/] n={calls}")
+            shown.add(nid)
+            for succ in nx.dfs_preorder_nodes(g, nid):
+                if succ != nid and g.nodes[succ]["kind"] == "transform" and succ not in shown and \
+                        all(g.nodes[p]["kind"] != "llm" or p == nid or p in shown for p in g.predecessors(succ)):
+                    sa = g.nodes[succ]
+                    branch.add(f"{_label(g, succ)} [dim]line {sa['line']}[/]" +
+                               (f" [magenta]({'; '.join(sa['fanout'])})[/]" if sa["fanout"] else ""))
+                    shown.add(succ)
+    outs = ", ".join(cp.outputs)
+    root.add(f"[bold green]output[/] {outs}")
+    if cp.tasks:
+        d = root.add(f"[bold yellow]distill[/] format={cp.format}")
+        for t in cp.tasks:
+            d.add(f"task {t.name} (weight {t.weight:g})" + (f" per item of {t.each.var}" if t.each else ""))
+        for k in cp.keeps:
+            d.add(f"keep {k.rule}")
+    return root

@@ -1,0 +1,323 @@
+"""Parse .s2 source text into AST dataclasses (s2c.dsl.ast). lark types never leave this module.
+
+    >>> from s2c.dsl.parser import parse
+    >>> p = parse('program hi "says hi"\\ninput name\\ngreet = llm() "Say hi to {{ name }}"\\noutput greet\\n')
+    >>> p.name, [i.name for i in p.inputs]
+    ('hi', ['name'])
+"""
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.indenter import Indenter
+
+from s2c.dsl import ast as A
+from s2c.errors import S2Error, Span
+
+# What a user sees instead of a terminal name.
+TERMINAL_NAMES = {
+    "NAME": "a name",
+    "STRING": "a string",
+    "LONG_STRING": 'a """text block"""',
+    "INT": "a whole number",
+    "SIGNED_NUMBER": "a number",
+    "TYPE_NAME": "a type (text, list or number)",
+    "_NL": "end of line",
+    "_INDENT": "an indented block",
+    "_DEDENT": "end of the indented block",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "EQUAL": "'='",
+    "DOT": "'.'",
+    "TRUE": "true",
+    "FALSE": "false",
+    "$END": "end of file",
+}
+
+
+def _human(term: str) -> str:
+    if term in TERMINAL_NAMES:
+        return TERMINAL_NAMES[term]
+    if term.isupper():  # keyword terminals are named after their text, e.g. FOR -> 'for'
+        return f"'{term.lower()}'"
+    return term
+
+
+class _S2Indenter(Indenter):
+    NL_type = "_NL"
+    OPEN_PAREN_types = ["LPAR", "LSQB", "LBRACE"]
+    CLOSE_PAREN_types = ["RPAR", "RSQB", "RBRACE"]
+    INDENT_type = "_INDENT"
+    DEDENT_type = "_DEDENT"
+    tab_len = 4
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> Lark:
+    grammar = (Path(__file__).with_name("grammar.lark")).read_text()
+    return Lark(
+        grammar,
+        parser="lalr",
+        postlex=_S2Indenter(),
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+# ---------------------------------------------------------------- string literals
+_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+
+
+def _unescape(body: str) -> str:
+    """Only \\n \\t \\" \\\\ are escapes; any other backslash stays, so regexes read naturally."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), body)
+
+
+def make_text(tok: Token, file: str) -> A.Text:
+    """A STRING or LONG_STRING token -> Text with a map from template lines to file positions.
+
+    Triple-quoted blocks are dedented: a newline right after the opening quotes and the
+    whitespace before the closing quotes are dropped, and the common indentation is removed.
+    Their content is taken verbatim (no escapes): it is a jinja template.
+    """
+    raw = tok.value
+    raw_prefix = raw[0] in "rR"
+    body_start = 1 if raw_prefix else 0
+    span = Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
+    if not raw.startswith('"""', body_start):
+        body = raw[body_start + 1 : -1]
+        value = body if raw_prefix else _unescape(body)
+        return A.Text(value, False, ((tok.line, tok.column + body_start + 1),), span)
+    body = raw[body_start + 3 : -3]
+    lines = body.split("\n")
+    origin = [(tok.line + i, 1) for i in range(len(lines))]
+    origin[0] = (tok.line, tok.column + body_start + 3)
+    if len(lines) > 1 and not lines[0].strip():
+        lines, origin = lines[1:], origin[1:]
+    if len(lines) > 1 and not lines[-1].strip():
+        lines, origin = lines[:-1], origin[:-1]
+    first_inline = origin and origin[0][0] == tok.line  # text began on the quotes' line
+    body_lines = lines[1:] if first_inline else lines
+    indents = [len(l) - len(l.lstrip(" \t")) for l in body_lines if l.strip()]
+    cut = min(indents) if indents else 0
+    out, out_origin = [], []
+    for i, (line, (fl, fc)) in enumerate(zip(lines, origin)):
+        if i == 0 and first_inline:
+            out.append(line)
+            out_origin.append((fl, fc))
+        else:
+            out.append(line[cut:])
+            out_origin.append((fl, fc + cut))
+    return A.Text("\n".join(out), True, tuple(out_origin), span)
+
+
+# ---------------------------------------------------------------- tree -> AST
+def _span(meta, file: str) -> Span | None:
+    if getattr(meta, "empty", True):
+        return None
+    return Span(file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _tok_span(tok: Token, file: str) -> Span:
+    return Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+@v_args(meta=True, inline=True)
+class _ToAST(Transformer):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _s(self, meta):
+        return _span(meta, self.file)
+
+    # expressions
+    def name(self, meta, tok):
+        return A.Name(str(tok), _tok_span(tok, self.file))
+
+    def string(self, meta, tok):
+        return make_text(tok, self.file)
+
+    def number(self, meta, tok):
+        v = float(tok) if any(c in tok for c in ".eE") else int(tok)
+        return A.Literal(v, _tok_span(tok, self.file))
+
+    def bool(self, meta, tok):
+        return A.Literal(str(tok) == "true", _tok_span(tok, self.file))
+
+    def none(self, meta):
+        return A.Literal(None, self._s(meta))
+
+    def list(self, meta, *items):
+        return A.ListExpr(tuple(i for i in items if i is not None), self._s(meta))
+
+    def pair(self, meta, k, v):
+        return (k, v)
+
+    def dict(self, meta, *pairs):
+        return A.DictExpr(tuple(p for p in pairs if p is not None), self._s(meta))
+
+    def kwarg(self, meta, name, value):
+        return A.Kwarg(str(name), value, _tok_span(name, self.file))
+
+    def arguments(self, meta, *args):
+        return [a for a in args if a is not None]
+
+    def call(self, meta, name, args):
+        args = args or []
+        pos = tuple(a for a in args if not isinstance(a, A.Kwarg))
+        kws = tuple(a for a in args if isinstance(a, A.Kwarg))
+        return A.Call(str(name), pos, kws, self._s(meta), _tok_span(name, self.file))
+
+    def prompt(self, meta, tok):
+        return make_text(tok, self.file)
+
+    # declarations and statements
+    def header(self, meta, name, desc):
+        return A.Header(str(name), make_text(desc, self.file), self._s(meta))
+
+    def param(self, meta, name, type_):
+        return A.Param(str(name), str(type_) if type_ else "text", _tok_span(name, self.file))
+
+    def input_decl(self, meta, *params):
+        return A.InputDecl(tuple(params), self._s(meta))
+
+    def gold_decl(self, meta, *names):
+        return A.GoldDecl(tuple(A.Name(str(n), _tok_span(n, self.file)) for n in names), self._s(meta))
+
+    def use_decl(self, meta, name, path):
+        return A.UseDecl(str(name), make_text(path, self.file) if path else None, self._s(meta))
+
+    def llm_assign(self, meta, target, args, prompt):
+        args = args or []
+        pos = [a for a in args if not isinstance(a, A.Kwarg)]
+        if pos:
+            raise S2Error(
+                "llm(...) takes only named options; the prompt goes after the parentheses",
+                getattr(pos[0], "span", None),
+                hint='write: x = llm(max_tokens=256) """your prompt"""',
+            )
+        return A.LLMAssign(str(target), tuple(args), prompt, _tok_span(target, self.file))
+
+    def assign(self, meta, target, value):
+        return A.Assign(str(target), value, _tok_span(target, self.file))
+
+    def for_stmt(self, meta, var, iterable, *body):
+        return A.For(str(var), iterable, tuple(body), self._s(meta))
+
+    def repeat_stmt(self, meta, count, *body):
+        return A.Repeat(int(count), tuple(body), self._s(meta))
+
+    def output_decl(self, meta, name, value):
+        return A.Output(str(name), value, _tok_span(name, self.file))
+
+    def task(self, meta, name, args, prompt):
+        args = args or []
+        pos = [a for a in args if not isinstance(a, A.Kwarg)]
+        if pos:
+            raise S2Error(
+                "task(...) takes only named options (target=, weight=, system=)",
+                getattr(pos[0], "span", None),
+                hint='write: task judge(target=verdict) """System-1 prompt"""',
+            )
+        return A.Task(str(name), tuple(args), prompt, _tok_span(name, self.file))
+
+    def task_for(self, meta, var, iterable, *tasks):
+        return A.TaskFor(str(var), iterable, tuple(tasks), self._s(meta))
+
+    def keep(self, meta, rule):
+        return A.Keep(rule, self._s(meta))
+
+    def distill(self, meta, fmt, *items):
+        return A.Distill(str(fmt) if fmt else None, tuple(items), self._s(meta))
+
+    def metric(self, meta, call):
+        return A.Metric(call, self._s(meta))
+
+    def parse(self, meta, value):
+        return A.Parse(value, self._s(meta))
+
+    def eval(self, meta, *items):
+        return A.Eval(tuple(items), self._s(meta))
+
+    def start(self, meta, header, *items):
+        return (header, tuple(items))
+
+
+# ---------------------------------------------------------------- errors
+def _syntax_error(e: UnexpectedInput, text: str, file: str) -> S2Error:
+    line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
+    if isinstance(e, UnexpectedCharacters):
+        ch = text.splitlines()[line - 1][col - 1 : col] if text.splitlines() else ""
+        hint = None
+        if ch == "'":
+            hint = "strings use double quotes: \"...\" or a \"\"\"block\"\"\""
+        elif ch == "\t":
+            hint = "indent with spaces"
+        return S2Error(f"unexpected character {ch!r}", Span(file, line, col, line, col + 1), hint)
+    expected = sorted({_human(t) for t in getattr(e, "expected", set()) or set()})
+    if isinstance(e, UnexpectedEOF):
+        return S2Error(
+            "unexpected end of file" + (f", expected {', '.join(expected)}" if expected else ""),
+            Span(file, line if line > 0 else len(text.splitlines()) or 1, max(col, 1)),
+        )
+    tok: Token = e.token  # type: ignore[attr-defined]
+    if tok.type == "$END":
+        line = len(text.splitlines()) or 1
+        col = 1
+        got = "end of file"
+    elif tok.type == "_NL":
+        got = "end of line"
+    elif tok.type in ("_INDENT", "_DEDENT"):
+        got = "indentation" if tok.type == "_INDENT" else "end of an indented block"
+    else:
+        got = repr(str(tok))
+    width = max(1, len(str(tok))) if tok.type not in ("_NL", "_INDENT", "_DEDENT", "$END") else 1
+    msg = f"unexpected {got}"
+    hint = None
+    if expected:
+        if len(expected) <= 6:
+            msg += f", expected {' or '.join(expected)}" if len(expected) <= 2 else f", expected one of: {', '.join(expected)}"
+    if got == "indentation":
+        hint = "only the body of a for / repeat / distill / eval block is indented"
+    if tok.type == "NAME" and str(tok) in {"if", "else", "while", "def", "import", "return"}:
+        hint = f"'{tok}' is not part of the .s2 language; see docs/language.md"
+    return S2Error(msg, Span(file, line, col, line, col + width), hint)
+
+
+def parse(text: str, file: str = "<string>") -> A.Program:
+    """Source text -> Program. Raises S2Error (with file:line:col) at the first syntax error."""
+    if not text.endswith("\n"):
+        text += "\n"
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as e:
+        raise _syntax_error(e, text, file) from None
+    try:
+        header, items = _ToAST(file).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, S2Error):
+            raise e.orig_exc from None
+        raise
+    return A.Program(file, header, items, text)
+
+
+def parse_file(path: str | Path) -> A.Program:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise S2Error(f"no such program file: {path}") from None
+    except UnicodeDecodeError as e:
+        raise S2Error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return parse(text, str(path))
