@@ -1,0 +1,90 @@
+"""A content-addressed call cache in SQLite.
+
+key = sha256(model identity + what the model sees + sampling parameters without n + adapter);
+each sample of a call is its own row (key, sample index), committed as soon as it returns, so a
+run killed with `kill -9` repeats no completed call.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from s2c.runtime.engines.base import Completion, Request
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    finish_reason TEXT,
+    model TEXT,
+    created REAL,
+    PRIMARY KEY (key, idx)
+);
+"""
+
+
+def call_key(model_id: str, request: Request) -> str:
+    sampling = request.sampling.to_dict()
+    sampling.pop("n")  # samples are rows of their own: asking for more reuses the first ones
+    blob = json.dumps(
+        {"model": model_id, "input": request.payload(), "sampling": sampling, "adapter": request.adapter},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class CallCache:
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = str(path) if path else None
+        self.db = None
+        if self.path:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+
+    def get(self, key: str, n: int) -> dict[int, Completion]:
+        if self.db is None:
+            return {}
+        rows = self.db.execute(
+            "SELECT idx, text, prompt_tokens, completion_tokens, finish_reason FROM calls WHERE key=? AND idx<?",
+            (key, n),
+        ).fetchall()
+        return {r[0]: Completion(r[1], r[2], r[3], r[4] or "stop") for r in rows}
+
+    def put_many(self, items: list[tuple[str, int, Completion, str]]) -> None:
+        """Commit (key, sample index, completion, model) rows in one transaction."""
+        if self.db is None or not items:
+            return
+        now = time.time()
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?)",
+                [(k, i, c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason, m, now) for k, i, c, m in items],
+            )
+
+    def delete(self, keys: list[str]) -> None:
+        if self.db is None or not keys:
+            return
+        with self.db:
+            self.db.executemany("DELETE FROM calls WHERE key=?", [(k,) for k in keys])
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+
+def default_cache_path() -> Path:
+    from s2c.runtime.model import cache_dir
+
+    return cache_dir() / "calls.sqlite"

@@ -1,0 +1,145 @@
+"""Values of one example while it runs: per node, per instance (loop index tuple).
+
+A node inside loops runs once per item; its instances are keyed by index tuples (`solve` at
+`(2,)` is the third criterion's call). Reading a node from outside its loops collects a (nested)
+list; reading a loop variable gives the current item. `Failed` values flow through: aggregations
+skip them, everything else fails with "depends on failed X".
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from s2c.compiler import functions as F
+from s2c.compiler import ir
+from s2c.compiler.functions import Failed, TransformError
+
+
+class ExampleValues:
+    def __init__(self, cp: ir.CheckedProgram, row: dict):
+        self.cp = cp
+        self.store: dict[str, dict[tuple, Any]] = {}
+        for p in cp.inputs:
+            self.store[p.name] = {(): row.get(p.name)}
+
+    # ------------------------------------------------------------ reading
+    def lookup(self, ref: ir.Ref, prefix: tuple, ctx_loops: tuple[str, ...]):
+        if isinstance(ref, ir.NodeRef):
+            node = self.cp.nodes[ref.node]
+            k = _common(node.loops, ctx_loops)
+            return self.assemble(node, prefix[:k])
+        loop = self.cp.loops[ref.loop]
+        level = ctx_loops.index(loop.id)
+        items = self.lookup(loop.iterable, prefix[:level], loop.loops)
+        if isinstance(items, Failed):
+            return items
+        return items[prefix[level]]
+
+    def assemble(self, node: ir.Node, p: tuple):
+        if len(p) == len(node.loops):
+            inst = self.store.get(node.id, {})
+            if p not in inst:
+                raise KeyError(f"{node.id}{list(p)} read before it was computed")  # scheduler bug
+            return inst[p]
+        loop = self.cp.loops[node.loops[len(p)]]
+        items = self.lookup(loop.iterable, p, loop.loops)
+        if isinstance(items, Failed):
+            return items
+        return [self.assemble(node, p + (i,)) for i in range(len(items))]
+
+    def instances(self, node: ir.Node) -> list[tuple] | Failed:
+        """The index tuples a node runs at, from its loops' iterables (all computed by now)."""
+        prefixes: list[tuple] = [()]
+        for lid in node.loops:
+            loop = self.cp.loops[lid]
+            nxt = []
+            for p in prefixes:
+                items = self.lookup(loop.iterable, p, loop.loops)
+                if isinstance(items, Failed):
+                    return items
+                if not isinstance(items, list):
+                    return Failed(f"'for {loop.var}' needs a list, got {type(items).__name__}", node.id)
+                nxt.extend(p + (i,) for i in range(len(items)))
+            prefixes = nxt
+        return prefixes
+
+    def set(self, node_id: str, prefix: tuple, value) -> None:
+        self.store.setdefault(node_id, {})[prefix] = value
+
+    # ------------------------------------------------------------ evaluating
+    def eval(self, expr: ir.IRExpr, prefix: tuple, ctx_loops: tuple[str, ...], node_id: str,
+             extra: dict[str, Any] | None = None):
+        """Evaluate a transform expression; Failed when it or what it reads failed."""
+        if isinstance(expr, ir.Const):
+            return expr.value
+        if isinstance(expr, ir.RefExpr):
+            if extra and isinstance(expr.ref, ir.NodeRef) and expr.ref.node in extra:
+                return extra[expr.ref.node]
+            return self.lookup(expr.ref, prefix, ctx_loops)
+        if isinstance(expr, ir.ListE):
+            items = [self.eval(i, prefix, ctx_loops, node_id, extra) for i in expr.items]
+            bad = next((i for i in items if isinstance(i, Failed)), None)
+            return bad or items
+        if isinstance(expr, ir.FnCall):
+            fn = F.FUNCTIONS[expr.fn]
+            args = [self.eval(a, prefix, ctx_loops, node_id, extra) for a in expr.args]
+            kwargs = {k: self.eval(v, prefix, ctx_loops, node_id, extra) for k, v in expr.kwargs}
+            for v in (*args, *kwargs.values()):
+                bad = v if isinstance(v, Failed) else None
+                if bad is None and not fn.aggregates:
+                    bad = find_failed(v)
+                if bad is not None:
+                    return Failed(f"depends on failed '{bad.node}'", bad.node)
+            try:
+                return fn.impl(*args, **kwargs)
+            except TransformError as e:
+                return Failed(f"{expr.fn}(): {e}", node_id)
+            except (TypeError, ValueError, AttributeError) as e:
+                return Failed(f"{expr.fn}(): {type(e).__name__}: {e}", node_id)
+        raise TypeError(expr)  # a bug in s2c
+
+    def template_vars(self, node: ir.Node, prefix: tuple) -> dict[str, Any] | Failed:
+        out = {}
+        for var, ref in node.vars.items():
+            v = self.lookup(ref, prefix, node.loops)
+            bad = find_failed(v)
+            if bad is not None:
+                return Failed(f"depends on failed '{bad.node}'", bad.node)
+            out[var] = v
+        return out
+
+
+def find_failed(v) -> Failed | None:
+    if isinstance(v, Failed):
+        return v
+    if isinstance(v, list):
+        for x in v:
+            f = find_failed(x)
+            if f is not None:
+                return f
+    return None
+
+
+def to_json(v):
+    """Values as JSON (Failed -> {"failed": reason, "node": id})."""
+    if isinstance(v, Failed):
+        return {"failed": v.reason, "node": v.node}
+    if isinstance(v, list):
+        return [to_json(x) for x in v]
+    return v
+
+
+def from_json(v):
+    if isinstance(v, dict) and set(v) == {"failed", "node"}:
+        return Failed(v["failed"], v["node"])
+    if isinstance(v, list):
+        return [from_json(x) for x in v]
+    return v
+
+
+def _common(a: tuple, b: tuple) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
