@@ -201,7 +201,7 @@ class Checker:
 
     # ------------------------------------------------------------ templates
     def template_refs(self, text: A.Text, scope: _Scope, what: str, *, allowed: set[str] | None = None,
-                      system1: bool = False) -> dict[str, ir.Ref]:
+                      system1: bool = False, tasks: tuple[dict, tuple[str, ...]] = ({}, ())) -> dict[str, ir.Ref]:
         info = analyze(text)
         if info.syntax_error:
             msg, line = info.syntax_error
@@ -215,9 +215,15 @@ class Checker:
             fl, fc = text.locate(tl, tc)
             span = Span(self._file_of(text), fl, fc, fl, fc + len(var))
             if system1:
+                earlier, after = tasks
+                if var in after:  # the output of an earlier task, written by System 1 itself
+                    continue
                 if var in self.input_names and var in scope.names:
                     refs[var] = scope.names[var]
                     self.mark_used(refs[var])
+                elif var in earlier:
+                    self.error(f"{what} reads the output of task '{var}' without after=\"{var}\"", span,
+                               f'System 1 writes it first at inference: add after="{var}" to the task')
                 elif var in self.gold_names:
                     self.error(f"{what} reads gold field '{var}'", span,
                                "a System-1 prompt that reads the gold label leaks the answer")
@@ -269,6 +275,10 @@ class Checker:
     def define(self, name: str, span, scope: _Scope, node: ir.Node, defined_here: set[str]):
         if name in defined_here:
             self.error(f"'{name}' is already defined", span, "each name is assigned once (use repeat to refine a value)")
+            return
+        if name in self.gold_names:  # else `metric m(answer, answer)` would read two different things
+            self.error(f"'{name}' is a gold field; a value of the program needs another name", span,
+                       f"e.g. '{name}_pred' or 'final'")
             return
         if name in scope.names and not scope.suffix:
             what = "an input" if name in self.input_names and not scope.prefix else "already defined"
@@ -391,6 +401,8 @@ class Checker:
             self.error(f"'for {s.var} in ...' needs a list, but this is a single {t}", s.iterable.span,
                        "a list comes from llm(n=...), lines(), regex_all(), or a list input")
         loop_id = self.node_id(s.var, scope) if not scope.loops else f"{scope.loops[-1]}.{s.var}"
+        if loop_id in self.loops:  # a second loop with the same variable: its id names its line
+            loop_id = f"{loop_id}@{s.span.line if s.span else len(self.loops)}"
         if isinstance(it, ir.RefExpr):
             iterable = it.ref
         else:  # an expression: give it a node of its own so the runtime can index it
@@ -580,7 +592,7 @@ class Checker:
         if fmt not in F.DISTILL_FORMATS:
             self.error(f"unknown distill format '{fmt}'", d.span,
                        did_you_mean(fmt, F.DISTILL_FORMATS) or f"formats: {', '.join(F.DISTILL_FORMATS)}")
-        names: set[str] = set()
+        names: dict[str, ir.Loop | None] = {}  # task -> the loop it runs in (for after=)
         for item in d.items:
             if isinstance(item, A.Task):
                 tasks.append(self.lower_task(item, self.scope, None, names))
@@ -593,8 +605,7 @@ class Checker:
                     self.error("a distill loop runs over a named value", item.iterable.span,
                                "name it first: xs = ...; then: for x in xs:")
                     continue
-                loop = ir.Loop(f"distill.{item.var}", item.var, it.ref, (), item.span)
-                self.loops[loop.id] = loop
+                loop = self.distill_loop(item, it.ref)
                 inner = _Scope(dict(self.scope.names), (loop.id,), "", "")
                 inner.names[item.var] = ir.ItemRef(loop.id)
                 for task in item.tasks:
@@ -607,11 +618,52 @@ class Checker:
             self.error("distill section has no task", d.span, 'add: task NAME(target=VALUE) """System-1 prompt"""')
         return [t for t in tasks if t], keeps, fmt
 
-    def lower_task(self, t: A.Task, scope: _Scope, loop, names: set[str]):
+    def distill_loop(self, item: A.TaskFor, iterable: ir.Ref) -> ir.Loop:
+        """A distill loop over the list a top-level program loop runs over is that same loop, so
+        values computed per item in the program (`for cot in cots: verdict = ...`) are single
+        values inside it. Any other list gets a loop of its own."""
+        same = [l for l in self.loops.values() if not l.loops and l.iterable == iterable
+                and not l.id.startswith("distill.")]
+        if same:
+            return next((l for l in same if l.var == item.var), same[0])
+        loop = ir.Loop(f"distill.{item.var}", item.var, iterable, (), item.span)
+        self.loops[loop.id] = loop
+        return loop
+
+    def task_after(self, t: A.Task, loop, earlier: dict) -> tuple[str, ...]:
+        """`after="explain"`: this task's prompt may read {{ explain }}, the output of an earlier
+        task, which System 1 writes itself at inference (a cascade: question -> rationale ->
+        answer). In a training row it is that task's target for the same input and item."""
+        kw = next((k for k in t.kwargs if k.name == "after"), None)
+        if kw is None:
+            return ()
+        v = kw.value
+        items = v.items if isinstance(v, A.ListExpr) else (v,)
+        if not all(isinstance(i, A.Text) for i in items):
+            self.error('task(): after= takes the name of an earlier task in quotes: after="rationale"',
+                       getattr(v, "span", kw.span))
+            return ()
+        out = []
+        for i in items:
+            name = i.value
+            if name == t.name:
+                self.error(f"task '{t.name}' cannot come after itself", i.span)
+            elif name not in earlier:
+                self.error(f"after=: no earlier task '{name}'", i.span,
+                           did_you_mean(name, earlier) or "after= names a task defined above this one")
+            elif earlier[name] is not None and earlier[name] is not loop:
+                self.error(f"after=: task '{name}' runs once per item of '{earlier[name].var}'; "
+                           f"task '{t.name}' must be in the same for loop", i.span)
+            else:
+                out.append(name)
+        return tuple(out)
+
+    def lower_task(self, t: A.Task, scope: _Scope, loop, names: dict):
         what = f"System-1 prompt of task '{t.name}'"
         if t.name in names:
             self.error(f"task '{t.name}' is defined twice", t.span)
-        names.add(t.name)
+        after = self.task_after(t, loop, names)
+        names.setdefault(t.name, loop)
         opts = {kw.name: kw for kw in t.kwargs}
         for kw in t.kwargs:
             if kw.name not in F.TASK_OPTIONS:
@@ -623,12 +675,13 @@ class Checker:
         if prompt is None:
             self.error(f"task '{t.name}' has no System-1 prompt", t.span)
             prompt = A.Text("")
-        self.template_refs(prompt, scope, what, system1=True)
+        self.template_refs(prompt, scope, what, system1=True, tasks=(names, after))
         system = None
         if "system" in opts:
             if isinstance(opts["system"].value, A.Text):
                 system = opts["system"].value
-                self.template_refs(system, scope, f"system message of task '{t.name}'", system1=True)
+                self.template_refs(system, scope, f"system message of task '{t.name}'", system1=True,
+                                   tasks=(names, after))
             else:
                 self.error("task(): system= takes a string", opts["system"].span)
         target: ir.IRExpr = ir.Const(None)
@@ -649,7 +702,13 @@ class Checker:
                 weight = float(v.value)
             else:
                 self.error("task(): weight must be a number >= 0", getattr(v, "span", opts["weight"].span))
-        return ir.TaskIR(t.name, t.span, prompt, system, target, ttype, weight, loop)
+        rationale = None
+        if "rationale" in opts:
+            rationale = self.lower_expr(opts["rationale"].value, scope)
+            if self.expr_type(rationale, scope.loops).depth > 0:
+                self.error(f"rationale of task '{t.name}' is a list: a training row needs one value",
+                           opts["rationale"].value.span)
+        return ir.TaskIR(t.name, t.span, prompt, system, target, ttype, weight, loop, rationale, after=after)
 
     def lower_keep(self, k: A.Keep) -> ir.KeepIR | None:
         rule = k.rule

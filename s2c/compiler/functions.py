@@ -82,6 +82,10 @@ def _valid(xs):
 
 
 # ---------------------------------------------------------------- implementations
+def _str(v) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
 def _regex(text: str, pattern: str, group: int = 1) -> str:
     matches = list(re.finditer(pattern, text))
     if not matches:
@@ -119,6 +123,15 @@ def _take(xs: list, k: int) -> list:
     if k < 0:
         raise TransformError(f"take: k must be >= 0, got {k}")
     return list(xs)[: int(k)]
+
+
+def _at(xs: list, index):
+    if isinstance(index, bool) or not isinstance(index, (int, float)) or index != int(index):
+        raise TransformError(f"at: the index must be a whole number, got {index!r}")
+    i = int(index)
+    if not 0 <= i < len(xs):
+        raise TransformError(f"at: index {i} is out of range for a list of {len(xs)}")
+    return xs[i]
 
 
 def _first(xs: list):
@@ -262,9 +275,15 @@ FUNCTIONS: dict[str, Function] = {
                  "The non-blank lines of a text, stripped, with list bullets (-, *, 1., (1)) removed."),
         Function("take", (P("list", "list"), P("k", "number")), _same(0), _take,
                  "The first k elements of a list."),
+        Function("at", (P("list", "list"), P("index", "number")), _elem(0), _at,
+                 "The element at a 0-based index (e.g. a number() read from a model's answer). "
+                 "Fails when the index is out of range."),
         Function("first", (P("list", "list"),), _elem(0), _first, "The first element of a list."),
         Function("last", (P("list", "list"),), _elem(0), _last, "The last element of a list."),
         Function("strip", (P("text", "text"),), _const(TEXT), lambda t: t.strip(), "Whitespace removed at both ends."),
+        Function("wrap", (P("text", "scalar"), P("before", "text", ""), P("after", "text", "")), _const(TEXT),
+                 lambda t, before="", after="": f"{before}{_str(t)}{after}",
+                 "The text with fixed text before and after it, e.g. wrap(verdict, \"[[\", \"]]\") -> [[A]]."),
         Function("lower", (P("text", "text"),), _const(TEXT), lambda t: t.lower(), "Lower case."),
         Function("upper", (P("text", "text"),), _const(TEXT), lambda t: t.upper(), "Upper case."),
         Function("number", (P("text", "scalar"),), _const(NUMBER), _number,
@@ -317,9 +336,11 @@ KEEP_RULES: dict[str, tuple[Param, ...]] = {
 # Options of `task NAME(...)` in distill.
 TASK_OPTIONS: dict[str, tuple[str, Any]] = {
     "target": ("any", ...),
+    "rationale": ("any", None),  # the reasoning behind target: the `cot` format trains on rationale + target
     "weight": ("number", 1.0),
     "system": ("text", None),
     "template": ("literal", None),
+    "after": ("literal", None),  # earlier task(s) whose output the prompt reads (a cascade)
 }
 
 DISTILL_FORMATS = ("system1", "label", "cot", "multitask", "cascade")

@@ -93,6 +93,10 @@ class TaskIR:
     target_type: Type
     weight: float
     each: Loop | None = None  # one row per item of this loop (for x in list: task ...)
+    rationale: IRExpr | None = None  # for the `cot` format: completion = rationale + target
+    # tasks whose output this prompt reads ({{ name }}): in a row, their target for the same
+    # input and item; at inference, what System 1 wrote for them first (a cascade)
+    after: tuple[str, ...] = ()
 
 
 @dataclass

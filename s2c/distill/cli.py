@@ -1,0 +1,74 @@
+"""`s2c compile`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from s2c.compiler.functions import DISTILL_FORMATS
+
+EXAMPLE = """example:
+  s2c compile rar_2step.s2 --data coin_flip --limit 32 --out data/rar-coin
+  s2c compile bsm.s2 --data oasst2:path/to/oasst2.jsonl --val-split 0.1"""
+
+
+def cmd_compile(args) -> int:
+    from rich.console import Console
+
+    from s2c.compiler.pipeline import load_program
+    from s2c.distill.compile import compile_program
+    from s2c.errors import S2Error
+    from s2c.runtime.cli import default_out, load_rows, open_cache, open_engine
+    from s2c.runtime.run import token_table
+
+    console = Console(stderr=True, highlight=False)
+    log = console.print
+    cp = load_program(args.program)
+    if not cp.tasks:
+        raise S2Error(f"program '{cp.name}' has no distill section: nothing to compile",
+                      cp.program.header.span, hint='add: distill:\n    task NAME(target=OUTPUT) """System-1 prompt"""')
+    if not 0 <= args.val_split < 1:
+        raise S2Error("--val-split must be in [0, 1)")
+    ds, rows, problems = load_rows(args, cp, log)
+    out = Path(args.out) if args.out else default_out("data", args.program, args.data)
+    engine = open_engine(args, cp, log)
+    cache = open_cache(args)
+    try:
+        res = compile_program(cp, rows, engine, out, cache=cache, data=args.data, fmt=args.format, seed=args.seed,
+                              val_split=args.val_split, chunk_size=args.chunk_size, max_errors=args.max_errors,
+                              refresh=set(args.refresh), skipped=problems, console=console)
+    finally:
+        cache.close()
+        engine.close()
+    import json
+
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    console.print(token_table(summary))
+    r = res.report
+    log(f"[bold]curation[/]: {r['inputs']} inputs, [green]{r['kept']} kept[/], {r['failed']} failed, "
+        + ", ".join(f"{n} dropped by {rule}" for rule, n in r["dropped_per_rule"].items()))
+    for reason, n in list(r["dropped_reasons"].items())[:5]:
+        log(f"  {n} × {reason}")
+    if r["label_distribution"]:
+        log(f"  kept labels: {r['label_distribution']}")
+    for w in r["warnings"]:
+        log(f"[yellow]warning:[/] {w}")
+    sizes = ", ".join(f"{k} {len(v)} rows" for k, v in res.rows.items())
+    log(f"s2c: wrote {out} ({sizes}, format {res.meta['format']})")
+    return 0
+
+
+def register(sub) -> None:
+    from s2c.runtime.cli import add_data_args, add_engine_args
+
+    c = sub.add_parser("compile", help="run a System-2 program and write curated System-1 training data",
+                       description="Run the program over the data (cached, resumable), curate the outputs with the "
+                                   "distill section's keep rules, and write TRL prompt-completion rows.",
+                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("program", metavar="PROGRAM")
+    add_data_args(c)
+    c.add_argument("--format", choices=DISTILL_FORMATS, default=None,
+                   help="row format (default: the one the program's distill section declares)")
+    c.add_argument("--val-split", type=float, default=0.0, help="fraction of examples for validation.jsonl")
+    c.add_argument("--out", default=None, help="dataset folder (default: runs/data-PROGRAM-DATA)")
+    add_engine_args(c)
+    c.set_defaults(func=cmd_compile)

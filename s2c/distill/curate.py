@@ -1,0 +1,147 @@
+"""Curation without labels (and with them, for CasCoD): which examples System 1 learns from.
+
+Rules (from the program's `distill:` section), applied in order; the first that drops an
+example gives the reason:
+  majority(samples, min_share)   a strict majority winner whose share >= min_share
+  consistent(answer, swap=/shuffle=, map=)   the answer survives the input perturbation
+  matches(answer, gold)          the answer equals the gold field (normalized); on a list of
+                                 answers (one per CoT) it keeps the matching elements only
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from s2c.compiler import ir
+from s2c.compiler.functions import Failed, TransformError, vote_counts
+from s2c.runtime.executor import ExampleResult
+from s2c.runtime.values import find_failed
+
+
+def normalize(x) -> str:
+    """Case, punctuation and whitespace folded; numbers compared by value (1,000.0 == 1000)."""
+    s = str(x).strip().lower()
+    s = re.sub(r"[\s]+", " ", s)
+    num = re.fullmatch(r"[$€£]?\s*(-?[\d,]*\.?\d+)\s*%?\.?", s)
+    if num:
+        try:
+            v = float(num.group(1).replace(",", ""))
+            return str(int(v)) if v.is_integer() else str(v)
+        except ValueError:
+            pass
+    return re.sub(r"[^\w\s]", "", s).strip()
+
+
+@dataclass
+class Verdict:
+    keep: bool
+    reason: str | None = None  # why dropped: "rule: detail"
+    rule: str | None = None
+    element_mask: list[bool] | None = None  # matches() over a list: which elements to keep
+
+
+@dataclass
+class CurationReport:
+    inputs: int = 0
+    kept: int = 0
+    failed: Counter = field(default_factory=Counter)  # node -> examples whose output failed there
+    dropped: Counter = field(default_factory=Counter)  # rule -> examples
+    reasons: Counter = field(default_factory=Counter)  # "rule: reason" -> examples
+    elements_dropped: int = 0
+    labels: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "inputs": self.inputs, "kept": self.kept, "failed": sum(self.failed.values()),
+            "failed_per_node": dict(self.failed), "dropped_per_rule": dict(self.dropped),
+            "dropped_reasons": dict(self.reasons.most_common()), "elements_dropped": self.elements_dropped,
+            "label_distribution": dict(self.labels.most_common()), "warnings": self.warnings,
+        }
+
+
+def evaluate(expr: ir.IRExpr, res: ExampleResult, cp: ir.CheckedProgram):
+    """Evaluate a distill expression (target, answer, samples) against an example's results."""
+    if isinstance(expr, ir.Const):
+        return expr.value
+    if isinstance(expr, ir.RefExpr) and isinstance(expr.ref, ir.NodeRef):
+        return res.values.get(expr.ref.node, Failed("not computed", expr.ref.node))
+    from s2c.runtime.values import ExampleValues
+
+    vals = ExampleValues(cp, res.row)
+    for nid, v in res.values.items():
+        _store_assembled(vals, cp.nodes[nid], v)
+    return vals.eval(expr, (), (), "distill")
+
+
+def _store_assembled(vals, node: ir.Node, value):
+    """Put a node's assembled value back as instances so expressions can read it."""
+    def rec(p, v, depth):
+        if depth == len(node.loops) or not isinstance(v, list):
+            vals.set(node.id, p, v)
+            return
+        for i, x in enumerate(v):
+            rec(p + (i,), x, depth + 1)
+
+    rec((), value, 0)
+
+
+def judge(cp: ir.CheckedProgram, res: ExampleResult, perturbed: dict[str, tuple[ExampleResult, dict]]) -> Verdict:
+    for k in cp.keeps:
+        v = _apply(cp, k, res, perturbed)
+        if not v.keep or v.element_mask is not None:
+            return v
+    return Verdict(True)
+
+
+def _apply(cp, k: ir.KeepIR, res: ExampleResult, perturbed) -> Verdict:
+    if k.rule == "majority":
+        samples = evaluate(k.args["samples"], res, cp)
+        if isinstance(samples, Failed):
+            return Verdict(False, f"majority: samples failed ({samples.reason})", "majority")
+        try:
+            winner, share, counts = vote_counts(samples)
+        except TransformError as e:
+            return Verdict(False, f"majority: {e}", "majority")
+        top = counts.most_common(2)
+        if len(top) > 1 and top[0][1] == top[1][1]:
+            return Verdict(False, "majority: no strict winner (tie)", "majority")
+        need = float(k.args.get("min_share", 0.5))
+        if share < need:
+            return Verdict(False, f"majority: winner share {share:.2f} < {need:.2f}", "majority")
+        return Verdict(True)
+    if k.rule == "consistent":
+        from s2c.distill.perturb import from_rule
+
+        pert = from_rule(k.args)
+        answer = evaluate(k.args["answer"], res, cp)
+        if find_failed(answer) is not None:
+            return Verdict(False, "consistent: the answer failed", "consistent")
+        other, info = perturbed.get(pert.suffix, (None, None))
+        if other is None:
+            return Verdict(False, f"consistent: the {pert.kind}ped run is missing", "consistent")
+        alt = evaluate(k.args["answer"], other, cp)
+        if find_failed(alt) is not None:
+            return Verdict(False, f"consistent: the answer failed on the {pert.kind}ped input", "consistent")
+        mapped = pert.map_back(alt, info)
+        if normalize(mapped) != normalize(answer):
+            return Verdict(False, f"consistent: answer changes under {pert.kind} "
+                                  f"({answer} vs {alt}{' -> ' + str(mapped) if mapped != alt else ''})", "consistent")
+        return Verdict(True)
+    if k.rule == "matches":
+        answer = evaluate(k.args["answer"], res, cp)
+        gold = res.row.get(k.args.get("gold"))
+        if gold is None:
+            return Verdict(False, f"matches: the row has no gold field '{k.args.get('gold')}'", "matches")
+        if isinstance(answer, list):
+            mask = [not isinstance(a, Failed) and normalize(a) == normalize(gold) for a in answer]
+            if not any(mask):
+                return Verdict(False, "matches: no answer matches the gold label", "matches")
+            return Verdict(True, None, "matches", mask if not all(mask) else None)
+        if isinstance(answer, Failed):
+            return Verdict(False, "matches: the answer failed", "matches")
+        if normalize(answer) != normalize(gold):
+            return Verdict(False, "matches: answer differs from the gold label", "matches")
+        return Verdict(True)
+    raise ValueError(k.rule)  # checked at compile time
