@@ -53,7 +53,7 @@ def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def open_engine(args, cp, log):
+def open_engine(args, cp, log, **extra):
     from s2c.runtime.engines import describe, make_engine
 
     roles = parse_pairs(args.role, "--role")
@@ -61,7 +61,7 @@ def open_engine(args, cp, log):
     if unknown:
         raise S2Error(f"--role {', '.join(sorted(unknown))}: the program has no such role",
                       hint=f"its roles: {', '.join(sorted({n.role for n in cp.llm_nodes()}))}")
-    options = {}
+    options = dict(extra)
     if args.base_url:
         options["base_url"] = args.base_url
     engine = make_engine(args.engine, args.model, roles=roles, **options)

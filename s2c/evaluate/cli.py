@@ -1,0 +1,86 @@
+"""`s2c eval`: the papers' table — System 1, System 2, distilled System 1 — with #tokens."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+EXAMPLE = """example:
+  s2c eval cot_sc.s2 --data coin_flip:test --limit 100 --adapter runs/train-coin/adapter
+  s2c eval bsm.s2 --data mtbench:judgments.jsonl --adapter distilled=runs/a --adapter s1-baseline=runs/b"""
+
+
+def cmd_eval(args) -> int:
+    from rich.console import Console
+
+    from s2c.compiler.pipeline import load_program
+    from s2c.errors import S2Error
+    from s2c.evaluate.evaluate import adapter_format, resolve_adapter, run_system1, run_system2
+    from s2c.evaluate.report import chart, table, write_results
+    from s2c.runtime.cli import default_out, load_rows, open_cache, open_engine
+
+    console = Console(stderr=True, highlight=False)
+    log = console.print
+    cp = load_program(args.program)
+    if not cp.tasks:
+        raise S2Error(f"program '{cp.name}' has no distill section, so it has no System-1 prompt to evaluate",
+                      cp.program.header.span)
+    if not cp.metrics:
+        raise S2Error(f"program '{cp.name}' has no eval section", cp.program.header.span,
+                      hint="add: eval:\n    metric normalized_match(OUTPUT, GOLD_FIELD)")
+    adapters = []
+    for i, spec in enumerate(args.adapter):
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = ("Distilled System 1" if i == 0 else f"adapter {i + 1}"), spec
+        adapters.append((name, resolve_adapter(path)))
+    ds, rows, problems = load_rows(args, cp, log)
+    out = Path(args.out) if args.out else default_out("eval", args.program, args.data)
+    out.mkdir(parents=True, exist_ok=True)
+    # vLLM serves adapters through LoRA requests when started with LoRA on; hf loads them with PEFT
+    engine = open_engine(args, cp, log, **({"enable_lora": True} if adapters and args.engine in ("auto", "vllm") else {}))
+    cache = open_cache(args)
+    results = []
+    try:
+        if not args.no_system1:
+            log("s2c: System 1 (base model, System-1 prompt)")
+            results.append(run_system1(cp, rows, engine, "System 1", None, cache=cache, chunk_size=args.chunk_size,
+                                       max_tokens=args.max_tokens))
+        if not args.no_system2:
+            log("s2c: System 2 (the program)")
+            results.append(run_system2(cp, rows, engine, out, cache=cache, chunk_size=args.chunk_size,
+                                       console=console, progress=True))
+        for name, path in adapters:
+            cascade = adapter_format(path) == "cascade"
+            log(f"s2c: {name} ({path}{', cascade: rationale then answer' if cascade else ''})")
+            results.append(run_system1(cp, rows, engine, name, path, cache=cache, chunk_size=args.chunk_size,
+                                       max_tokens=args.max_tokens, cascade=cascade))
+    finally:
+        cache.close()
+        engine.close()
+    meta = {"program": cp.name, "data": args.data, "examples": len(rows), "skipped_rows": len(problems),
+            "engine": engine.name, "model": engine.model_id("default"), "max_tokens_system1": args.max_tokens}
+    write_results(out, results, meta, rows)
+    chart(out / "results.png", results, cp)
+    console.print(table(results, cp, meta), soft_wrap=False)
+    log(f"s2c: wrote {out}/results.json, {out}/results.png, {out}/predictions.jsonl")
+    return 0
+
+
+def register(sub) -> None:
+    from s2c.runtime.cli import add_data_args, add_engine_args
+
+    e = sub.add_parser("eval", help="compare System 1, System 2 and distilled System 1 on held-out data",
+                       description="Evaluate the base model with the System-1 prompt, the System-2 program, and "
+                                   "LoRA adapters on the same inputs: task metrics and generated tokens per input.",
+                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("program", metavar="PROGRAM")
+    add_data_args(e)
+    e.add_argument("--adapter", action="append", default=[], metavar="[NAME=]DIR",
+                   help="a LoRA adapter from s2c train (repeatable; the first is 'Distilled System 1')")
+    e.add_argument("--max-tokens", type=int, default=128, help="System 1's generation budget (default 128)")
+    e.add_argument("--no-system1", action="store_true", help="skip the base System 1")
+    e.add_argument("--no-system2", action="store_true", help="skip running the System-2 program")
+    e.add_argument("--out", default=None, help="results folder (default: runs/eval-PROGRAM-DATA)")
+    add_engine_args(e)
+    e.set_defaults(func=cmd_eval)
