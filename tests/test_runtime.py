@@ -1,0 +1,218 @@
+"""The executor above the engine: batching, cache, resume, failures, traces (scripted fake engine)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from s2c.compiler.functions import Failed
+from s2c.compiler.pipeline import load_program
+from s2c.errors import S2Error
+from s2c.runtime.cache import CallCache
+from s2c.runtime.engines.fake import FakeEngine
+from s2c.runtime.run import execute, validate_rows
+from s2c.runtime.trace_view import find_trace, render_trace
+
+HERE = Path(__file__).parent
+TWO_STEP = HERE / "fixtures" / "programs" / "two_step.s2"
+SAMPLES = HERE / "fixtures" / "programs" / "samples.s2"
+
+
+def bsm_script(req, i):
+    t = req.messages[-1].content
+    if "Evaluation Plan" in t:
+        return "1. Helpfulness: is it helpful\n2. Accuracy: is it right\n3. Clarity: is it clear"
+    if "Evaluation of" in t and "[Evaluation of" not in t:
+        return "Assistant A: 7\nAssistant B: 5"
+    if "q-bad" in t:
+        return "I cannot decide."
+    return "A is better overall. [[A]]"
+
+
+def bsm_rows(n=4):
+    return [(f"q{i}", {"question": f"question q{i}?", "response_a": f"answer a{i}", "response_b": f"answer b{i}"})
+            for i in range(n)]
+
+
+def run(cp, rows, engine, tmp_path, name="run", cache=None, **kw):
+    return execute(cp, rows, engine, tmp_path / name, cache=cache or CallCache(tmp_path / "cache.sqlite"),
+                   progress=False, **kw)
+
+
+def test_bsm_batches_one_request_group_per_stage(tmp_path):
+    cp = load_program("bsm.s2")
+    eng = FakeEngine(bsm_script)
+    out = run(cp, bsm_rows(4), eng, tmp_path)
+    # branch for all 4 examples, then every solve (4 x 3 criteria) together, then every merge
+    assert eng.batches == [4, 12, 4]
+    assert [r.outputs["verdict"] for r in out.results] == ["A"] * 4
+    s = out.summary
+    assert s["engine_calls"] == 20 and s["cache_hits"] == 0 and s["examples"] == 4 and s["failed"] == 0
+    assert s["nodes"]["solve"]["engine_calls"] == 12
+    assert s["generated_tokens"] == sum(n["generated_tokens"] for n in s["nodes"].values()) > 0
+
+
+def test_requests_sharing_a_prefix_are_adjacent(tmp_path):
+    cp = load_program("bsm.s2")
+    eng = FakeEngine(bsm_script)
+    run(cp, bsm_rows(4), eng, tmp_path)
+    solve = [c.messages[-1].content for c in eng.calls[4:16]]
+    owners = [next(q for q in ("q0", "q1", "q2", "q3") if f"question {q}?" in t) for t in solve]
+    # each example's three solve calls (same prompt up to the criterion) sit together
+    assert owners == sorted(owners)
+
+
+def test_rerun_makes_no_engine_call_and_downstream_change_reuses_upstream(tmp_path):
+    cp = load_program("bsm.s2")
+    cache = CallCache(tmp_path / "cache.sqlite")
+    first = run(cp, bsm_rows(3), FakeEngine(bsm_script), tmp_path, "a", cache)
+    eng = FakeEngine(bsm_script)
+    again = run(cp, bsm_rows(3), eng, tmp_path, "b", cache)
+    assert again.summary["engine_calls"] == 0 and eng.batches == []
+    assert again.summary["cache_hits"] == first.summary["engine_calls"]
+    assert [r.outputs for r in again.results] == [r.outputs for r in first.results]
+    # edit only the merge prompt: branch and solve come from the cache
+    src = (Path(cp.program.file)).read_text().replace("You should combine the evaluations",
+                                                      "Please combine the evaluations")
+    edited = tmp_path / "bsm.s2"
+    edited.write_text(src)
+    eng = FakeEngine(bsm_script)
+    third = run(load_program(edited), bsm_rows(3), eng, tmp_path, "c", cache)
+    assert eng.batches == [3]
+    assert third.summary["nodes"]["merge"]["engine_calls"] == 3
+    assert third.summary["nodes"]["solve"]["cache_hits"] == 9
+
+
+def test_refresh_recomputes_one_node(tmp_path):
+    cp = load_program("bsm.s2")
+    cache = CallCache(tmp_path / "cache.sqlite")
+    run(cp, bsm_rows(2), FakeEngine(bsm_script), tmp_path, "a", cache)
+    eng = FakeEngine(bsm_script)
+    run(cp, bsm_rows(2), eng, tmp_path, "b", cache, refresh={"merge"})
+    assert eng.batches == [2]
+
+
+def test_unparseable_answer_fails_that_value_and_the_run_goes_on(tmp_path):
+    cp = load_program("bsm.s2")
+    rows = bsm_rows(2) + [("bad", {"question": "question q-bad?", "response_a": "x", "response_b": "y"})]
+    out = run(cp, rows, FakeEngine(bsm_script), tmp_path)
+    by = {r.id: r for r in out.results}
+    assert by["q0"].ok and by["q1"].ok
+    v = by["bad"].outputs["verdict"]
+    assert isinstance(v, Failed) and v.node == "verdict" and "no match" in v.reason
+    assert out.summary["failed"] == 1
+    assert out.summary["failures"] == {"verdict": {"regex(): no match for /\\[\\[(A|B|C)\\]\\]/ in the text": 1}}
+
+
+def test_engine_failure_is_recorded_and_dependents_skipped(tmp_path):
+    cp = load_program("bsm.s2")
+    eng = FakeEngine(bsm_script, fail=["question q1?\n\nEvaluation Plan"])
+    out = run(cp, bsm_rows(3), eng, tmp_path)
+    by = {r.id: r for r in out.results}
+    assert by["q0"].ok and by["q2"].ok
+    assert by["q1"].failed["branch"].startswith("engine: scripted failure")
+    assert "merge" in by["q1"].failed  # skipped: depends on the failed branch
+    # no solve or merge request was sent for q1
+    assert not any("question q1?" in c.messages[-1].content for c in eng.calls[3:])
+    assert out.summary["nodes"]["branch"]["failed"] == 1
+
+
+def test_engine_exception_is_retried_then_recorded(tmp_path):
+    cp = load_program(TWO_STEP)
+    eng = FakeEngine(default="Final answer: 4", raise_on=["Draft:"])
+    out = run(cp, [("a", {"question": "2+2?"})], eng, tmp_path)
+    assert eng.batches == [1, 1, 1]  # draft, then review tried twice
+    assert out.results[0].failed["review"].startswith("engine: EngineError")
+
+
+def test_max_errors_stops_the_run_and_keeps_what_finished(tmp_path):
+    cp = load_program(TWO_STEP)
+    eng = FakeEngine(default="no marker here")
+    with pytest.raises(S2Error, match="examples failed"):
+        run(cp, [(f"r{i}", {"question": f"q{i}"}) for i in range(4)], eng, tmp_path, max_errors=0)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stopped"] and summary["failed"] >= 1
+    assert (tmp_path / "run" / "traces.jsonl").read_text().strip()
+
+
+def test_bad_rows_are_reported_with_row_and_field_and_skipped():
+    cp = load_program("bsm.s2")
+    rows = [
+        {"id": "ok", "question": "q", "response_a": "a", "response_b": "b"},
+        {"id": "m", "question": "q", "response_a": "a"},
+        {"id": "t", "question": ["not", "text"], "response_a": "a", "response_b": "b"},
+        {"id": "ok", "question": "q", "response_a": "a", "response_b": "b"},
+    ]
+    good, problems = validate_rows(cp, rows, "data.jsonl")
+    assert [i for i, _ in good] == ["ok"]
+    assert problems == [
+        "data.jsonl: row 1 (id m): field 'response_b' is missing",
+        "data.jsonl: row 2 (id t): field 'question' should be text, got a list",
+        "data.jsonl: row 3 (id ok): duplicate id 'ok'",
+    ]
+
+
+def test_samples_partial_cache_and_vote(tmp_path):
+    cp = load_program(SAMPLES)
+    replies = ["Answer: 4", "Answer: 4", "Answer: 5", "Answer: 4", "Answer: 3"]
+    eng = FakeEngine(lambda r, i: replies[i])
+    out = run(cp, [("x", {"question": "2+2?"})], eng, tmp_path)
+    assert out.results[0].outputs == {"best": "4", "share": 0.6}
+    assert eng.calls[0].sampling.n == 5 and out.summary["samples"] == 5
+
+
+def test_traces_show_branch_each_solve_and_merge(tmp_path):
+    from rich.console import Console
+
+    cp = load_program("bsm.s2")
+    run(cp, bsm_rows(2), FakeEngine(bsm_script), tmp_path)
+    rec = find_trace(tmp_path / "run", "q1")
+    assert [i["index"] for i in rec["nodes"]["solve"]["instances"]] == [[0], [1], [2]]
+    con = Console(record=True, width=200)
+    con.print(render_trace(rec))
+    text = con.export_text()
+    for needle in ("branch", "solve[0]", "solve[1]", "solve[2]", "merge", "verdict", "[[A]]"):
+        assert needle in text
+    with pytest.raises(S2Error, match="no example 'q9'"):
+        find_trace(tmp_path / "run", "q9")
+
+
+def test_kill_9_then_restart_repeats_no_completed_call(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"id": f"r{i}", "question": f"What is {i} + {i}?"}) + "\n" for i in range(12)))
+    script = HERE / "helpers" / "slow_run.py"
+    cache = tmp_path / "cache.sqlite"
+    log1, log2 = tmp_path / "calls1.log", tmp_path / "calls2.log"
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    p = subprocess.Popen([sys.executable, str(script), str(TWO_STEP), str(rows), str(tmp_path / "run"), str(cache),
+                          str(log1), "0.3"], env=env, stdout=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill it once some calls are done but far from all (24 in total)
+        if log1.exists() and len(log1.read_text().split()) >= 8:
+            break
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    done = {k for (k,) in sqlite3.connect(cache).execute("SELECT key FROM calls")}
+    assert 0 < len(done) < 24
+    # the killed run kept the examples it finished
+    finished = [json.loads(l) for l in (tmp_path / "run" / "traces.jsonl").read_text().splitlines() if l.strip()]
+    out = subprocess.run([sys.executable, str(script), str(TWO_STEP), str(rows), str(tmp_path / "run"), str(cache),
+                          str(log2), "0"], env=env, capture_output=True, text=True, check=True)
+    resumed = json.loads(out.stdout)
+    second = log2.read_text().split()
+    assert not set(second) & done  # no completed call was repeated
+    assert resumed["engine_calls"] == len(second) == 24 - len(done)
+    # the same results as an uninterrupted run
+    ref = subprocess.run([sys.executable, str(script), str(TWO_STEP), str(rows), str(tmp_path / "ref"),
+                          str(tmp_path / "ref.sqlite"), str(tmp_path / "ref.log"), "0"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert resumed["outputs"] == json.loads(ref.stdout)["outputs"]
+    assert all(r["status"] == "ok" for r in finished)
