@@ -10,16 +10,20 @@ import sys
 from s2c.errors import CheckError, S2Error, render_all
 
 
-def _console(stderr: bool = True):
+def console(stderr: bool = True):
+    """stderr console; wide enough for the tables when output is not a terminal (logs, CI)."""
+    import sys as _sys
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = _sys.stderr if stderr else _sys.stdout
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 140)
 
 
 def cmd_check(args) -> int:
     from s2c.compiler.pipeline import check_file
 
-    out = _console()
+    out = console(stderr=False)
     failed = 0
     for path in args.files:
         try:

@@ -12,15 +12,15 @@ EXAMPLE = """example:
 
 
 def cmd_compile(args) -> int:
-    from rich.console import Console
-
     from s2c.compiler.pipeline import load_program
     from s2c.distill.compile import compile_program
     from s2c.errors import S2Error
     from s2c.runtime.cli import default_out, load_rows, open_cache, open_engine
     from s2c.runtime.run import token_table
 
-    console = Console(stderr=True, highlight=False)
+    from s2c.cli import console as make_console
+
+    console = make_console()
     log = console.print
     cp = load_program(args.program)
     if not cp.tasks:

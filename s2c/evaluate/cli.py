@@ -11,15 +11,15 @@ EXAMPLE = """example:
 
 
 def cmd_eval(args) -> int:
-    from rich.console import Console
-
     from s2c.compiler.pipeline import load_program
     from s2c.errors import S2Error
     from s2c.evaluate.evaluate import adapter_format, resolve_adapter, run_system1, run_system2
     from s2c.evaluate.report import chart, table, write_results
     from s2c.runtime.cli import default_out, load_rows, open_cache, open_engine
 
-    console = Console(stderr=True, highlight=False)
+    from s2c.cli import console as make_console
+
+    console = make_console()
     log = console.print
     cp = load_program(args.program)
     if not cp.tasks:

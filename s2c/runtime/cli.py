@@ -99,12 +99,12 @@ def default_out(kind: str, program: str, data: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    from rich.console import Console
-
     from s2c.compiler.pipeline import load_program
     from s2c.runtime.run import execute, token_table
 
-    console = Console(stderr=True, highlight=False)
+    from s2c.cli import console as make_console
+
+    console = make_console()
     log = console.print
     cp = load_program(args.program)
     ds, rows, problems = load_rows(args, cp, log)
@@ -130,12 +130,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_trace(args) -> int:
-    from rich.console import Console
-
+    from s2c.cli import console as make_console
     from s2c.runtime.trace_view import find_trace, render_trace
 
     rec = find_trace(Path(args.run), args.example)
-    Console(highlight=False).print(render_trace(rec, node=args.node, full=args.full))
+    make_console(stderr=False).print(render_trace(rec, node=args.node, full=args.full))
     return 0
 
 

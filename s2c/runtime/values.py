@@ -87,8 +87,8 @@ class ExampleValues:
                 bad = v if isinstance(v, Failed) else None
                 if bad is None and not fn.aggregates:
                     bad = find_failed(v)
-                if bad is not None:
-                    return Failed(f"depends on failed '{bad.node}'", bad.node)
+                if bad is not None:  # within one node, keep the first reason as it is
+                    return bad if bad.node == node_id else Failed(f"depends on failed '{bad.node}'", bad.node)
             try:
                 return fn.impl(*args, **kwargs)
             except TransformError as e:
@@ -125,6 +125,8 @@ def to_json(v):
         return {"failed": v.reason, "node": v.node}
     if isinstance(v, list):
         return [to_json(x) for x in v]
+    if isinstance(v, dict):
+        return {k: to_json(x) for k, x in v.items()}
     return v
 
 
