@@ -6,6 +6,7 @@ run killed with `kill -9` repeats no completed call.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,15 +31,20 @@ CREATE TABLE IF NOT EXISTS calls (
 """
 
 
+@functools.lru_cache(maxsize=1024)
+def _sampling_json(sampling) -> str:
+    d = sampling.to_dict()
+    d.pop("n")  # samples are rows of their own: asking for more reuses the first ones
+    return json.dumps(d, sort_keys=True)
+
+
 def call_key(model_id: str, request: Request) -> str:
-    sampling = request.sampling.to_dict()
-    sampling.pop("n")  # samples are rows of their own: asking for more reuses the first ones
     blob = json.dumps(
-        {"model": model_id, "input": request.payload(), "sampling": sampling, "adapter": request.adapter},
+        {"model": model_id, "input": request.payload(), "adapter": request.adapter},
         sort_keys=True,
         ensure_ascii=False,
     )
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(f"{blob}\x00{_sampling_json(request.sampling)}".encode()).hexdigest()
 
 
 class CallCache:

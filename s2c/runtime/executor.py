@@ -68,6 +68,7 @@ class _Pending:
     key: str
     have: dict[int, Completion]
     trace: dict
+    text: str  # what the model reads: the sort key that puts shared prefixes side by side
 
 
 class _Example:
@@ -209,10 +210,10 @@ class Executor:
         if len(have) == n:
             self._complete(ex, node, p, [have[i] for i in range(n)], inst, cached=n)
             return None
-        return _Pending(ex, node, p, req, key, have, inst)
+        return _Pending(ex, node, p, req, key, have, inst, (system or "") + "\x00" + prompt)
 
     def _dispatch(self):
-        self.pool.sort(key=lambda it: (self.rank[it.node.id], str(it.request.payload())))
+        self.pool.sort(key=lambda it: (self.rank[it.node.id], it.text))
         chunk, self.pool = self.pool[: self.chunk_size], self.pool[self.chunk_size :]
         reqs = []
         for it in chunk:

@@ -19,9 +19,8 @@ class Sampling:
     n: int = 1
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["stop"] = list(self.stop)
-        return d
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "stop": list(self.stop), "seed": self.seed, "n": self.n}
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class Request:
     def payload(self) -> dict:
         """What the model sees, as plain JSON (used for cache keys and traces)."""
         if self.messages is not None:
-            return {"messages": [asdict(m) for m in self.messages]}
+            return {"messages": [{"role": m.role, "content": m.content} for m in self.messages]}
         return {"prompt": self.prompt}
 
 
