@@ -45,6 +45,7 @@ class Checker:
         self.programs: dict[str, A.Program] = {}  # used programs by name
         self.input_names: set[str] = set()
         self.gold_names: set[str] = set()
+        self.broken_programs: set[str] = set()  # used programs already reported as unusable
 
     # ------------------------------------------------------------ diagnostics
     def error(self, msg: str, span: Span | None, hint: str | None = None):
@@ -152,6 +153,8 @@ class Checker:
                 if call.func == "llm":
                     hint = 'llm(...) is a statement of its own: x = llm(...) """prompt"""'
                 self.error(f"unknown function '{call.func}'", call.func_span, hint or "see docs/language.md#functions")
+            for a in (*call.args, *(k.value for k in call.kwargs)):
+                self.lower_expr(a, scope, extra=extra)
             return ir.Const(None)
         args, kwargs = self.bind_args(call, fn.params, f"{call.func}()")
         lowered = {p: self.lower_expr(v, scope, extra=extra) for p, v in {**args, **kwargs}.items()}
@@ -172,16 +175,18 @@ class Checker:
                        getattr(call.args[len(params)], "span", call.span))
         for p, a in zip(params, call.args):
             args[p.name] = a
+        unknown = False
         for kw in call.kwargs:
             if kw.name not in names:
                 self.error(f"{what} has no parameter '{kw.name}'", kw.span,
                            did_you_mean(kw.name, names) or f"its parameters: {', '.join(names)}")
+                unknown = True
             elif kw.name in args or kw.name in kwargs:
                 self.error(f"{what}: '{kw.name}' given twice", kw.span)
             else:
                 kwargs[kw.name] = kw.value
         for p in params:
-            if p.required and p.name not in args and p.name not in kwargs:
+            if p.required and p.name not in args and p.name not in kwargs and not unknown:
                 self.error(f"{what} needs its '{p.name}' argument", call.span)
         return args, kwargs
 
@@ -221,12 +226,12 @@ class Checker:
                 if var in self.input_names and var in scope.names:
                     refs[var] = scope.names[var]
                     self.mark_used(refs[var])
-                elif var in earlier:
-                    self.error(f"{what} reads the output of task '{var}' without after=\"{var}\"", span,
-                               f'System 1 writes it first at inference: add after="{var}" to the task')
                 elif var in self.gold_names:
                     self.error(f"{what} reads gold field '{var}'", span,
                                "a System-1 prompt that reads the gold label leaks the answer")
+                elif var in earlier:
+                    self.error(f"{what} reads the output of task '{var}' without after=\"{var}\"", span,
+                               f'System 1 writes it first at inference: add after="{var}" to the task')
                 elif var in scope.names or var in (allowed or set()):
                     self.error(f"{what} reads intermediate '{var}'; a System-1 prompt may read program inputs only",
                                span, "otherwise System 1 would need System 2 to run first; "
@@ -274,7 +279,8 @@ class Checker:
     # ------------------------------------------------------------ statements
     def define(self, name: str, span, scope: _Scope, node: ir.Node, defined_here: set[str]):
         if name in defined_here:
-            self.error(f"'{name}' is already defined", span, "each name is assigned once (use repeat to refine a value)")
+            what = "an input" if name in self.input_names and not scope.prefix else "already defined"
+            self.error(f"'{name}' is {what}", span, "each name is assigned once (use repeat to refine a value)")
             return
         if name in self.gold_names:  # else `metric m(answer, answer)` would read two different things
             self.error(f"'{name}' is a gold field; a value of the program needs another name", span,
@@ -319,6 +325,10 @@ class Checker:
                 else:
                     self.error("llm(): system= takes a string (a jinja template)", kw.span)
                 continue
+            if kw.name == "template" and not isinstance(kw.value, A.Text):
+                self.load_template_file(kw.value, what)  # reports: template= takes a file name in quotes
+                opts["template"] = None
+                continue
             v = kw.value
             if isinstance(v, A.ListExpr) and all(isinstance(i, A.Text) for i in v.items):
                 opts[kw.name] = tuple(i.value for i in v.items)
@@ -332,7 +342,7 @@ class Checker:
             if prompt is not None:
                 self.error("give either an inline prompt or template=, not both", s.span)
             tkw = next(k for k in s.kwargs if k.name == "template")
-            prompt = self.load_template_file(tkw.value, what)
+            prompt = self.load_template_file(tkw.value, what) if opts["template"] is not None else None
         elif prompt is None:
             self.error(f"llm call '{s.target}' has no prompt", s.span,
                        f'write: {s.target} = llm(...) """your prompt""" or llm(template="file.j2")')
@@ -386,6 +396,9 @@ class Checker:
     def lower_assign(self, s: A.Assign, scope: _Scope, defined_here):
         if isinstance(s.value, A.Call) and s.value.func in self.programs:
             self.lower_use(s, scope, defined_here)
+            return
+        if isinstance(s.value, A.Call) and s.value.func in self.broken_programs:
+            self.define_opaque(s, scope, defined_here)
             return
         expr = self.lower_expr(s.value, scope)
         t = self.expr_type(expr, scope.loops)
@@ -443,12 +456,23 @@ class Checker:
                 self.diags[n_diags:] = [d for d in self.diags[n_diags:] if (d.message, d.span) not in seen]
             defined_here |= iteration_defined
 
+    def define_opaque(self, s: A.Assign, scope: _Scope, defined_here):
+        """The result of a call that could not be checked: defined, of unknown type, so that one
+        mistake gives one error."""
+        node = ir.Node(self.node_id(s.target, scope), "transform", s.target, s.span, ANY, scope.loops,
+                       expr=ir.Const(None), origin_program=self.p.file)
+        self.define(s.target, s.span, scope, node, defined_here)
+        self.used.add(node.id)
+
     def lower_use(self, s: A.Assign, scope: _Scope, defined_here):
         call: A.Call = s.value  # type: ignore[assignment]
         sub = self.programs[call.func]
+        n_errors = len(self.diags)
         if call.args:
             self.error(f"program '{call.func}' takes its inputs by name: {call.func}(name=value, ...)",
                        call.args[0].span)
+            self.define_opaque(s, scope, defined_here)
+            return
         sub_inputs = {p.name: p for p in sub.inputs}
         prefix = f"{scope.prefix}{s.target}{scope.suffix}/"
         bound: dict[str, ir.Ref] = {}
@@ -479,6 +503,8 @@ class Checker:
         if len(outs) != 1:
             self.error(f"program '{call.func}' has {len(outs)} outputs; a used program must have exactly one",
                        call.func_span)
+        if len(self.diags) > n_errors:
+            self.define_opaque(s, scope, defined_here)
             return
         child = Checker(sub, resolver=self.resolver, stack=self.stack)
         child.nodes, child.loops = self.nodes, self.loops  # inline into the same graph
@@ -493,6 +519,7 @@ class Checker:
                 self.diags.append(d)
         out_ref = child.outputs.get(outs[0].name)
         if out_ref is None:
+            self.define_opaque(s, scope, defined_here)
             return
         self.mark_used(out_ref)
         if isinstance(out_ref, ir.NodeRef):
@@ -531,17 +558,20 @@ class Checker:
             sub, path = self.resolver(item.name, item.path.value if item.path else None, self.p)
         except FileNotFoundError as e:
             self.error(f"program '{item.name}' not found", item.path.span if item.path else item.span, str(e))
+            self.broken_programs.add(item.name)
             return
         except Exception as e:  # S2Error from parsing the used program
             from s2c.errors import S2Error
 
             if isinstance(e, S2Error):
                 self.diags.append(e.diagnostic)
+                self.broken_programs.add(item.name)
                 return
             raise
         if path in self.stack:
             chain = " -> ".join(Path(p).name for p in (*self.stack, path))
             self.error(f"program composition has a cycle: {chain}", item.span)
+            self.broken_programs.add(item.name)
             return
         self.sources[path] = sub.source
         self.programs[item.name] = sub
@@ -551,7 +581,8 @@ class Checker:
         if not scope.names:  # top level: inputs are nodes
             for prm in self.p.inputs:
                 nid = prm.name
-                self.nodes.setdefault(nid, ir.Node(nid, "input", prm.name, prm.span, PARAM_TYPES[prm.type]))
+                self.nodes.setdefault(nid, ir.Node(nid, "input", prm.name, prm.span, PARAM_TYPES[prm.type],
+                                                   origin_program=self.p.file))
                 scope.names[prm.name] = ir.NodeRef(nid)
         self.outputs: dict[str, ir.Ref] = {}
         defined: set[str] = set(scope.names)
@@ -614,7 +645,7 @@ class Checker:
                 k = self.lower_keep(item)
                 if k:
                     keeps.append(k)
-        if not tasks:
+        if not any(isinstance(i, (A.Task, A.TaskFor)) for i in d.items):
             self.error("distill section has no task", d.span, 'add: task NAME(target=VALUE) """System-1 prompt"""')
         return [t for t in tasks if t], keeps, fmt
 
@@ -663,7 +694,6 @@ class Checker:
         if t.name in names:
             self.error(f"task '{t.name}' is defined twice", t.span)
         after = self.task_after(t, loop, names)
-        names.setdefault(t.name, loop)
         opts = {kw.name: kw for kw in t.kwargs}
         for kw in t.kwargs:
             if kw.name not in F.TASK_OPTIONS:
@@ -708,6 +738,7 @@ class Checker:
             if self.expr_type(rationale, scope.loops).depth > 0:
                 self.error(f"rationale of task '{t.name}' is a list: a training row needs one value",
                            opts["rationale"].value.span)
+        names.setdefault(t.name, loop)
         return ir.TaskIR(t.name, t.span, prompt, system, target, ttype, weight, loop, rationale, after=after)
 
     def lower_keep(self, k: A.Keep) -> ir.KeepIR | None:

@@ -79,8 +79,10 @@ def to_tree(cp: CheckedProgram):
                 branch.add(f"[magenta]samples[/] n={calls}")
             shown.add(nid)
             for succ in nx.dfs_preorder_nodes(g, nid):
+                # a transform goes under the last LLM call it depends on: everything it reads
+                # is shown already (or an input), so it never appears before a call it needs
                 if succ != nid and g.nodes[succ]["kind"] == "transform" and succ not in shown and \
-                        all(g.nodes[p]["kind"] != "llm" or p == nid or p in shown for p in g.predecessors(succ)):
+                        all(p == nid or p in shown or g.nodes[p]["kind"] == "input" for p in g.predecessors(succ)):
                     sa = g.nodes[succ]
                     branch.add(f"{_label(g, succ)} [dim]line {sa['line']}[/]" +
                                (f" [magenta]({'; '.join(sa['fanout'])})[/]" if sa["fanout"] else ""))
@@ -90,7 +92,8 @@ def to_tree(cp: CheckedProgram):
     if cp.tasks:
         d = root.add(f"[bold yellow]distill[/] format={cp.format}")
         for t in cp.tasks:
-            d.add(f"task {t.name} (weight {t.weight:g})" + (f" per item of {t.each.var}" if t.each else ""))
+            d.add(f"task {t.name} (weight {t.weight:g})" + (f" per item of {t.each.var}" if t.each else "")
+                  + (f", after {', '.join(t.after)}" if t.after else ""))
         for k in cp.keeps:
             d.add(f"keep {k.rule}")
     return root

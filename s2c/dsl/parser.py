@@ -255,43 +255,116 @@ class _ToAST(Transformer):
 
 
 # ---------------------------------------------------------------- errors
+KEYWORDS = ("program", "input", "gold", "use", "from", "llm", "for", "in", "repeat", "output", "distill",
+            "task", "keep", "eval", "metric", "parse", "true", "false", "none")
+NOT_S2 = {"if", "elif", "else", "while", "def", "import", "return", "print", "with", "try", "let", "var"}
+
+
+def _line(lines: list[str], n: int) -> str:
+    return lines[n - 1] if 1 <= n <= len(lines) else ""
+
+
+def _next_code_line(lines: list[str], after: int) -> int:
+    """The first line after `after` that is not blank or a comment (where an indent shows)."""
+    for n in range(after + 1, len(lines) + 1):
+        if lines[n - 1].strip() and not lines[n - 1].lstrip().startswith("#"):
+            return n
+    return after
+
+
+def _prev_code_line(lines: list[str], before: int) -> int:
+    for n in range(before - 1, 0, -1):
+        if lines[n - 1].strip() and not lines[n - 1].lstrip().startswith("#"):
+            return n
+    return 0
+
+
+def _unexpected_character(lines: list[str], line: int, col: int, file: str) -> S2Error:
+    rest = _line(lines, line)[col - 1 :]
+    ch = rest[:1]
+    span = Span(file, line, col, line, col + 1)
+    if rest.startswith('"""') or rest[:1] in "rR" and rest[1:4] == '"""':
+        return S2Error('this """text block""" is never closed', span, 'end it with """ (a block may span lines)')
+    if ch == '"':
+        return S2Error("this string is not closed on its line", span,
+                       'a "string" ends on the line it starts; for text over several lines use a """block"""')
+    hint = None
+    if ch == "'":
+        hint = "strings use double quotes: \"...\" or a \"\"\"block\"\"\""
+    elif ch == "\t":
+        hint = "indent with spaces"
+    return S2Error(f"unexpected character {ch!r}", span, hint)
+
+
+def _token_text(tok: Token) -> str:
+    text = str(tok)
+    first = text.split("\n", 1)[0]
+    if len(first) > 40 or first != text:
+        first = first[:37] + "..."
+    return repr(first)
+
+
+def _syntax_hint(tok: Token, expected: list[str], lines: list[str], line: int) -> str | None:
+    text = _line(lines, line)
+    words = text.split()
+    first = words[0].rstrip(":") if words else ""
+    if first in NOT_S2:
+        return f"'{first}' is not part of the .s2 language; see docs/language.md"
+    kw = re.match(r"\s*(\w+)\s*=(?!=)", text)
+    if kw and kw.group(1) in KEYWORDS and not (kw.group(1) == "parse" and tok.type != "EQUAL"):
+        return f"'{kw.group(1)}' is a keyword of the language and cannot be a name; choose another name"
+    if tok.type == "LLM":
+        return 'llm(...) is a statement of its own: x = llm(...) """prompt""", then use x'
+    if "'program'" in expected:
+        return 'a program starts with: program NAME "what it does"'
+    prev = _prev_code_line(lines, line)
+    if prev and _line(lines, prev).rstrip().endswith(":") and tok.type not in ("_INDENT",):
+        indent = len(text) - len(text.lstrip())
+        prev_indent = len(_line(lines, prev)) - len(_line(lines, prev).lstrip())
+        if indent <= prev_indent:
+            return f"the block after ':' on line {prev} is empty: indent its statements under it"
+    if "')'" in expected and text.count("(") > text.count(")"):
+        return "is a ')' missing?"
+    return None
+
+
 def _syntax_error(e: UnexpectedInput, text: str, file: str) -> S2Error:
+    lines = text.splitlines()
     line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
     if isinstance(e, UnexpectedCharacters):
-        ch = text.splitlines()[line - 1][col - 1 : col] if text.splitlines() else ""
-        hint = None
-        if ch == "'":
-            hint = "strings use double quotes: \"...\" or a \"\"\"block\"\"\""
-        elif ch == "\t":
-            hint = "indent with spaces"
-        return S2Error(f"unexpected character {ch!r}", Span(file, line, col, line, col + 1), hint)
+        return _unexpected_character(lines, line, col, file)
     expected = sorted({_human(t) for t in getattr(e, "expected", set()) or set()})
     if isinstance(e, UnexpectedEOF):
         return S2Error(
             "unexpected end of file" + (f", expected {', '.join(expected)}" if expected else ""),
-            Span(file, line if line > 0 else len(text.splitlines()) or 1, max(col, 1)),
+            Span(file, line if line > 0 else len(lines) or 1, max(col, 1)),
         )
     tok: Token = e.token  # type: ignore[attr-defined]
+    width = 1
     if tok.type == "$END":
-        line = len(text.splitlines()) or 1
+        line = len(lines) or 1
         col = 1
         got = "end of file"
     elif tok.type == "_NL":
         got = "end of line"
-    elif tok.type in ("_INDENT", "_DEDENT"):
-        got = "indentation" if tok.type == "_INDENT" else "end of an indented block"
+    elif tok.type == "_INDENT":  # lark puts it at the end of the line before: show the indented line
+        got = "indentation"
+        line = _next_code_line(lines, line)
+        code = _line(lines, line)
+        col = len(code) - len(code.lstrip()) + 1
+        width = max(1, len(code.strip()))
+    elif tok.type == "_DEDENT":
+        got = "end of an indented block"
     else:
-        got = repr(str(tok))
-    width = max(1, len(str(tok))) if tok.type not in ("_NL", "_INDENT", "_DEDENT", "$END") else 1
+        got = _token_text(tok)
+        width = max(1, min(len(str(tok).split("\n", 1)[0]), len(_line(lines, line)) - col + 1))
     msg = f"unexpected {got}"
-    hint = None
-    if expected:
-        if len(expected) <= 6:
-            msg += f", expected {' or '.join(expected)}" if len(expected) <= 2 else f", expected one of: {', '.join(expected)}"
+    if expected and len(expected) <= 6:
+        msg += f", expected {' or '.join(expected)}" if len(expected) <= 2 else f", expected one of: {', '.join(expected)}"
     if got == "indentation":
         hint = "only the body of a for / repeat / distill / eval block is indented"
-    if tok.type == "NAME" and str(tok) in {"if", "else", "while", "def", "import", "return"}:
-        hint = f"'{tok}' is not part of the .s2 language; see docs/language.md"
+    else:
+        hint = _syntax_hint(tok, expected, lines, line)
     return S2Error(msg, Span(file, line, col, line, col + width), hint)
 
 

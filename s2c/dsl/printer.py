@@ -7,14 +7,15 @@ IND = "    "
 
 
 def _text(t: A.Text, indent: str) -> str:
-    if t.long or "\n" in t.value:
+    if t.long:
         if '"""' in t.value:
             raise ValueError('a text block cannot contain """')
         body = "\n".join((indent + l) if l.strip() else "" for l in t.value.split("\n"))
         return f'"""\n{body}\n{indent}"""'
-    if "\\" in t.value and '"' not in t.value:
+    if "\\" in t.value and '"' not in t.value and "\n" not in t.value:
         return f'r"{t.value}"'  # raw: backslashes as written (regexes)
-    return '"' + t.value.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t") + '"'
+    escaped = t.value.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t").replace("\n", "\\n")
+    return '"' + escaped + '"'
 
 
 def expr(e: A.Expr, indent: str = "") -> str:

@@ -18,7 +18,7 @@ from s2c.distill.perturb import Perturbation
 from s2c.distill.rows import system1_messages
 from s2c.errors import S2Error
 from s2c.evaluate.metrics import inconsistency, score
-from s2c.runtime.cache import call_key
+from s2c.runtime.cache import call_key, engine_model
 from s2c.runtime.engines.base import EngineFailure, Message, Request, Sampling
 from s2c.runtime.run import execute
 from s2c.runtime.values import ExampleValues
@@ -98,7 +98,7 @@ def _generate(engine, requests: list[Request], cache, chunk_size: int):
     out: list = [None] * len(requests)
     misses = []
     for i, r in enumerate(requests):
-        key = call_key(engine.model_id(r.role), r)
+        key = call_key(engine_model(engine, r.role), r)
         hit = cache.get(key, 1)
         if 0 in hit:
             out[i] = (hit[0].text, hit[0].completion_tokens)

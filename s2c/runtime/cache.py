@@ -38,6 +38,12 @@ def _sampling_json(sampling) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+def engine_model(engine, role: str = "default") -> str:
+    """The identity a completion is cached under: engine and model (greedy outputs of one model
+    can differ between engines, so their completions are not mixed)."""
+    return f"{getattr(engine, 'name', '?')}:{engine.model_id(role)}"
+
+
 def call_key(model_id: str, request: Request) -> str:
     blob = json.dumps(
         {"model": model_id, "input": request.payload(), "adapter": request.adapter},

@@ -19,7 +19,7 @@ import networkx as nx
 from s2c.compiler import ir
 from s2c.compiler.functions import Failed
 from s2c.compiler.templates import render
-from s2c.runtime.cache import CallCache, call_key
+from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineFailure, Message, Request
 from s2c.runtime.values import ExampleValues, find_failed, to_json
 
@@ -204,7 +204,7 @@ class Executor:
         else:
             req = Request(prompt=(system + "\n\n" if system else "") + prompt, sampling=node.sampling, role=node.role)
         inst.update(req.payload())
-        key = call_key(self.engine.model_id(node.role), req)
+        key = call_key(engine_model(self.engine, node.role), req)
         n = node.sampling.n
         have = {} if node.id in self.refresh else self.cache.get(key, n)
         if len(have) == n:
