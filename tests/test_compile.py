@@ -1,0 +1,162 @@
+"""s2c compile above the engine: curation rules, row formats, the dataset folder (fake engine)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from s2c.compiler.pipeline import load_program
+from s2c.distill.compile import compile_program
+from s2c.distill.curate import normalize
+from s2c.runtime.cache import CallCache
+from s2c.runtime.engines.fake import FakeEngine
+from s2c.runtime.run import validate_rows
+
+HERE = Path(__file__).parent
+TWO_STEP = HERE / "fixtures" / "programs" / "two_step.s2"
+SAMPLES = HERE / "fixtures" / "programs" / "samples.s2"
+
+
+def judge_script(bias_a: set[str]):
+    """A fake BSM judge: prefers the response that says 'good'; for questions in `bias_a` it
+    always answers [[A]] (position bias), which the swap rule must catch."""
+
+    def script(req, i):
+        t = req.messages[-1].content
+        if "Evaluation Plan" in t:
+            return "1. Helpfulness (branch-zeta)\n2. Accuracy (branch-eta)"
+        if "Evaluation of" in t and "[Evaluation of" not in t:
+            return "A: 6\nB: 6 (solve-theta)"
+        q = t.split("[User Question]\n")[1].split("\n")[0]
+        if q in bias_a:
+            return "merge-iota says [[A]]"
+        a = t.split("[The Start of Assistant A's Answer]\n")[1].split("\n")[0]
+        return "merge-kappa: [[A]]" if "good" in a else "merge-kappa: [[B]]"
+
+    return script
+
+
+def rows_of(cp, raw):
+    good, problems = validate_rows(cp, raw)
+    assert not problems
+    return good
+
+
+def compile_(cp, raw, engine, tmp_path, **kw):
+    return compile_program(cp, rows_of(cp, raw), engine, tmp_path / "ds", cache=CallCache(tmp_path / "c.sqlite"),
+                           data="fixture", progress=False, **kw)
+
+
+def bsm_raw(n=6):
+    return [{"id": f"e{i}", "question": f"Q{i}", "label": "A" if i % 2 else "B",
+             "response_a": "a good answer" if i % 2 else "a bad answer",
+             "response_b": "a bad answer" if i % 2 else "a good answer"} for i in range(n)]
+
+
+def test_swap_rule_drops_position_biased_verdicts(tmp_path):
+    cp = load_program("bsm.s2")
+    eng = FakeEngine(judge_script(bias_a={"Q0", "Q3"}))
+    res = compile_(cp, bsm_raw(6), eng, tmp_path)
+    r = res.report
+    assert r["inputs"] == 6 and r["kept"] == 4
+    assert r["dropped_per_rule"] == {"consistent": 2}
+    assert r["dropped_reasons"] == {"consistent: answer changes under swap": 2}
+    # the swapped copies really ran: response_a/response_b exchanged
+    swapped = [c for c in eng.calls if "Q1\n" in c.messages[-1].content and "combine the evaluations" in
+               c.messages[-1].content]
+    assert len(swapped) == 2  # the original merge and the swapped copy's merge
+    assert any(c.messages[-1].content.index("a bad answer") < c.messages[-1].content.index("a good answer")
+               for c in swapped)
+    rows = [json.loads(l) for l in (tmp_path / "ds" / "train.jsonl").read_text().splitlines()]
+    assert sorted(r["example_id"] for r in rows) == ["e1", "e2", "e4", "e5"]
+    for row in rows:
+        assert row["completion"] == [{"role": "assistant", "content": "[[A]]" if row["example_id"] in ("e1", "e5")
+                                      else "[[B]]"}]
+        assert row["task"] == "judge" and row["weight"] == 1.0 and row["run_id"] == res.meta["run_id"]
+        assert len(row["prompt"]) == 1 and row["prompt"][0]["role"] == "user"
+
+
+def test_system1_prompts_carry_no_intermediate_text(tmp_path):
+    cp = load_program("bsm.s2")
+    res = compile_(cp, bsm_raw(4), FakeEngine(judge_script(set())), tmp_path)
+    trace = [json.loads(l) for l in (tmp_path / "ds" / "run" / "traces.jsonl").read_text().splitlines()]
+    intermediates = {c for t in trace for n in ("branch", "solve", "merge")
+                     for i in t["nodes"][n]["instances"] for c in i.get("completions", [])}
+    for row in res.rows["train"]:
+        for m in row["prompt"]:
+            assert not any(z in m["content"] for z in intermediates)
+            assert not any(w in m["content"] for w in ("zeta", "theta", "iota", "kappa"))
+
+
+def test_label_format_and_skew_warning(tmp_path):
+    cp = load_program("bsm.s2")
+    raw = [{**r, "response_a": "a good answer", "response_b": "a bad answer"} for r in bsm_raw(6)]
+    res = compile_(cp, raw, FakeEngine(judge_script(set())), tmp_path, fmt="label")
+    assert {r["completion"][0]["content"] for r in res.rows["train"]} == {"A"}
+    assert res.report["label_distribution"] == {"a": 6}
+    assert "skewed" in res.report["warnings"][0]
+
+
+def test_majority_rule_keeps_strict_winners_above_threshold(tmp_path):
+    cp = load_program(SAMPLES)
+    votes = {"q-strong": ["4", "4", "4", "5", "4"], "q-weak": ["4", "4", "5", "6", "7"],
+             "q-tie": ["4", "4", "5", "5", "x"]}
+
+    def script(req, i):
+        q = req.messages[-1].content
+        v = votes[q][i]
+        return "no answer" if v == "x" else f"Answer: {v}"
+
+    raw = [{"id": q, "question": q} for q in votes]
+    res = compile_(cp, raw, FakeEngine(script), tmp_path)
+    assert res.report["kept"] == 1 and [r["example_id"] for r in res.rows["train"]] == ["q-strong"]
+    assert res.rows["train"][0]["completion"][0]["content"] == "4"
+    assert res.report["dropped_reasons"] == {"majority: winner share 0.40 < 0.60": 1,
+                                             "majority: no strict winner": 1}
+
+
+def test_matches_rule_uses_the_gold_field(tmp_path):
+    cp = load_program(TWO_STEP)
+    eng = FakeEngine(lambda r, i: "Final answer: 4" if "2+2" in r.messages[-1].content else "Final answer: 7")
+    raw = [{"id": "a", "question": "2+2?", "answer": "4"}, {"id": "b", "question": "3+3?", "answer": "6"}]
+    res = compile_(cp, raw, eng, tmp_path)
+    assert [r["example_id"] for r in res.rows["train"]] == ["a"]
+    assert res.report["dropped_per_rule"] == {"matches": 1}
+
+
+def test_dataset_folder_loads_with_datasets_and_has_a_card(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    cp = load_program("bsm.s2")
+    compile_(cp, bsm_raw(8), FakeEngine(judge_script(set())), tmp_path, val_split=0.25, seed=3)
+    ds = tmp_path / "ds"
+    train = datasets.load_dataset("json", data_files=str(ds / "train.jsonl"))["train"]
+    assert set(train.column_names) >= {"prompt", "completion", "task", "weight", "example_id", "run_id"}
+    val = datasets.load_dataset("parquet", data_files=str(ds / "validation.parquet"))["train"]
+    assert len(train) + len(val) == 8 and len(val) == 2
+    assert not set(train["example_id"]) & set(val["example_id"])
+    card = (ds / "README.md").read_text()
+    assert "## Curation" in card and "generated tokens" in card
+    meta = json.loads((ds / "meta.json").read_text())
+    assert meta["format"] == "system1" and meta["rows"] == {"train": 6, "validation": 2}
+    assert not list(ds.glob(".*.tmp"))
+
+
+def test_recompiling_with_a_changed_rule_reuses_every_call(tmp_path):
+    cp = load_program(SAMPLES)
+    cache = CallCache(tmp_path / "c.sqlite")
+    raw = [{"id": f"q{i}", "question": f"q{i}"} for i in range(3)]
+    compile_program(cp, rows_of(cp, raw), FakeEngine(lambda r, i: f"Answer: {i % 2}"), tmp_path / "a",
+                    cache=cache, data="x", progress=False)
+    loose = tmp_path / "samples.s2"
+    loose.write_text(SAMPLES.read_text().replace("min_share=0.6", "min_share=0.5"))
+    eng = FakeEngine(lambda r, i: f"Answer: {i % 2}")
+    res = compile_program(load_program(loose), rows_of(cp, raw), eng, tmp_path / "b", cache=cache, data="x",
+                          progress=False)
+    assert eng.batches == [] and res.report["kept"] == 3
+
+
+def test_normalize():
+    assert normalize(" Yes. ") == normalize("yes") == "yes"
+    assert normalize("1,000") == normalize("1000.0") == "1000"
+    assert normalize("[[A]]") == "a"
