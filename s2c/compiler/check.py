@@ -7,6 +7,7 @@ program composition, System-1 prompts that read intermediates or gold fields, un
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class Checker:
         self.input_names: set[str] = set()
         self.gold_names: set[str] = set()
         self.broken_programs: set[str] = set()  # used programs already reported as unusable
+        self.unreadable_prompt = False  # a prompt could not be read: "never used" would be a guess
 
     # ------------------------------------------------------------ diagnostics
     def error(self, msg: str, span: Span | None, hint: str | None = None):
@@ -210,10 +212,11 @@ class Checker:
         info = analyze(text)
         if info.syntax_error:
             msg, line = info.syntax_error
-            fl, fc = text.locate(line, 1)
+            fl, fc = text.locate(line, _jinja_error_col(msg, text.value, line))
             src_line = self._source_line(text, fl)
             fc += len(src_line) - len(src_line.lstrip()) if src_line and fc == 1 else 0
             self.error(f"{what}: template syntax error: {msg}", Span(self._file_of(text), fl, fc))
+            self.unreadable_prompt = True
             return {}
         refs = {}
         for var, (tl, tc) in info.variables.items():
@@ -263,6 +266,7 @@ class Checker:
     def load_template_file(self, value: A.Expr, what: str) -> A.Text | None:
         if not (isinstance(value, A.Text)):
             self.error(f"{what}: template= takes a file name in quotes", getattr(value, "span", None))
+            self.unreadable_prompt = True
             return None
         path = Path(self.p.file).parent / value.value
         try:
@@ -270,6 +274,7 @@ class Checker:
         except OSError:
             self.error(f"{what}: template file '{value.value}' not found next to the program", value.span,
                        f"looked for {path}")
+            self.unreadable_prompt = True
             return None
         self.sources[str(path)] = body
         lines = body.rstrip("\n").split("\n")
@@ -344,6 +349,7 @@ class Checker:
             tkw = next(k for k in s.kwargs if k.name == "template")
             prompt = self.load_template_file(tkw.value, what) if opts["template"] is not None else None
         elif prompt is None:
+            self.unreadable_prompt = True
             self.error(f"llm call '{s.target}' has no prompt", s.span,
                        f'write: {s.target} = llm(...) """your prompt""" or llm(template="file.j2")')
         refs = self.template_refs(prompt, scope, what) if prompt else {}
@@ -471,6 +477,8 @@ class Checker:
         if call.args:
             self.error(f"program '{call.func}' takes its inputs by name: {call.func}(name=value, ...)",
                        call.args[0].span)
+            for a in (*call.args, *(k.value for k in call.kwargs)):
+                self.lower_expr(a, scope)
             self.define_opaque(s, scope, defined_here)
             return
         sub_inputs = {p.name: p for p in sub.inputs}
@@ -480,6 +488,7 @@ class Checker:
             if kw.name not in sub_inputs:
                 self.error(f"program '{call.func}' has no input '{kw.name}'", kw.span,
                            did_you_mean(kw.name, sub_inputs) or f"its inputs: {', '.join(sub_inputs)}")
+                self.lower_expr(kw.value, scope)
                 continue
             expr = self.lower_expr(kw.value, scope)
             t = self.expr_type(expr, scope.loops)
@@ -496,8 +505,9 @@ class Checker:
                                           origin_program=self.p.file)
                 self.used.add(nid)
                 bound[kw.name] = ir.NodeRef(nid)
+        misspelled = any(k.name not in sub_inputs for k in call.kwargs)
         for name in sub_inputs:
-            if name not in bound and name not in {k.name for k in call.kwargs}:
+            if name not in bound and name not in {k.name for k in call.kwargs} and not misspelled:
                 self.error(f"program '{call.func}' needs its input '{name}'", call.span)
         outs = sub.outputs
         if len(outs) != 1:
@@ -840,6 +850,8 @@ class Checker:
         return metrics, parse
 
     def unused(self):
+        if self.unreadable_prompt:
+            return
         for node in self.nodes.values():
             if node.internal or node.origin_program != self.p.file or node.id in self.used:
                 continue
@@ -848,6 +860,22 @@ class Checker:
             elif "#" not in node.id or node.id.endswith(f"#{1}"):
                 self.warn(f"value '{node.name}' is never used", node.span,
                           "use it, make it an output, or remove it")
+
+
+# jinja names some tokens in words; what they look like in a template
+_JINJA_TOKENS = {"end of print statement": "}}", "end of statement block": "%}"}
+
+
+def _jinja_error_col(msg: str, template: str, line: int) -> int:
+    """jinja reports a line only: find the offending token of "unexpected 'X'" / "got 'X'" in it."""
+    lines = template.split("\n")
+    code = lines[line - 1] if 0 < line <= len(lines) else ""
+    for m in re.finditer(r"(?:unexpected|got) '([^']+)'", msg):
+        tok = _JINJA_TOKENS.get(m.group(1), m.group(1))
+        i = code.find(tok)
+        if i >= 0:
+            return i + 1
+    return 1
 
 
 def _common(a: tuple, b: tuple) -> int:

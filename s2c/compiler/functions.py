@@ -170,7 +170,7 @@ def _choice(text: str, options: list[str]) -> str:
     return best[1]
 
 
-def _json(text: str):
+def _first_json(text: str):  # not `_json`: that name is the json module here
     dec = _json.JSONDecoder()
     for i, ch in enumerate(text):
         if ch in "{[":
@@ -290,7 +290,7 @@ FUNCTIONS: dict[str, Function] = {
                  "The first number in a text (commas removed). Fails when there is none."),
         Function("choice", (P("text", "text"), P("options", "list")), _const(TEXT), _choice,
                  "The option that appears first in the text (whole word, any case). Fails when none does."),
-        Function("json", (P("text", "text"),), _const(JSON), _json,
+        Function("json", (P("text", "text"),), _const(JSON), _first_json,
                  "The first JSON object or array in the text."),
         Function("get", (P("value", "any"), P("key", "scalar")), _const(ANY), _get,
                  "A field of a JSON object (or an element of a JSON array)."),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import networkx as nx
 
@@ -53,6 +54,13 @@ def to_mermaid(g: nx.DiGraph) -> str:
     return "\n".join(out) + "\n"
 
 
+def _where(cp: CheckedProgram, attrs: dict) -> str:
+    """`line 12`, or `usc.s2:8` for a node inlined from a used program."""
+    if attrs["file"] == cp.program.file:
+        return f"line {attrs['line']}"
+    return f"{Path(attrs['file']).name}:{attrs['line']}"
+
+
 def to_tree(cp: CheckedProgram):
     """A rich Tree: stages of LLM calls, each with the transforms that follow it."""
     from rich.tree import Tree
@@ -70,7 +78,7 @@ def to_tree(cp: CheckedProgram):
             a = g.nodes[nid]
             deps = [p for p in g.predecessors(nid)]
             calls = a["n"]
-            branch = st.add(f"[bold]{_label(g, nid)}[/]  [dim]line {a['line']} · max_tokens {a['max_tokens']}"
+            branch = st.add(f"[bold]{_label(g, nid)}[/]  [dim]{_where(cp, a)} · max_tokens {a['max_tokens']}"
                             f"{' · T=' + str(a['temperature']) if a['temperature'] else ''}"
                             f" · reads {', '.join(deps) or '-'}[/]")
             for f in a["fanout"]:
@@ -84,7 +92,7 @@ def to_tree(cp: CheckedProgram):
                 if succ != nid and g.nodes[succ]["kind"] == "transform" and succ not in shown and \
                         all(p == nid or p in shown or g.nodes[p]["kind"] == "input" for p in g.predecessors(succ)):
                     sa = g.nodes[succ]
-                    branch.add(f"{_label(g, succ)} [dim]line {sa['line']}[/]" +
+                    branch.add(f"{_label(g, succ)} [dim]{_where(cp, sa)}[/]" +
                                (f" [magenta]({'; '.join(sa['fanout'])})[/]" if sa["fanout"] else ""))
                     shown.add(succ)
     outs = ", ".join(cp.outputs)

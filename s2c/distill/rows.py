@@ -46,6 +46,9 @@ def build_rows(cp: ir.CheckedProgram, res: ExampleResult, verdict: Verdict, fmt:
         _store_assembled(vals, cp.nodes[nid], v)
     inputs = {p.name: res.row[p.name] for p in cp.inputs}
     out = []
+    # (task, loop index) -> that row's completion: a later task with after="task" reads it
+    # (in Mind's Mirror each evaluate row reads the explain row of the same CoT)
+    written: dict[tuple[str, tuple], str] = {}
     for task in tasks_for(cp, fmt):
         if task.each is None:
             slots: list[tuple[tuple, tuple]] = [((), ())]
@@ -74,7 +77,12 @@ def build_rows(cp: ir.CheckedProgram, res: ExampleResult, verdict: Verdict, fmt:
                     problems.append(f"{res.id}: task {task.name}: rationale failed")
                     continue
                 completion = f"{as_text(rat)}\n{completion}"
-            out.append(make_row(task, inputs, completion, res.id, run_id))
+            earlier = {name: written.get((name, prefix)) for name in task.after}
+            if any(v is None for v in earlier.values()):
+                problems.append(f"{res.id}: task {task.name}{list(prefix) or ''}: the task it follows has no row")
+                continue
+            written[(task.name, prefix)] = completion
+            out.append(make_row(task, {**inputs, **earlier}, completion, res.id, run_id))
     return out
 
 

@@ -196,7 +196,7 @@ class _ToAST(Transformer):
         return A.GoldDecl(tuple(A.Name(str(n), _tok_span(n, self.file)) for n in names), self._s(meta))
 
     def use_decl(self, meta, name, path):
-        return A.UseDecl(str(name), make_text(path, self.file) if path else None, self._s(meta))
+        return A.UseDecl(str(name), make_text(path, self.file) if path else None, _tok_span(name, self.file))
 
     def llm_assign(self, meta, target, args, prompt):
         args = args or []
@@ -280,11 +280,13 @@ def _prev_code_line(lines: list[str], before: int) -> int:
 
 
 def _unexpected_character(lines: list[str], line: int, col: int, file: str) -> S2Error:
-    rest = _line(lines, line)[col - 1 :]
+    code = _line(lines, line)
+    rest = code[col - 1 :]
     ch = rest[:1]
     span = Span(file, line, col, line, col + 1)
-    if rest.startswith('"""') or rest[:1] in "rR" and rest[1:4] == '"""':
-        return S2Error('this """text block""" is never closed', span, 'end it with """ (a block may span lines)')
+    if rest.startswith('"') and code[max(0, col - 3) : col + 0].endswith('"""'):  # lexed as "" then "
+        return S2Error('this """text block""" is never closed', Span(file, line, col - 2, line, col + 1),
+                       'end it with """ (a block may span lines)')
     if ch == '"':
         return S2Error("this string is not closed on its line", span,
                        'a "string" ends on the line it starts; for text over several lines use a """block"""')
@@ -313,6 +315,8 @@ def _syntax_hint(tok: Token, expected: list[str], lines: list[str], line: int) -
     kw = re.match(r"\s*(\w+)\s*=(?!=)", text)
     if kw and kw.group(1) in KEYWORDS and not (kw.group(1) == "parse" and tok.type != "EQUAL"):
         return f"'{kw.group(1)}' is a keyword of the language and cannot be a name; choose another name"
+    if "'='" in expected and re.match(r"\s*\w+\s+[^\s=]", text):
+        return f"is a '=' missing? write: {words[0]} = ..."
     if tok.type == "LLM":
         return 'llm(...) is a statement of its own: x = llm(...) """prompt""", then use x'
     if "'program'" in expected:
@@ -341,9 +345,9 @@ def _syntax_error(e: UnexpectedInput, text: str, file: str) -> S2Error:
         )
     tok: Token = e.token  # type: ignore[attr-defined]
     width = 1
-    if tok.type == "$END":
+    if tok.type == "$END":  # point just past the last character
         line = len(lines) or 1
-        col = 1
+        col = len(_line(lines, line)) + 1
         got = "end of file"
     elif tok.type == "_NL":
         got = "end of line"
