@@ -160,3 +160,41 @@ def test_normalize():
     assert normalize(" Yes. ") == normalize("yes") == "yes"
     assert normalize("1,000") == normalize("1000.0") == "1000"
     assert normalize("[[A]]") == "a"
+
+
+def test_multitask_rows_from_minds_mirror(tmp_path):
+    cp = load_program("minds_mirror.s2")
+
+    def script(r, i):
+        if "Is this reasoning correct" in r.messages[-1].content:
+            return "Looks fine. Verdict: yes" if i % 3 else "Verdict: no"
+        return f"reasoning {i}. Final answer: {'True' if i % 4 else 'False'}"
+
+    res = compile_(cp, [{"id": "b1", "question": "not ( True ) and True is", "answer": "True"}],
+                   FakeEngine(script), tmp_path)
+    rows = res.rows["train"]
+    assert res.meta["format"] == "multitask"
+    assert [(r["task"], r["weight"]) for r in rows] == [("predict", 1.0)] + [("explain", 0.5)] * 5 + \
+        [("evaluate", 0.5)] * 5
+    assert rows[0]["prompt"][-1]["content"] == "predict: not ( True ) and True is"
+    assert rows[0]["completion"][0]["content"] == "True"
+    explains = [r["completion"][0]["content"] for r in rows if r["task"] == "explain"]
+    assert explains == [f"reasoning {i}. Final answer: {'True' if i % 4 else 'False'}" for i in range(5)]
+    # each evaluate row reads the explain row of the same CoT (after="explain")
+    for k, r in enumerate(x for x in rows if x["task"] == "evaluate"):
+        assert r["prompt"][-1]["content"].endswith(explains[k])
+        assert r["completion"][0]["content"] == "yes"  # 4 of 5 evaluations say yes
+
+
+def test_cascade_rows_from_cascod(tmp_path):
+    cp = load_program("cascod.s2")
+    eng = FakeEngine(lambda r, i: "We add the two numbers. Therefore, the answer is 4.")
+    res = compile_(cp, [{"id": "g1", "question": "2+2?", "answer": "4"}, {"id": "g2", "question": "3+3?", "answer": "6"}],
+                   eng, tmp_path)
+    rows = res.rows["train"]
+    assert res.report["dropped_per_rule"] == {"matches": 1}  # 3+3 -> 4 is wrong: gold filter
+    assert [(r["task"], r["weight"], r["example_id"]) for r in rows] == [("rationale", 0.7, "g1"),
+                                                                        ("answer", 0.3, "g1")]
+    assert rows[0]["completion"][0]["content"] == "We add the two numbers."
+    assert rows[1]["prompt"][-1]["content"] == "Q: 2+2?\nRationale: We add the two numbers.\nTherefore, the answer is"
+    assert rows[1]["completion"][0]["content"] == "4"
