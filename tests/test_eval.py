@@ -1,0 +1,111 @@
+"""s2c eval above the engine: three systems, metrics, #tokens, results.json and the PNG (fake engine)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import s2c.runtime.engines as engines
+from s2c.cli import main
+from s2c.runtime.engines.fake import FakeEngine
+
+HERE = Path(__file__).parent
+
+
+def judge(req, i):
+    t = req.messages[-1].content
+    if "Evaluation Plan" in t:
+        return "1. Helpfulness\n2. Accuracy"
+    if "Evaluation of" in t and "[Evaluation of" not in t:
+        return "A: 6\nB: 5"
+    if "Please act as an impartial judge" in t:  # the System-1 prompt
+        if req.adapter:  # the "distilled" judge follows the content
+            a = t.split("[The Start of Assistant A's Answer]\n")[1].split("\n")[0]
+            return "[[A]]" if "good" in a else "[[B]]"
+        return "I think [[A]] is better."  # the base judge always says A: position bias
+    a = t.split("[The Start of Assistant A's Answer]\n")[1].split("\n")[0]
+    return "After merging: [[A]]" if "good" in a else "After merging: [[B]]"
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    made = []
+
+    def make(name, model=None, roles=None, **options):
+        eng = FakeEngine(judge)
+        made.append((eng, options))
+        return eng
+
+    monkeypatch.setattr(engines, "make_engine", make)
+    return made
+
+
+def write_rows(path: Path, n=6):
+    rows = [{"id": f"e{i}", "question": f"Q{i}", "label": "A" if i % 2 else "B",
+             "response_a": "a good answer" if i % 2 else "a bad answer",
+             "response_b": "a bad answer" if i % 2 else "a good answer"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def adapter_dir(tmp_path) -> Path:
+    a = tmp_path / "train" / "adapter"
+    a.mkdir(parents=True)
+    (a / "adapter_config.json").write_text("{}")
+    return a.parent
+
+
+def test_three_systems_table_json_png(tmp_path, fake_engine, capsys):
+    write_rows(tmp_path / "test.jsonl")
+    rc = main(["eval", "bsm.s2", "--data", str(tmp_path / "test.jsonl"), "--adapter", str(adapter_dir(tmp_path)),
+               "--out", str(tmp_path / "ev"), "--no-cache"])
+    assert rc == 0
+    eng, options = fake_engine[0]
+    assert options == {"enable_lora": True}
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    by = {s["name"]: s for s in res["systems"]}
+    assert list(by) == ["System 1", "System 2", "Distilled System 1"]
+    assert by["System 1"]["metrics"] == {"agreement": 0.5, "swap_inconsistency": 1.0}
+    assert by["System 2"]["metrics"] == {"agreement": 1.0, "swap_inconsistency": 0.0}
+    assert by["Distilled System 1"]["metrics"] == {"agreement": 1.0, "swap_inconsistency": 0.0}
+    # System 2's tokens include every intermediate call; System 1 answers in one call
+    assert by["System 2"]["mean_generated_tokens"] > by["Distilled System 1"]["mean_generated_tokens"] > 0
+    assert (tmp_path / "ev" / "results.png").stat().st_size > 1000
+    preds = [json.loads(l) for l in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert preds[0] == {"example_id": "e0", "System 1": "A", "System 2": "B", "Distilled System 1": "B"}
+    err = capsys.readouterr().err
+    assert "Distilled System 1" in err and "#tokens / input" in err
+
+
+def test_missing_adapter_is_a_clear_error(tmp_path, fake_engine, capsys):
+    write_rows(tmp_path / "test.jsonl")
+    rc = main(["eval", "bsm.s2", "--data", str(tmp_path / "test.jsonl"), "--adapter", str(tmp_path / "nope")])
+    assert rc == 1
+    assert "no LoRA adapter there" in capsys.readouterr().err
+
+
+def test_cascade_adapter_answers_in_two_passes(tmp_path, monkeypatch):
+    ds = tmp_path / "data"
+    ds.mkdir()
+    (ds / "meta.json").write_text(json.dumps({"format": "cascade"}))
+    ad = adapter_dir(tmp_path)
+    (ad / "train_config.json").write_text(json.dumps({"dataset": str(ds)}))
+
+    def script(req, i):
+        t = req.messages[-1].content
+        if "Rationale:" in t and "Therefore" in t:
+            return "4" if "2 plus 2" in t else "0"
+        if "Rationale:" in t:
+            return "2 plus 2 makes four"
+        return "Let's think. Therefore, the answer is 4."
+
+    eng = FakeEngine(script)
+    monkeypatch.setattr(engines, "make_engine", lambda *a, **k: eng)
+    (tmp_path / "t.jsonl").write_text(json.dumps({"id": "g", "question": "2+2?", "answer": "4"}) + "\n")
+    rc = main(["eval", "cascod.s2", "--data", str(tmp_path / "t.jsonl"), "--adapter", str(ad), "--no-system1",
+               "--out", str(tmp_path / "ev"), "--no-cache"])
+    assert rc == 0
+    by = {s["name"]: s for s in json.loads((tmp_path / "ev" / "results.json").read_text())["systems"]}
+    assert by["Distilled System 1"]["metrics"] == {"normalized_match": 1.0}
+    second = [c for c in eng.calls if c.adapter and "Therefore" in c.messages[-1].content]
+    assert second and "Rationale: 2 plus 2 makes four" in second[0].messages[-1].content
