@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from s2c.errors import CheckError, S2Error, render_all
+from s2c.runtime.engines.base import EngineError
 
 
 def console(stderr: bool = True):
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except S2Error as e:
         print(e.render(_source_of(e)), file=sys.stderr)
+        return 1
+    except EngineError as e:
+        print(f"error: engine: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("s2c: interrupted; everything finished so far is saved", file=sys.stderr)

@@ -126,10 +126,42 @@ def test_engine_failure_is_recorded_and_dependents_skipped(tmp_path):
 
 def test_engine_exception_is_retried_then_recorded(tmp_path):
     cp = load_program(TWO_STEP)
-    eng = FakeEngine(default="Final answer: 4", raise_on=["Draft:"])
+    eng = FakeEngine(default="Final answer: 4", raise_on=["Draft:"], exception=RuntimeError)
     out = run(cp, [("a", {"question": "2+2?"})], eng, tmp_path)
     assert eng.batches == [1, 1, 1]  # draft, then review tried twice
-    assert out.results[0].failed["review"].startswith("engine: EngineError")
+    assert out.results[0].failed["review"].startswith("engine: RuntimeError: FakeEngine: scripted crash")
+
+
+def test_engine_that_cannot_run_stops_the_run(tmp_path):
+    from s2c.runtime.engines.base import EngineError
+
+    cp = load_program(TWO_STEP)
+    eng = FakeEngine(default="Final answer: 4", raise_on=["Draft:"], exception=EngineError)
+    with pytest.raises(EngineError, match="scripted crash"):
+        run(cp, [("a", {"question": "2+2?"})], eng, tmp_path)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["nodes"]["draft"]["samples"] == 1  # what finished is accounted for
+
+
+def test_lazy_engine_starts_only_for_a_cache_miss(tmp_path):
+    from s2c.runtime.engines.lazy import LazyEngine
+    from s2c.runtime.model import ModelRef
+
+    cp = load_program(TWO_STEP)
+    started = []
+
+    def factory():
+        started.append(1)
+        return FakeEngine(default="Final answer: 4")
+
+    refs = {"default": ModelRef("m", "/models/m", True)}
+    cache = CallCache(tmp_path / "cache.sqlite")
+    first = LazyEngine("fake", refs, factory)
+    run(cp, [("a", {"question": "2+2?"})], first, tmp_path, "a", cache)
+    assert first.started and len(started) == 1
+    second = LazyEngine("fake", refs, factory)
+    out = run(cp, [("a", {"question": "2+2?"})], second, tmp_path, "b", cache)
+    assert not second.started and len(started) == 1 and out.summary["cache_hits"] == 2
 
 
 def test_max_errors_stops_the_run_and_keeps_what_finished(tmp_path):

@@ -54,7 +54,9 @@ def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
 
 
 def open_engine(args, cp, log, **extra):
-    from s2c.runtime.engines import describe, make_engine
+    from s2c.runtime.engines import choose_auto, describe, make_engine
+    from s2c.runtime.engines.lazy import LazyEngine
+    from s2c.runtime.model import resolve_model
 
     roles = parse_pairs(args.role, "--role")
     unknown = set(roles) - {n.role for n in cp.llm_nodes()}
@@ -64,8 +66,15 @@ def open_engine(args, cp, log, **extra):
     options = dict(extra)
     if args.base_url:
         options["base_url"] = args.base_url
-    engine = make_engine(args.engine, args.model, roles=roles, **options)
-    log(f"s2c: {describe(engine)}")
+    name = choose_auto(options) if args.engine == "auto" else args.engine
+    if name in ("vllm", "hf"):  # local engines start on the first call the cache cannot serve
+        refs = {"default": resolve_model(args.model, log=log)}
+        refs.update({role: resolve_model(spec, log=log) for role, spec in roles.items()})
+        engine = LazyEngine(name, refs, lambda: make_engine(args.engine, args.model, roles=roles, **options))
+        log(f"s2c: {describe(engine)} (started on the first call the cache cannot serve)")
+    else:
+        engine = make_engine(args.engine, args.model, roles=roles, **options)
+        log(f"s2c: {describe(engine)}")
     return engine
 
 

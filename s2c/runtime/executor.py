@@ -20,7 +20,7 @@ from s2c.compiler import ir
 from s2c.compiler.functions import Failed
 from s2c.compiler.templates import render
 from s2c.runtime.cache import CallCache, call_key, engine_model
-from s2c.runtime.engines.base import Completion, EngineFailure, Message, Request
+from s2c.runtime.engines.base import Completion, EngineError, EngineFailure, Message, Request
 from s2c.runtime.values import ExampleValues, find_failed, to_json
 
 
@@ -269,6 +269,8 @@ class Executor:
                 if len(out) != len(reqs):
                     raise RuntimeError(f"engine returned {len(out)} results for {len(reqs)} requests")
                 return out
+            except EngineError:
+                raise  # the engine cannot run at all: stop and say why (completed calls are cached)
             except Exception as e:  # noqa: BLE001 - recorded per request, the run goes on
                 last = e
         return [EngineFailure(f"{type(last).__name__}: {last}") for _ in reqs]

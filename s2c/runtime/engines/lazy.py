@@ -1,0 +1,40 @@
+"""Start a local engine only when a request misses the cache.
+
+Re-running a finished command (or re-compiling with a changed keep rule) is served entirely from
+the call cache; starting vLLM for it would cost ~35 s on a CPU for nothing. The model identities
+that cache keys need come from the model folders, without loading anything. If the engine then
+cannot start, the EngineError stops the run like an eager start would.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from s2c.runtime.engines.base import Engine, Request, Result
+from s2c.runtime.model import ModelRef
+
+
+class LazyEngine:
+    def __init__(self, name: str, refs: dict[str, ModelRef], factory: Callable[[], Engine]):
+        self.name = name
+        self._refs = refs
+        self._factory = factory
+        self._engine: Engine | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    def model_id(self, role: str = "default") -> str:
+        return self._refs.get(role, self._refs["default"]).identity
+
+    def role_models(self) -> dict[str, str]:
+        return {role: ref.name for role, ref in self._refs.items()}
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        if self._engine is None:
+            self._engine = self._factory()
+        return self._engine.generate(requests)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
