@@ -12,4 +12,4 @@ from __future__ import annotations
 from s2c.train.data import TrainData, load_dataset_dir
 from s2c.train.sft import TrainResult, TrainSettings, train
 
-__all__ = ["train", "TrainResult", "TrainSettings", "TrainData", "load_dataset_dir"]
+__all__ = ["TrainData", "TrainResult", "TrainSettings", "load_dataset_dir", "train"]
