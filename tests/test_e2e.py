@@ -1,0 +1,107 @@
+"""End to end on the real embedded model through the real engine (vLLM for CPUs). Slow: minutes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from s2c.cli import main
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [
+    "A baker makes 24 muffins in the morning and twice as many in the afternoon. How many muffins in total?",
+    "Tom has 3 apples and buys 5 more. How many apples does he have?",
+    "A book costs 12 dollars. How much do 4 books cost?",
+    "There are 30 students and 6 leave. How many students remain?",
+    "A car drives 60 miles per hour for 2 hours. How far does it go?",
+    "Sara has 10 pencils and gives away 4. How many are left?",
+    "A box holds 8 eggs. How many eggs are in 5 boxes?",
+    "Half of 50 people are children. How many children are there?",
+]
+
+
+def test_run_on_vllm_then_the_same_command_makes_no_engine_call(tmp_path, capsys):
+    data = tmp_path / "questions.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answer": "0"}) + "\n"
+                            for i, q in enumerate(QUESTIONS)))
+    args = ["run", "cot_zeroshot.s2", "--data", str(data), "--limit", "8", "--engine", "vllm",
+            "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "calls.sqlite")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "vllm: default=smollm2-135m" in err and "generated tok" in err
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["examples"] == 8 and s["engine_calls"] == 8 and s["cache_hits"] == 0
+    assert s["generated_tokens"] > 8 and s["engine"] == "vllm"
+    traces = [json.loads(l) for l in (tmp_path / "run" / "traces.jsonl").read_text().splitlines()]
+    assert len(traces) == 8
+    assert all(t["nodes"]["cot"]["instances"][0]["completions"][0] for t in traces)
+    assert main(args) == 0
+    again = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert again["engine_calls"] == 0 and again["cache_hits"] == 8
+    assert again["generated_tokens"] == s["generated_tokens"]  # the papers' #tokens survive the cache
+
+
+def test_compile_rar_2step_on_coin_flip_writes_system1_rows(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "rar"
+    assert main(["compile", "rar_2step.s2", "--data", "coin_flip", "--limit", "4", "--engine", "vllm",
+                 "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["inputs"] == 4
+    assert report["kept"] + report["failed"] + sum(report["dropped_per_rule"].values()) == 4
+    ds = datasets.load_dataset("json", data_files=str(out / "train.jsonl"))["train"]
+    assert len(ds) == report["kept"]
+    if len(ds):
+        assert set(ds.column_names) >= {"prompt", "completion"}
+    # no text produced by an intermediate node reaches a System-1 prompt
+    traces = [json.loads(l) for l in (out / "run" / "traces.jsonl").read_text().splitlines()]
+    produced = {c.strip() for t in traces for n in ("rephrased", "response") for i in t["nodes"][n]["instances"]
+                for c in i.get("completions", []) if len(c.strip()) > 20}
+    for row in ds:
+        for m in row["prompt"]:
+            assert not any(z in m["content"] for z in produced)
+            assert "(rephrased)" not in m["content"]
+
+
+def test_compile_bsm_on_oasst2_applies_the_swap_rule(tmp_path, repo):
+    out = tmp_path / "bsm"
+    fixture = repo / "tests" / "fixtures" / "data" / "oasst2_sample.jsonl"
+    assert main(["compile", "bsm.s2", "--data", f"oasst2:{fixture}", "--limit", "3", "--engine", "vllm",
+                 "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["inputs"] == 3
+    ids = [json.loads(l)["example_id"] for l in (out / "run" / "traces.jsonl").read_text().splitlines()]
+    assert sum(i.endswith("~swap") for i in ids) == 3  # every input also ran with A and B swapped
+    card = (out / "README.md").read_text()
+    assert "## Curation" in card
+    # what the swap rule did is in the report: kept, or dropped as inconsistent, or failed to parse
+    assert report["kept"] + report["failed"] + report["dropped_per_rule"].get("consistent", 0) == 3
+
+
+def test_one_sft_step_on_a_compiled_dataset(tmp_path):
+    """A dataset written by s2c compile (fake judge) trains for a step with TRL's SFTTrainer."""
+    from s2c.compiler.pipeline import load_program
+    from s2c.distill.compile import compile_program
+    from s2c.runtime.cache import CallCache
+    from s2c.runtime.engines.fake import FakeEngine
+    from s2c.runtime.run import validate_rows
+
+    cp = load_program("bsm.s2")
+    raw = [{"id": f"e{i}", "question": f"Which is right about {i}?", "response_a": "good", "response_b": "bad"}
+           for i in range(4)]
+    good, _ = validate_rows(cp, raw)
+
+    def judge(req, i):
+        t = req.messages[-1].content
+        return "1. Accuracy" if "Evaluation Plan" in t else "A: 8\nB: 2" if "[Evaluation of" not in t else "[[C]]"
+
+    compile_program(cp, good, FakeEngine(judge), tmp_path / "ds", cache=CallCache(None), data="x", progress=False)
+    assert main(["train", str(tmp_path / "ds"), "--max-steps", "1", "--batch-size", "2",
+                 "--out", str(tmp_path / "train")]) == 0
+    conf = json.loads((tmp_path / "train" / "train_config.json").read_text())
+    assert (tmp_path / "train" / "adapter" / "adapter_config.json").exists()
+    log = [json.loads(l) for l in (tmp_path / "train" / "loss_log.jsonl").read_text().splitlines()]
+    assert log and log[-1]["step"] == 1 and log[-1]["loss"] > 0
+    assert conf
