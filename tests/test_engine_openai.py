@@ -1,0 +1,235 @@
+"""OpenAIEngine: retries, failures and concurrency against a scripted local HTTP server, then the
+real thing against a vLLM OpenAI-compatible server running the embedded model on loopback."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from engine_fixtures import (
+    ScriptedServer,
+    chat,
+    chat_response,
+    embedded_model_path,
+    free_port,
+    vllm_server,
+)
+
+from s2c.runtime.engines import describe, make_engine
+from s2c.runtime.engines.base import (
+    EngineError,
+    EngineFailure,
+    Message,
+    Request,
+    Sampling,
+)
+from s2c.runtime.engines.openai import OpenAIEngine, normalize_base_url
+
+
+def ok(path, body, attempt):
+    return 200, chat_response([f"reply to {body['messages'][-1]['content']}"] * body["n"]), {}
+
+
+def engine_for(server: ScriptedServer, **options) -> OpenAIEngine:
+    return OpenAIEngine(base_url=server.url, backoff=0.01, **options)
+
+
+def test_base_url_gets_v1_only_when_it_has_no_path():
+    assert normalize_base_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/v1"
+    assert normalize_base_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000/v1"
+    assert normalize_base_url("http://h/v1/") == "http://h/v1"
+    assert normalize_base_url("https://h/openai/v1beta") == "https://h/openai/v1beta"
+
+
+def test_unreachable_server_is_an_engine_error_at_construction():
+    with pytest.raises(EngineError, match="cannot reach an OpenAI-compatible server"):
+        OpenAIEngine("m", base_url=f"http://127.0.0.1:{free_port()}")
+
+
+def test_model_defaults_to_the_first_served_and_must_be_served():
+    with ScriptedServer(ok, models=("alpha", "beta")) as server:
+        engine = engine_for(server)
+        assert engine.model_id() == f"alpha@{server.url}"
+        engine = engine_for(server, model="beta", roles={"judge": "alpha"})
+        assert describe(engine) == "openai: default=beta, judge=alpha"
+        with pytest.raises(EngineError, match="serves alpha, beta; not gamma"):
+            engine_for(server, model="gamma")
+
+
+def test_base_url_and_key_come_from_the_environment(monkeypatch):
+    with ScriptedServer(ok) as server:
+        monkeypatch.setenv("S2C_OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        engine = OpenAIEngine()
+        engine.generate([chat("hi")])
+        assert server.auth == ["Bearer sk-test"]
+        monkeypatch.delenv("OPENAI_API_KEY")
+        OpenAIEngine().generate([chat("hi")])
+        assert server.auth[-1] is None  # local servers need no key
+
+
+def test_request_bodies_carry_sampling_role_model_and_mode():
+    def script(path, body, attempt):
+        if path.endswith("/completions") and "prompt" in body:
+            return 200, {"choices": [{"index": 0, "text": " done", "finish_reason": "length"}],
+                         "usage": {"prompt_tokens": 2, "completion_tokens": 1}}, {}
+        return ok(path, body, attempt)
+
+    with ScriptedServer(script, models=("base", "judge-model")) as server:
+        engine = engine_for(server, model="base", roles={"judge": "judge-model"})
+        s = Sampling(temperature=0.7, top_p=0.9, max_tokens=12, stop=("\n",), seed=5, n=2)
+        out = engine.generate([
+            Request(messages=(Message("system", "sys"), Message("user", "q")), sampling=s, role="judge"),
+            Request(prompt="once upon", sampling=Sampling(max_tokens=1)),
+        ])
+        (p1, b1), (p2, b2) = sorted(server.posts, key=lambda pb: pb[0])
+        assert p1 == "/v1/chat/completions" and p2 == "/v1/completions"
+        assert b1 == {"model": "judge-model", "n": 2, "temperature": 0.7, "top_p": 0.9, "max_tokens": 12,
+                      "stop": ["\n"], "seed": 5,
+                      "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"}]}
+        assert b2["model"] == "base" and b2["prompt"] == "once upon" and "seed" not in b2
+        assert [c.text for c in out[0]] == ["reply to q", "reply to q"]
+        assert out[1][0].text == " done" and out[1][0].finish_reason == "length"
+        assert (out[1][0].prompt_tokens, out[1][0].completion_tokens) == (2, 1)
+
+
+def test_greedy_n_sends_one_sample_and_copies_it():
+    with ScriptedServer(ok) as server:
+        [out] = engine_for(server).generate([chat("q", n=3, temperature=0.0)])
+        assert server.posts[0][1]["n"] == 1
+        assert [c.text for c in out] == ["reply to q"] * 3
+
+
+def test_per_sample_token_counts_sum_to_the_usage_total():
+    def script(path, body, attempt):
+        return 200, chat_response(["a b c d e f", "a b", ""], prompt_tokens=9, completion_tokens=11), {}
+
+    with ScriptedServer(script) as server:
+        [out] = engine_for(server).generate([chat("q", n=3, temperature=1.0)])
+        assert sum(c.completion_tokens for c in out) == 11
+        assert out[0].completion_tokens > out[1].completion_tokens >= out[2].completion_tokens
+        assert all(c.prompt_tokens == 9 for c in out)
+
+
+def test_500_then_200_is_retried_and_succeeds():
+    def script(path, body, attempt):
+        return (500, {"error": "busy"}, {}) if attempt == 0 else ok(path, body, attempt)
+
+    with ScriptedServer(script) as server:
+        [out] = engine_for(server).generate([chat("q")])
+        assert out[0].text == "reply to q"
+        assert len(server.posts) == 2
+
+
+def test_429_honours_retry_after():
+    def script(path, body, attempt):
+        return (429, {"error": "slow down"}, {"Retry-After": "0.3"}) if attempt == 0 else ok(path, body, attempt)
+
+    with ScriptedServer(script) as server:
+        start = time.monotonic()
+        [out] = engine_for(server).generate([chat("q")])
+        assert time.monotonic() - start >= 0.3
+        assert out[0].text == "reply to q"
+
+
+def test_backoff_grows_exponentially_and_a_request_that_keeps_failing_becomes_a_failure():
+    def script(path, body, attempt):
+        if body["messages"][-1]["content"] == "doomed":
+            return 503, {"error": "down"}, {}
+        return ok(path, body, attempt)
+
+    with ScriptedServer(script) as server:
+        engine = OpenAIEngine(base_url=server.url, retries=3, backoff=0.05)
+        start = time.monotonic()
+        out = engine.generate([chat("fine"), chat("doomed"), chat("also fine")])
+        elapsed = time.monotonic() - start
+        assert isinstance(out[1], EngineFailure) and "HTTP 503" in out[1].reason
+        assert out[0][0].text == "reply to fine" and out[2][0].text == "reply to also fine"
+        doomed = [b for _, b in server.posts if b["messages"][-1]["content"] == "doomed"]
+        assert len(doomed) == 4  # the first try and 3 retries
+        assert elapsed >= 0.05 + 0.1 + 0.2  # backoff * 2**attempt
+
+
+def test_client_errors_are_not_retried():
+    def script(path, body, attempt):
+        return 400, {"error": {"message": "prompt too long"}}, {}
+
+    with ScriptedServer(script) as server:
+        [out] = engine_for(server).generate([chat("q")])
+        assert isinstance(out, EngineFailure) and "HTTP 400" in out.reason and "prompt too long" in out.reason
+        assert len(server.posts) == 1
+
+
+def test_a_server_that_goes_away_gives_failures_not_exceptions():
+    with ScriptedServer(ok) as server:
+        engine = engine_for(server, retries=1)
+    out = engine.generate([chat("a"), chat("b")])  # the server is shut down now
+    assert all(isinstance(r, EngineFailure) and "ConnectError" in r.reason for r in out)
+
+
+def test_concurrency_is_bounded():
+    def script(path, body, attempt):
+        time.sleep(0.2)
+        return ok(path, body, attempt)
+
+    with ScriptedServer(script) as server:
+        out = engine_for(server, concurrency=3).generate([chat(f"q{i}") for i in range(9)])
+        assert [r[0].text for r in out] == [f"reply to q{i}" for i in range(9)]  # order kept
+        assert server.max_active == 3
+
+
+def test_adapters_are_refused_per_request():
+    with ScriptedServer(ok) as server:
+        out = engine_for(server).generate([Request(prompt="p", adapter="/some/lora"), chat("q")])
+        assert isinstance(out[0], EngineFailure) and "--lora-modules" in out[0].reason
+        assert out[1][0].text == "reply to q"
+
+
+# --- the real thing: vLLM's OpenAI-compatible server with the embedded model ------------------
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    with vllm_server(embedded_model_path(), served_name="smollm2") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def real(server_url):
+    engine = make_engine("openai", "smollm2", base_url=server_url)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.slow
+def test_real_server_chat_and_completion(real, server_url):
+    assert describe(real) == "openai: default=smollm2"
+    assert make_engine("auto", base_url=server_url).name == "openai"
+    out = real.generate([
+        chat("What is 2+2?", max_tokens=32),
+        Request(prompt="The capital of France is", sampling=Sampling(max_tokens=16)),
+    ])
+    for result in out:
+        [c] = result
+        assert c.text.strip() and c.prompt_tokens > 0 and 0 < c.completion_tokens <= 32
+    assert "4" in out[0][0].text
+
+
+@pytest.mark.slow
+def test_real_server_samples_stop_strings_and_greedy(real):
+    sampled, stopped, greedy1 = real.generate([
+        chat("Write a short poem about the sea.", n=3, temperature=0.8, max_tokens=24, seed=1),
+        chat("List three colors, one per line.", max_tokens=40, stop=("\n",)),
+        chat("Name a fruit.", max_tokens=16),
+    ])
+    assert len(sampled) == 3 and all(c.completion_tokens > 0 for c in sampled)
+    assert len({c.text for c in sampled}) > 1  # sampling, not three copies
+    assert "\n" not in stopped[0].text and stopped[0].finish_reason == "stop"
+    [greedy2] = real.generate([chat("Name a fruit.", max_tokens=16)])
+    assert greedy1 == greedy2
+
+
+@pytest.mark.slow
+def test_real_server_rejects_one_bad_request_and_serves_the_rest(real):
+    out = real.generate([chat("word " * 3000, max_tokens=8), chat("Say hi.", max_tokens=8)])
+    assert isinstance(out[0], EngineFailure) and "HTTP 400" in out[0].reason
+    assert out[1][0].completion_tokens > 0
