@@ -51,9 +51,10 @@ def test_compile_rar_2step_on_coin_flip_writes_system1_rows(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["inputs"] == 4
     assert report["kept"] + report["failed"] + sum(report["dropped_per_rule"].values()) == 4
-    ds = datasets.load_dataset("json", data_files=str(out / "train.jsonl"))["train"]
-    assert len(ds) == report["kept"]
-    if len(ds):
+    lines = (out / "train.jsonl").read_text().splitlines()
+    ds = datasets.load_dataset("json", data_files=str(out / "train.jsonl"))["train"] if lines else []
+    assert len(ds) == len(lines) == report["kept"]  # the 135M model often has no majority: honest zeros
+    if lines:
         assert set(ds.column_names) >= {"prompt", "completion"}
     # no text produced by an intermediate node reaches a System-1 prompt
     traces = [json.loads(l) for l in (out / "run" / "traces.jsonl").read_text().splitlines()]
