@@ -64,7 +64,7 @@ class Checker:
         node = self.nodes.get(ref.node)
         if node is None:  # `completion` in eval's parse, a gold field in a keep rule
             return TEXT
-        common = _common(node.loops, loops)
+        common = ir.common_prefix(node.loops, loops)
         return node.type.listed(len(node.loops) - common)
 
     def expr_type(self, e: ir.IRExpr, loops) -> Type:
@@ -877,14 +877,6 @@ def _jinja_error_col(msg: str, template: str, line: int) -> int:
             return i + 1
     return 1
 
-
-def _common(a: tuple, b: tuple) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _ref_deps(refs, loops: dict[str, ir.Loop]) -> tuple[str, ...]:

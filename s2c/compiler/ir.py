@@ -156,3 +156,13 @@ def refs_of(expr: IRExpr) -> list[Ref]:
     if isinstance(expr, ListE):
         return [r for a in expr.items for r in refs_of(a)]
     return []
+
+
+def common_prefix(a: tuple, b: tuple) -> int:
+    """How many enclosing loops two loop stacks share (outermost first)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -56,7 +56,7 @@ def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
 def open_engine(args, cp, log, **extra):
     from s2c.runtime.engines import choose_auto, describe, make_engine
     from s2c.runtime.engines.lazy import LazyEngine
-    from s2c.runtime.model import resolve_model
+    from s2c.runtime.engines.local import resolve_roles
 
     roles = parse_pairs(args.role, "--role")
     unknown = set(roles) - {n.role for n in cp.llm_nodes()}
@@ -68,9 +68,7 @@ def open_engine(args, cp, log, **extra):
         options["base_url"] = args.base_url
     name = choose_auto(options) if args.engine == "auto" else args.engine
     if name in ("vllm", "hf"):  # local engines start on the first call the cache cannot serve
-        refs = {"default": resolve_model(args.model, log=log)}
-        refs.update({role: resolve_model(spec, log=log) for role, spec in roles.items()})
-        engine = LazyEngine(name, refs, lambda: make_engine(args.engine, args.model, roles=roles, **options))
+        engine = LazyEngine(name, resolve_roles(args.model, roles, log), lambda: make_engine(args.engine, args.model, roles=roles, **options))
         log(f"s2c: {describe(engine)} (started on the first call the cache cannot serve)")
     else:
         engine = make_engine(args.engine, args.model, roles=roles, **options)

@@ -25,7 +25,7 @@ class ExampleValues:
     def lookup(self, ref: ir.Ref, prefix: tuple, ctx_loops: tuple[str, ...]):
         if isinstance(ref, ir.NodeRef):
             node = self.cp.nodes[ref.node]
-            k = _common(node.loops, ctx_loops)
+            k = ir.common_prefix(node.loops, ctx_loops)
             return self.assemble(node, prefix[:k])
         loop = self.cp.loops[ref.loop]
         level = ctx_loops.index(loop.id)
@@ -137,11 +137,3 @@ def from_json(v):
         return [from_json(x) for x in v]
     return v
 
-
-def _common(a: tuple, b: tuple) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

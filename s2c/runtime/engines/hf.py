@@ -23,7 +23,8 @@ from s2c.runtime.engines.base import (
     Result,
     Sampling,
 )
-from s2c.runtime.model import ModelRef, resolve_model
+from s2c.runtime.model import ModelRef
+from s2c.runtime.engines.local import RoleModels, resolve_roles
 
 INSTALL_HINT = "pip install 's2c[hf]' (torch, transformers)"
 
@@ -99,7 +100,7 @@ class _Loaded:
         self.adapters[folder] = name
 
 
-class HFEngine:
+class HFEngine(RoleModels):
     name = "hf"
 
     def __init__(
@@ -128,22 +129,11 @@ class HFEngine:
             torch.set_num_threads(threads)
         self.batch_size = batch_size
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._refs = {"default": resolve_model(model, log=log)}
-        for role, spec in (roles or {}).items():
-            self._refs[role] = resolve_model(spec, log=log)
+        self._refs = resolve_roles(model, roles, log)
         self._models: dict[str, _Loaded] = {}
         for ref in self._refs.values():
             if ref.path not in self._models:
                 self._models[ref.path] = _Loaded(ref, dtype, device)
-
-    def _ref(self, role: str) -> ModelRef:
-        return self._refs.get(role, self._refs["default"])
-
-    def model_id(self, role: str = "default") -> str:
-        return self._ref(role).identity
-
-    def role_models(self) -> dict[str, str]:
-        return {role: ref.name for role, ref in self._refs.items()}
 
     def generate(self, requests: Sequence[Request]) -> list[Result]:
         results: list[Result | None] = [None] * len(requests)

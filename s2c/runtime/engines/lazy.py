@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from s2c.runtime.engines.base import Engine, Request, Result
+from s2c.runtime.engines.local import RoleModels
 from s2c.runtime.model import ModelRef
 
 
-class LazyEngine:
+class LazyEngine(RoleModels):
     def __init__(self, name: str, refs: dict[str, ModelRef], factory: Callable[[], Engine]):
         self.name = name
         self._refs = refs
@@ -23,12 +24,6 @@ class LazyEngine:
     @property
     def started(self) -> bool:
         return self._engine is not None
-
-    def model_id(self, role: str = "default") -> str:
-        return self._refs.get(role, self._refs["default"]).identity
-
-    def role_models(self) -> dict[str, str]:
-        return {role: ref.name for role, ref in self._refs.items()}
 
     def generate(self, requests: Sequence[Request]) -> list[Result]:
         if self._engine is None:

