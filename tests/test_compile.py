@@ -198,3 +198,21 @@ def test_cascade_rows_from_cascod(tmp_path):
     assert rows[0]["completion"][0]["content"] == "We add the two numbers."
     assert rows[1]["prompt"][-1]["content"] == "Q: 2+2?\nRationale: We add the two numbers.\nTherefore, the answer is"
     assert rows[1]["completion"][0]["content"] == "4"
+
+
+def test_shuffle_rule_maps_letters_through_the_permutation(tmp_path):
+    cp = load_program(HERE / "fixtures" / "programs" / "choices.s2")
+
+    def script(req, i):
+        t = req.messages[-1].content
+        if "capital of France" in t:  # answers by content: the right letter wherever Paris is
+            line = next(l for l in t.splitlines() if "Paris" in l)
+            return line.split(")")[0] + ")"
+        return "(A)"  # answers by position: changes meaning when the options move
+
+    raw = [{"id": "fr", "question": "What is the capital of France?", "options": ["Paris", "Rome", "Oslo", "Bern"]},
+           {"id": "it", "question": "What is the capital of Italy?", "options": ["Paris", "Rome", "Oslo", "Bern"]}]
+    res = compile_(cp, raw, FakeEngine(script), tmp_path)
+    assert [r["example_id"] for r in res.rows["train"]] == ["fr"]
+    assert res.rows["train"][0]["completion"][0]["content"] == "A"
+    assert res.report["dropped_reasons"] == {"consistent: answer changes under shuffle": 1}
