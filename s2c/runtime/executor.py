@@ -9,6 +9,7 @@ its chunk; every finished example is appended to the run's traces.
 """
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
@@ -127,7 +128,10 @@ class Executor:
         self.results: dict[str, ExampleResult] = {}
         self.errors = 0
         self.ready: deque = deque()
-        self.pool: list[_Pending] = []
+        # a heap of (node rank, prompt text, arrival, request): pops come out by node, then by
+        # prompt, so requests that share a prefix are sent side by side
+        self.pool: list[tuple[int, str, int, _Pending]] = []
+        self.arrivals = 0
         examples = [_Example(self.cp, ex_id, row, self.waiting0) for ex_id, row in rows]
         self.unfinished = len(examples)
         for ex in examples:
@@ -170,7 +174,8 @@ class Executor:
         for p in instances:
             item = self._request(ex, node, p, tr)
             if item is not None:
-                self.pool.append(item)
+                self.arrivals += 1
+                heapq.heappush(self.pool, (self.rank[node.id], item.text, self.arrivals, item))
                 waiting += 1
         if waiting:
             ex.pending[node.id] = waiting
@@ -213,8 +218,7 @@ class Executor:
         return _Pending(ex, node, p, req, key, have, inst, (system or "") + "\x00" + prompt)
 
     def _dispatch(self):
-        self.pool.sort(key=lambda it: (self.rank[it.node.id], it.text))
-        chunk, self.pool = self.pool[: self.chunk_size], self.pool[self.chunk_size :]
+        chunk = [heapq.heappop(self.pool)[3] for _ in range(min(self.chunk_size, len(self.pool)))]
         reqs = []
         for it in chunk:
             missing = it.node.sampling.n - len(it.have)
