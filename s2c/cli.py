@@ -40,7 +40,7 @@ def cmd_check(args) -> int:
         elif not args.quiet:
             g = cp.graph.graph
             out.print(f"[green]ok[/] {path}: {len(cp.llm_nodes())} LLM calls in the program, "
-                      f"{g['calls_per_input']} per input, {g['stages']} stages")
+                      f"{g['calls_per_input']} per input, {g['stages']} stage{'s' * (g['stages'] != 1)}")
     return 1 if failed else 0
 
 

@@ -69,7 +69,7 @@ def to_tree(cp: CheckedProgram):
     gg = g.graph
     est = f"{gg['calls_per_input']} LLM calls per input" + ("" if gg["bounded"] else " (unbounded lists assumed 5 long)")
     root = Tree(f"[bold]{cp.name}[/] — {cp.program.header.description.value}\n"
-                f"[dim]inputs: {', '.join(p.name for p in cp.inputs)} · {gg['stages']} stages · {est} · "
+                f"[dim]inputs: {', '.join(p.name for p in cp.inputs)} · {gg['stages']} stage{'s' * (gg['stages'] != 1)} · {est} · "
                 f"≤ {gg['max_generated_tokens_per_input']} generated tokens per input[/]")
     shown: set[str] = set()
     for i, group in enumerate(stages(g), 1):
