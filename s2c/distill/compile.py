@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +123,3 @@ def _label_warning(report: CurationReport) -> None:
                 f"kept targets are skewed: {n}/{total} ({n / total:.0%}) are '{label}'. A judge that always "
                 "answers the same label is position-biased; distilling that bias is what keep consistent(swap=...) "
                 "exists to stop")
-
-
-def label_counts(rows: list[dict]) -> Counter:
-    return Counter(r["completion"][0]["content"] for r in rows)

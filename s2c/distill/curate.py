@@ -67,24 +67,7 @@ def evaluate(expr: ir.IRExpr, res: ExampleResult, cp: ir.CheckedProgram):
         return expr.value
     if isinstance(expr, ir.RefExpr) and isinstance(expr.ref, ir.NodeRef):
         return res.values.get(expr.ref.node, Failed("not computed", expr.ref.node))
-    from s2c.runtime.values import ExampleValues
-
-    vals = ExampleValues(cp, res.row)
-    for nid, v in res.values.items():
-        _store_assembled(vals, cp.nodes[nid], v)
-    return vals.eval(expr, (), (), "distill")
-
-
-def _store_assembled(vals, node: ir.Node, value):
-    """Put a node's assembled value back as instances so expressions can read it."""
-    def rec(p, v, depth):
-        if depth == len(node.loops) or not isinstance(v, list):
-            vals.set(node.id, p, v)
-            return
-        for i, x in enumerate(v):
-            rec(p + (i,), x, depth + 1)
-
-    rec((), value, 0)
+    return res.state.eval(expr, (), (), "distill")
 
 
 def judge(cp: ir.CheckedProgram, res: ExampleResult, perturbed: dict[str, tuple[ExampleResult, dict]]) -> Verdict:

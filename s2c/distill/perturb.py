@@ -35,14 +35,14 @@ class Perturbation:
         while len(items) > 1 and perm == list(range(len(items))):
             rng.shuffle(perm)  # a real permutation, never the identity
         out[f] = [items[i] for i in perm]
-        return out, {"perm": perm, "choices": items}
+        return out, {"perm": perm}
 
     def map_back(self, answer, info: dict):
         if self.kind == "swap":
             if self.mapping is None:
                 return answer
             return self.mapping.get(str(answer).strip(), answer)
-        perm, choices = info["perm"], info["choices"]
+        perm = info["perm"]
         s = str(answer).strip()
         m = re.fullmatch(r"\(?([A-Za-z])\)?", s)
         if m:  # a choice letter: the k-th shown option was the perm[k]-th original one

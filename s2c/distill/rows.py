@@ -16,10 +16,10 @@ from __future__ import annotations
 from s2c.compiler import ir
 from s2c.compiler.functions import Failed
 from s2c.compiler.templates import render
-from s2c.distill.curate import Verdict, _store_assembled
+from s2c.distill.curate import Verdict
 from s2c.errors import S2Error
 from s2c.runtime.executor import ExampleResult
-from s2c.runtime.values import ExampleValues, find_failed
+from s2c.runtime.values import find_failed
 
 
 def tasks_for(cp: ir.CheckedProgram, fmt: str) -> list[ir.TaskIR]:
@@ -41,9 +41,7 @@ def as_text(v) -> str:
 
 def build_rows(cp: ir.CheckedProgram, res: ExampleResult, verdict: Verdict, fmt: str, run_id: str,
                problems: list[str]) -> list[dict]:
-    vals = ExampleValues(cp, res.row)
-    for nid, v in res.values.items():
-        _store_assembled(vals, cp.nodes[nid], v)
+    vals = res.state
     inputs = {p.name: res.row[p.name] for p in cp.inputs}
     out = []
     # (task, loop index) -> that row's completion: a later task with after="task" reads it

@@ -51,11 +51,10 @@ def swap_of(cp: ir.CheckedProgram) -> Perturbation | None:
 def metric_values(cp, answers: list, swapped: list | None, rows) -> dict[str, float | None]:
     out = {}
     for m in cp.metrics:
-        key = m.name if m.gold is None else f"{m.name}"
         if m.name == "swap_inconsistency":
-            out[key] = None if swapped is None else inconsistency(answers, swapped)
+            out[m.name] = None if swapped is None else inconsistency(answers, swapped)
         else:
-            out[key] = score(m.name, answers, [r.get(m.gold) for _, r in rows])
+            out[m.name] = score(m.name, answers, [r.get(m.gold) for _, r in rows])
     return out
 
 

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import sys
 from pathlib import Path
 
 from s2c.errors import S2Error

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import Counter, defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import networkx as nx
@@ -51,6 +51,7 @@ class ExampleResult:
     values: dict[str, Any]  # node id -> assembled value (Failed objects inside where they failed)
     outputs: dict[str, Any]
     failed: dict[str, str]  # node id -> first failure reason
+    state: ExampleValues | None = field(default=None, repr=False)  # per-instance values, for distill/eval
     prompt_tokens: int = 0
     generated_tokens: int = 0
     calls: int = 0
@@ -219,13 +220,9 @@ class Executor:
 
     def _dispatch(self):
         chunk = [heapq.heappop(self.pool)[3] for _ in range(min(self.chunk_size, len(self.pool)))]
-        reqs = []
-        for it in chunk:
-            missing = it.node.sampling.n - len(it.have)
-            s = it.request.sampling
-            reqs.append(Request(it.request.messages, it.request.prompt,
-                                type(s)(s.temperature, s.top_p, s.max_tokens, s.stop, s.seed, missing),
-                                it.request.role, it.request.adapter))
+        # ask only for the samples the cache does not have
+        reqs = [replace(it.request, sampling=replace(it.request.sampling, n=it.node.sampling.n - len(it.have)))
+                for it in chunk]
         t0 = time.perf_counter()
         results = self._generate(reqs)
         dt = (time.perf_counter() - t0) / max(1, len(chunk))
@@ -318,7 +315,8 @@ class Executor:
             except KeyError:
                 values[nid] = ex.values.store.get(nid, {}).get((), Failed("not computed", nid))
         outputs = {name: ex.values.lookup(ref, (), ()) for name, ref in cp.outputs.items()}
-        res = ExampleResult(ex.id, ex.row, values, outputs, ex.failed, ex.prompt_tokens, ex.generated_tokens, ex.calls)
+        res = ExampleResult(ex.id, ex.row, values, outputs, ex.failed, ex.values, ex.prompt_tokens,
+                            ex.generated_tokens, ex.calls)
         self.results[ex.id] = res
         self.unfinished -= 1
         if not res.ok:

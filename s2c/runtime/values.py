@@ -129,11 +129,3 @@ def to_json(v):
         return {k: to_json(x) for k, x in v.items()}
     return v
 
-
-def from_json(v):
-    if isinstance(v, dict) and set(v) == {"failed", "node"}:
-        return Failed(v["failed"], v["node"])
-    if isinstance(v, list):
-        return [from_json(x) for x in v]
-    return v
-

@@ -5,7 +5,7 @@ as one value (`Sampling`) and are converted at the engine boundary only.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 
