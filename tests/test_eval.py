@@ -109,3 +109,14 @@ def test_cascade_adapter_answers_in_two_passes(tmp_path, monkeypatch):
     assert by["Distilled System 1"]["metrics"] == {"normalized_match": 1.0}
     second = [c for c in eng.calls if c.adapter and "Therefore" in c.messages[-1].content]
     assert second and "Rationale: 2 plus 2 makes four" in second[0].messages[-1].content
+
+
+def test_an_engine_that_cannot_run_stops_eval_with_its_reason(tmp_path, monkeypatch, capsys):
+    from s2c.runtime.engines.base import EngineError
+
+    eng = FakeEngine(judge, raise_on=["impartial judge"], exception=EngineError)
+    monkeypatch.setattr(engines, "make_engine", lambda *a, **k: eng)
+    write_rows(tmp_path / "test.jsonl")
+    rc = main(["eval", "bsm.s2", "--data", str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "ev"), "--no-cache"])
+    assert rc == 1
+    assert "error: engine: FakeEngine: scripted crash" in capsys.readouterr().err

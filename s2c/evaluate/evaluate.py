@@ -19,7 +19,7 @@ from s2c.distill.rows import system1_messages
 from s2c.errors import S2Error
 from s2c.evaluate.metrics import inconsistency, score
 from s2c.runtime.cache import call_key, engine_model
-from s2c.runtime.engines.base import EngineFailure, Message, Request, Sampling
+from s2c.runtime.engines.base import EngineError, EngineFailure, Message, Request, Sampling
 from s2c.runtime.run import execute
 from s2c.runtime.values import ExampleValues
 
@@ -107,6 +107,8 @@ def _generate(engine, requests: list[Request], cache, chunk_size: int):
         chunk = misses[start:start + chunk_size]
         try:
             results = engine.generate([requests[i] for i, _ in chunk])
+        except EngineError:
+            raise  # the engine cannot run at all: stop and say why, as a run does
         except Exception as e:  # noqa: BLE001 - recorded per example, the evaluation goes on
             results = [EngineFailure(f"{type(e).__name__}: {e}")] * len(chunk)
         puts = []
