@@ -5,20 +5,14 @@ Products go to stdout or --out; diagnostics and progress go to stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from s2c.cliutil import console
 from s2c.errors import CheckError, S2Error, render_all
 from s2c.runtime.engines.base import EngineError
 
-
-def console(stderr: bool = True):
-    """stderr console; wide enough for the tables when output is not a terminal (logs, CI)."""
-    import sys as _sys
-
-    from rich.console import Console
-
-    stream = _sys.stderr if stderr else _sys.stdout
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 140)
+EXIT_INTERNAL = 70  # a bug in s2c (EX_SOFTWARE): the traceback is in the log file it names
 
 
 def cmd_check(args) -> int:
@@ -131,6 +125,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("s2c: interrupted; everything finished so far is saved", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug in s2c: one line for the user, the traceback in a file
+        log = _write_traceback(getattr(args, "log_dir", None))
+        print(f"s2c: internal error ({type(e).__name__}: {str(e)[:200]}); this is a bug in s2c, not in your "
+              f"input. Completed calls are cached. Traceback: {log}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _write_traceback(folder) -> str:
+    import time
+    import traceback
+    from pathlib import Path
+
+    from s2c.runtime.model import cache_dir
+
+    text = traceback.format_exc()
+    for where in ([Path(folder)] if folder else []) + [cache_dir() / "logs"]:
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            path = where / f"s2c-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            path.write_text(" ".join(sys.argv) + "\n\n" + text, encoding="utf-8")
+            return str(path)
+        except OSError:
+            continue
+    print(text, file=sys.stderr)  # nowhere to write: the traceback itself
+    return "(printed above)"
 
 
 def run() -> None:

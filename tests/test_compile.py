@@ -12,6 +12,8 @@ from s2c.distill.curate import normalize
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine
 from s2c.runtime.run import validate_rows
+from s2c.runtime.store import RunStore
+from s2c.distill.write import split_of
 
 HERE = Path(__file__).parent
 TWO_STEP = HERE / "fixtures" / "programs" / "two_step.s2"
@@ -80,7 +82,7 @@ def test_swap_rule_drops_position_biased_verdicts(tmp_path):
 def test_system1_prompts_carry_no_intermediate_text(tmp_path):
     cp = load_program("bsm.s2")
     res = compile_(cp, bsm_raw(4), FakeEngine(judge_script(set())), tmp_path)
-    trace = [json.loads(l) for l in (tmp_path / "ds" / "run" / "traces.jsonl").read_text().splitlines()]
+    trace = list(RunStore.open(tmp_path / "ds" / "run").traces())
     intermediates = {c for t in trace for n in ("branch", "solve", "merge")
                      for i in t["nodes"][n]["instances"] for c in i.get("completions", [])}
     for row in res.rows["train"]:
@@ -128,17 +130,19 @@ def test_matches_rule_uses_the_gold_field(tmp_path):
 def test_dataset_folder_loads_with_datasets_and_has_a_card(tmp_path):
     datasets = pytest.importorskip("datasets")
     cp = load_program("bsm.s2")
-    compile_(cp, bsm_raw(8), FakeEngine(judge_script(set())), tmp_path, val_split=0.25, seed=3)
+    compile_(cp, bsm_raw(8), FakeEngine(judge_script(set())), tmp_path, val_split=0.5, seed=3)
     ds = tmp_path / "ds"
     train = datasets.load_dataset("json", data_files=str(ds / "train.jsonl"))["train"]
     assert set(train.column_names) >= {"prompt", "completion", "task", "weight", "example_id", "run_id"}
     val = datasets.load_dataset("parquet", data_files=str(ds / "validation.parquet"))["train"]
-    assert len(train) + len(val) == 8 and len(val) == 2
+    # each example goes to validation by a hash of (seed, id): all of its rows together, reproducibly
+    assert len(train) + len(val) == 8 and 0 < len(val) < 8
     assert not set(train["example_id"]) & set(val["example_id"])
+    assert all(split_of(i, 0.5, 3) == "validation" for i in val["example_id"])
     card = (ds / "README.md").read_text()
     assert "## Curation" in card and "generated tokens" in card
     meta = json.loads((ds / "meta.json").read_text())
-    assert meta["format"] == "system1" and meta["rows"] == {"train": 6, "validation": 2}
+    assert meta["format"] == "system1" and meta["rows"] == {"train": len(train), "validation": len(val)}
     assert not list(ds.glob(".*.tmp"))
 
 

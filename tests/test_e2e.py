@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from s2c.cli import main
+from s2c.runtime.store import RunStore
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def test_run_on_vllm_then_the_same_command_makes_no_engine_call(tmp_path, capsys
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["examples"] == 8 and s["engine_calls"] == 8 and s["cache_hits"] == 0
     assert s["generated_tokens"] > 8 and s["engine"] == "vllm"
-    traces = [json.loads(l) for l in (tmp_path / "run" / "traces.jsonl").read_text().splitlines()]
+    traces = list(RunStore.open(tmp_path / "run").traces())
     assert len(traces) == 8
     assert all(t["nodes"]["cot"]["instances"][0]["completions"][0] for t in traces)
     assert main(args) == 0
@@ -57,7 +58,7 @@ def test_compile_rar_2step_on_coin_flip_writes_system1_rows(tmp_path):
     if lines:
         assert set(ds.column_names) >= {"prompt", "completion"}
     # no text produced by an intermediate node reaches a System-1 prompt
-    traces = [json.loads(l) for l in (out / "run" / "traces.jsonl").read_text().splitlines()]
+    traces = list(RunStore.open(out / "run").traces())
     produced = {c.strip() for t in traces for n in ("rephrased", "response") for i in t["nodes"][n]["instances"]
                 for c in i.get("completions", []) if len(c.strip()) > 20}
     for row in ds:
@@ -73,7 +74,7 @@ def test_compile_bsm_on_oasst2_applies_the_swap_rule(tmp_path, repo):
                  "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["inputs"] == 3
-    ids = [json.loads(l)["example_id"] for l in (out / "run" / "traces.jsonl").read_text().splitlines()]
+    ids = [t["example_id"] for t in RunStore.open(out / "run").traces()]
     assert sum(i.endswith("~swap") for i in ids) == 3  # every input also ran with A and B swapped
     card = (out / "README.md").read_text()
     assert "## Curation" in card

@@ -85,11 +85,8 @@ def test_missing_adapter_is_a_clear_error(tmp_path, fake_engine, capsys):
 
 
 def test_cascade_adapter_answers_in_two_passes(tmp_path, monkeypatch):
-    ds = tmp_path / "data"
-    ds.mkdir()
-    (ds / "meta.json").write_text(json.dumps({"format": "cascade"}))
     ad = adapter_dir(tmp_path)
-    (ad / "train_config.json").write_text(json.dumps({"dataset": str(ds)}))
+    (ad / "train_config.json").write_text(json.dumps({"format": "cascade"}))  # as s2c train records it
 
     def script(req, i):
         t = req.messages[-1].content

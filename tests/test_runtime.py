@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from s2c.compiler import ir
 from s2c.compiler.functions import Failed
 from s2c.compiler.pipeline import load_program
 from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine
+from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import execute, validate_rows
+from s2c.runtime.store import RunStore
 from s2c.runtime.trace_view import find_trace, render_trace
 
 HERE = Path(__file__).parent
@@ -43,7 +46,7 @@ def bsm_rows(n=4):
 
 def run(cp, rows, engine, tmp_path, name="run", cache=None, **kw):
     return execute(cp, rows, engine, tmp_path / name, cache=cache or CallCache(tmp_path / "cache.sqlite"),
-                   progress=False, **kw)
+                   progress=False, options=RunOptions(**{k: frozenset(v) if k == "refresh" else v for k, v in kw.items()}))
 
 
 def test_bsm_batches_one_request_group_per_stage(tmp_path):
@@ -52,7 +55,7 @@ def test_bsm_batches_one_request_group_per_stage(tmp_path):
     out = run(cp, bsm_rows(4), eng, tmp_path)
     # branch for all 4 examples, then every solve (4 x 3 criteria) together, then every merge
     assert eng.batches == [4, 12, 4]
-    assert [r.outputs["verdict"] for r in out.results] == ["A"] * 4
+    assert [r.outputs["verdict"] for r in list(out.examples())] == ["A"] * 4
     s = out.summary
     assert s["engine_calls"] == 20 and s["cache_hits"] == 0 and s["examples"] == 4 and s["failed"] == 0
     assert s["nodes"]["solve"]["engine_calls"] == 12
@@ -77,7 +80,7 @@ def test_rerun_makes_no_engine_call_and_downstream_change_reuses_upstream(tmp_pa
     again = run(cp, bsm_rows(3), eng, tmp_path, "b", cache)
     assert again.summary["engine_calls"] == 0 and eng.batches == []
     assert again.summary["cache_hits"] == first.summary["engine_calls"]
-    assert [r.outputs for r in again.results] == [r.outputs for r in first.results]
+    assert [r.outputs for r in list(again.examples())] == [r.outputs for r in list(first.examples())]
     # edit only the merge prompt: branch and solve come from the cache
     src = (Path(cp.program.file)).read_text().replace("You should combine the evaluations",
                                                       "Please combine the evaluations")
@@ -103,19 +106,23 @@ def test_unparseable_answer_fails_that_value_and_the_run_goes_on(tmp_path):
     cp = load_program("bsm.s2")
     rows = bsm_rows(2) + [("bad", {"question": "question q-bad?", "response_a": "x", "response_b": "y"})]
     out = run(cp, rows, FakeEngine(bsm_script), tmp_path)
-    by = {r.id: r for r in out.results}
+    by = {r.id: r for r in list(out.examples())}
     assert by["q0"].ok and by["q1"].ok
-    v = by["bad"].outputs["verdict"]
-    assert isinstance(v, Failed) and v.node == "verdict" and "no match" in v.reason
-    assert out.summary["failed"] == 1
-    assert out.summary["failures"] == {"verdict": {"regex(): no match for /\\[\\[(A|B|C)\\]\\]/ in the text": 1}}
+    v = by["bad"].state.lookup(ir.NodeRef("verdict"), (), ())
+    assert isinstance(v, Failed) and v.node == "verdict" and "no match" in v.reason and v.unparsed
+    assert by["bad"].status == "unparsed" and by["bad"].outputs["verdict"]["node"] == "verdict"
+    # a parse that found nothing is "unparsed", not "failed", in summary.json
+    assert (out.summary["failed"], out.summary["unparsed"], out.summary["ok"]) == (0, 1, 2)
+    assert out.summary["failures"] == {}
+    assert out.summary["unparsed_reasons"] == {"verdict": {"regex(): no match for /\\[\\[(A|B|C)\\]\\]/ in the text": 1}}
+    assert out.summary["nodes"]["verdict"]["unparsed"] == 1 and out.summary["nodes"]["verdict"]["failed"] == 0
 
 
 def test_engine_failure_is_recorded_and_dependents_skipped(tmp_path):
     cp = load_program("bsm.s2")
     eng = FakeEngine(bsm_script, fail=["question q1?\n\nEvaluation Plan"])
     out = run(cp, bsm_rows(3), eng, tmp_path)
-    by = {r.id: r for r in out.results}
+    by = {r.id: r for r in list(out.examples())}
     assert by["q0"].ok and by["q2"].ok
     assert by["q1"].failed["branch"].startswith("engine: scripted failure")
     assert "merge" in by["q1"].failed  # skipped: depends on the failed branch
@@ -124,12 +131,14 @@ def test_engine_failure_is_recorded_and_dependents_skipped(tmp_path):
     assert out.summary["nodes"]["branch"]["failed"] == 1
 
 
-def test_engine_exception_is_retried_then_recorded(tmp_path):
+def test_an_exception_from_the_engine_is_a_bug_and_stops_the_run(tmp_path):
     cp = load_program(TWO_STEP)
-    eng = FakeEngine(default="Final answer: 4", raise_on=["Draft:"], exception=RuntimeError)
-    out = run(cp, [("a", {"question": "2+2?"})], eng, tmp_path)
-    assert eng.batches == [1, 1, 1]  # draft, then review tried twice
-    assert out.results[0].failed["review"].startswith("engine: RuntimeError: FakeEngine: scripted crash")
+    eng = FakeEngine(default="Final answer: 4", raise_on=["Draft:"], exception=TypeError)
+    with pytest.raises(TypeError, match="scripted crash"):
+        run(cp, [("a", {"question": "2+2?"})], eng, tmp_path)
+    assert eng.batches == [1, 1]  # draft, then review once: not retried, not recorded as a data failure
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["nodes"]["draft"]["samples"] == 1 and summary["failed"] == 0
 
 
 def test_engine_that_cannot_run_stops_the_run(tmp_path):
@@ -166,12 +175,13 @@ def test_lazy_engine_starts_only_for_a_cache_miss(tmp_path):
 
 def test_max_errors_stops_the_run_and_keeps_what_finished(tmp_path):
     cp = load_program(TWO_STEP)
-    eng = FakeEngine(default="no marker here")
+    eng = FakeEngine(default="Final answer: 4", fail=["q2"])
     with pytest.raises(S2Error, match="examples failed"):
         run(cp, [(f"r{i}", {"question": f"q{i}"}) for i in range(4)], eng, tmp_path, max_errors=0)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["stopped"] and summary["failed"] >= 1
-    assert (tmp_path / "run" / "traces.jsonl").read_text().strip()
+    assert summary["stopped"] and summary["failed"] == 1
+    kept = [r["example_id"] for r in RunStore.open(tmp_path / "run").traces()]
+    assert "r2" in kept and len(kept) == summary["examples"]
 
 
 def test_bad_rows_are_reported_with_row_and_field_and_skipped():
@@ -196,7 +206,7 @@ def test_samples_partial_cache_and_vote(tmp_path):
     replies = ["Answer: 4", "Answer: 4", "Answer: 5", "Answer: 4", "Answer: 3"]
     eng = FakeEngine(lambda r, i: replies[i])
     out = run(cp, [("x", {"question": "2+2?"})], eng, tmp_path)
-    assert out.results[0].outputs == {"best": "4", "share": 0.6}
+    assert list(out.examples())[0].outputs == {"best": "4", "share": 0.6}
     assert eng.calls[0].sampling.n == 5 and out.summary["samples"] == 5
 
 
@@ -235,7 +245,7 @@ def test_kill_9_then_restart_repeats_no_completed_call(tmp_path):
     done = {k for (k,) in sqlite3.connect(cache).execute("SELECT key FROM calls")}
     assert 0 < len(done) < 24
     # the killed run kept the examples it finished
-    finished = [json.loads(l) for l in (tmp_path / "run" / "traces.jsonl").read_text().splitlines() if l.strip()]
+    finished = list(RunStore.open(tmp_path / "run").traces())
     out = subprocess.run([sys.executable, str(script), str(TWO_STEP), str(rows), str(tmp_path / "run"), str(cache),
                           str(log2), "0"], env=env, capture_output=True, text=True, check=True)
     resumed = json.loads(out.stdout)

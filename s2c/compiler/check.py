@@ -18,7 +18,8 @@ from s2c.compiler.functions import ANY, NUMBER, TEXT, Type
 from s2c.compiler.templates import analyze
 from s2c.dsl import ast as A
 from s2c.errors import Diagnostic, Span, did_you_mean
-from s2c.runtime.engines.base import Sampling
+from s2c.calls import Sampling
+from s2c.compiler.perturb import from_rule
 
 PARAM_TYPES = {"text": TEXT, "number": NUMBER, "list": TEXT.listed()}
 
@@ -783,16 +784,19 @@ class Checker:
             v = out["min_share"]
             if not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 self.error("keep majority(): min_share must be between 0 and 1", rule.span)
-        if rule.func == "consistent":
-            self.check_perturbation(out, rule)
-        return ir.KeepIR(rule.func, k.span, out)
+        pert = None
+        if rule.func == "consistent" and self.check_perturbation(out, rule):
+            pert = from_rule(out)
+        return ir.KeepIR(rule.func, k.span, out, pert)
 
-    def check_perturbation(self, out: dict, rule: A.Call):
+    def check_perturbation(self, out: dict, rule: A.Call) -> bool:
+        """True when `out` describes a valid perturbation (errors are reported)."""
         swap, shuffle = out.get("swap"), out.get("shuffle")
         if (swap is None) == (shuffle is None):
             self.error("consistent() needs exactly one perturbation: swap=[\"a\", \"b\"] or shuffle=\"field\"",
                        rule.span)
-            return
+            return False
+        before = len(self.diags)
         if swap is not None:
             if not (isinstance(swap, list) and len(swap) == 2 and all(isinstance(x, str) for x in swap)):
                 self.error('swap= takes two input names in quotes: swap=["response_a", "response_b"]', rule.span)
@@ -805,6 +809,7 @@ class Checker:
         m = out.get("map")
         if m is not None and not (isinstance(m, dict) and all(isinstance(v, str) for v in m.values())):
             self.error('map= takes a dictionary of labels: {"A": "B", "B": "A", "C": "C"}', rule.span)
+        return len(self.diags) == before
 
     def lower_eval(self) -> tuple[list[ir.MetricIR], ir.IRExpr | None]:
         e = self.p.eval
@@ -844,9 +849,12 @@ class Checker:
                     self.error(f"metric {call.func}(): '{name}' must be a literal", getattr(v, "span", call.span))
                     continue
                 options[name] = val.value
+            pert = None
             if call.func == "swap_inconsistency" and "swap" in options:
-                self.check_perturbation({"swap": options["swap"], "map": options.get("map")}, call)
-            metrics.append(ir.MetricIR(call.func, item.span, answer, gold, options))
+                swap = {"swap": options["swap"], "map": options.get("map")}
+                if self.check_perturbation(swap, call):
+                    pert = from_rule(swap)
+            metrics.append(ir.MetricIR(call.func, item.span, answer, gold, options, pert))
         return metrics, parse
 
     def unused(self):

@@ -17,7 +17,12 @@ from typing import Any, Callable
 
 
 class TransformError(Exception):
-    """A transform could not produce a value from its input (e.g. no [[A]] in a model answer)."""
+    """A transform could not produce a value from its input (e.g. `take` with k < 0)."""
+
+
+class NoMatch(TransformError):
+    """A parse found nothing in a model answer (no [[A]], no number, no marker): "unparsed", which
+    reports keep apart from failures (the engine, a template, a transform on bad input)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class Failed:
 
     reason: str
     node: str
+    unparsed: bool = False  # a parse found nothing (NoMatch), as opposed to a failure
 
     def __bool__(self):  # never truthy by accident
         return False
@@ -89,7 +95,7 @@ def _str(v) -> str:
 def _regex(text: str, pattern: str, group: int = 1) -> str:
     matches = list(re.finditer(pattern, text))
     if not matches:
-        raise TransformError(f"no match for /{pattern}/ in the text")
+        raise NoMatch(f"no match for /{pattern}/ in the text")
     m = matches[-1]  # the last match: final verdicts come at the end of an answer
     return m.group(group if m.re.groups >= group else 0)
 
@@ -101,14 +107,14 @@ def _regex_all(text: str, pattern: str, group: int = 1) -> list[str]:
 def _after(text: str, marker: str) -> str:
     i = text.rfind(marker)
     if i < 0:
-        raise TransformError(f"marker {marker!r} not found in the text")
+        raise NoMatch(f"marker {marker!r} not found in the text")
     return text[i + len(marker) :].strip()
 
 
 def _before(text: str, marker: str) -> str:
     i = text.find(marker)
     if i < 0:
-        raise TransformError(f"marker {marker!r} not found in the text")
+        raise NoMatch(f"marker {marker!r} not found in the text")
     return text[:i].strip()
 
 
@@ -154,7 +160,7 @@ def _number(text) -> float:
         return float(text)
     m = _NUM.search(str(text))
     if not m:
-        raise TransformError("no number in the text")
+        raise NoMatch("no number in the text")
     v = float(m.group(0).replace(",", ""))
     return int(v) if v.is_integer() else v
 
@@ -166,7 +172,7 @@ def _choice(text: str, options: list[str]) -> str:
         if m and (best is None or m.start() < best[0]):
             best = (m.start(), opt)
     if best is None:
-        raise TransformError(f"none of {list(options)} appears in the text")
+        raise NoMatch(f"none of {list(options)} appears in the text")
     return best[1]
 
 
@@ -178,7 +184,7 @@ def _first_json(text: str):  # not `_json`: that name is the json module here
                 return dec.raw_decode(text[i:])[0]
             except ValueError:
                 continue
-    raise TransformError("no JSON object or array in the text")
+    raise NoMatch("no JSON object or array in the text")
 
 
 def _get(obj, key):
@@ -188,8 +194,29 @@ def _get(obj, key):
         raise TransformError(f"get: no {key!r} in the value") from None
 
 
-def _norm(x) -> str:
-    return re.sub(r"\s+", " ", str(x)).strip().lower() if isinstance(x, str) else _json.dumps(x)
+_NUMERIC = re.compile(r"[$€£]?\s*(-?[\d,]*\.?\d+)\s*%?\.?")
+
+
+def normalize(x) -> str:
+    """What "equal" means everywhere: vote, keep majority/matches/consistent, and the metrics.
+
+    Case, punctuation and runs of whitespace are folded, and numbers compare by value:
+    "1,000" == "1000" == "1000.0" == "$1,000", "Yes." == "yes", "[[A]]" == "a".
+    Non-text values (numbers, lists, JSON) compare by their JSON text after the same folding.
+    """
+    if isinstance(x, bool) or not isinstance(x, (str, int, float)):
+        x = _json.dumps(x, sort_keys=True, ensure_ascii=False)
+    elif isinstance(x, float) and x.is_integer():
+        x = int(x)
+    s = re.sub(r"\s+", " ", str(x).strip().lower())
+    num = _NUMERIC.fullmatch(s)
+    if num:
+        try:
+            v = float(num.group(1).replace(",", ""))
+            return str(int(v)) if v.is_integer() else str(v)
+        except ValueError:
+            pass
+    return re.sub(r"[^\w\s]", "", s).strip()
 
 
 def vote_counts(xs: list) -> tuple[Any, float, Counter]:
@@ -197,9 +224,9 @@ def vote_counts(xs: list) -> tuple[Any, float, Counter]:
     valid = _valid(xs)
     if not valid:
         raise TransformError("vote: no valid samples")
-    counts = Counter(_norm(x) for x in valid)
+    counts = Counter(normalize(x) for x in valid)
     top = max(counts.values())
-    winner = next(x for x in valid if counts[_norm(x)] == top)
+    winner = next(x for x in valid if counts[normalize(x)] == top)
     return winner, top / len(valid), counts
 
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from s2c.compiler.functions import Type
+from s2c.compiler.perturb import Perturbation
 from s2c.dsl import ast as A
 from s2c.errors import Diagnostic, Span
-from s2c.runtime.engines.base import Sampling
+from s2c.calls import Sampling
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class KeepIR:
     rule: str  # majority | consistent | matches
     span: Span | None
     args: dict[str, Any]  # resolved: IRExpr for values, plain python for options
+    perturbation: Perturbation | None = None  # consistent: the perturbed copy it compares with
 
 
 @dataclass
@@ -113,6 +115,7 @@ class MetricIR:
     answer: IRExpr | None
     gold: str | None  # gold field
     options: dict[str, Any] = field(default_factory=dict)
+    perturbation: Perturbation | None = None  # swap_inconsistency: the swapped copy
 
 
 @dataclass
@@ -143,6 +146,11 @@ class CheckedProgram:
     @property
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "warning"]
+
+    @property
+    def perturbations(self) -> dict[str, Perturbation]:
+        """The perturbed copies compile runs (suffix -> perturbation), from the keep rules."""
+        return {k.perturbation.suffix: k.perturbation for k in self.keeps if k.perturbation}
 
     def llm_nodes(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.kind == "llm"]

@@ -12,13 +12,12 @@ EXAMPLE = """example:
 
 
 def cmd_compile(args) -> int:
+    from s2c.cliutil import console as make_console, default_out, load_rows, open_cache, open_engine, own, \
+        run_options
     from s2c.compiler.pipeline import load_program
     from s2c.distill.compile import compile_program
     from s2c.errors import S2Error
-    from s2c.runtime.cli import default_out, load_rows, open_cache, open_engine
-    from s2c.runtime.run import token_table
-
-    from s2c.cli import console as make_console
+    from s2c.runtime.run import exit_code, token_table
 
     console = make_console()
     log = console.print
@@ -30,21 +29,24 @@ def cmd_compile(args) -> int:
         raise S2Error("--val-split must be in [0, 1)")
     ds, rows, problems = load_rows(args, cp, log)
     out = Path(args.out) if args.out else default_out("data", args.program, args.data)
-    engine = open_engine(args, cp, log)
-    cache = open_cache(args)
-    try:
-        res = compile_program(cp, rows, engine, out, cache=cache, data=args.data, fmt=args.format, seed=args.seed,
-                              val_split=args.val_split, chunk_size=args.chunk_size, max_errors=args.max_errors,
-                              refresh=set(args.refresh), skipped=problems, console=console)
-    finally:
-        cache.close()
-        engine.close()
+    with own(out):
+        args.log_dir = out
+        engine = open_engine(args, cp, log)
+        cache = open_cache(args)
+        try:
+            res = compile_program(cp, rows, engine, out, cache=cache, data=args.data, options=run_options(args),
+                                  fmt=args.format, seed=args.seed, val_split=args.val_split, skipped=problems,
+                                  console=console)
+        finally:
+            cache.close()
+            engine.close()
     import json
 
     summary = json.loads((out / "run" / "summary.json").read_text())
     console.print(token_table(summary))
     r = res.report
     log(f"[bold]curation[/]: {r['inputs']} inputs, [green]{r['kept']} kept[/], {r['failed']} failed, "
+        f"{r['unparsed']} unparsed, "
         + ", ".join(f"{n} dropped by {rule}" for rule, n in r["dropped_per_rule"].items()))
     for reason, n in list(r["dropped_reasons"].items())[:5]:
         log(f"  {n} × {reason}")
@@ -52,13 +54,13 @@ def cmd_compile(args) -> int:
         log(f"  kept labels: {r['label_distribution']}")
     for w in r["warnings"]:
         log(f"[yellow]warning:[/] {w}")
-    sizes = ", ".join(f"{k} {len(v)} rows" for k, v in res.rows.items())
-    log(f"s2c: wrote {out} ({sizes}, format {res.meta['format']})")
-    return 0
+    sizes = ", ".join(f"{k} {v['rows']} rows" for k, v in res.sizes.items())
+    log(f"s2c: wrote {out} ({sizes}, format {res.meta['format']}); traces: s2c trace {out}/run --example ID")
+    return exit_code(summary)
 
 
 def register(sub) -> None:
-    from s2c.runtime.cli import add_data_args, add_engine_args
+    from s2c.cliutil import add_data_args, add_engine_args
 
     c = sub.add_parser("compile", help="run a System-2 program and write curated System-1 training data",
                        description="Run the program over the data (cached, resumable), curate the outputs with the "

@@ -1,7 +1,7 @@
 """s2c compile: run a System-2 program (with its perturbed copies), curate, emit System-1 rows.
 
-    rows -> perturb (keep consistent) -> execute (cached, traced) -> judge (keep rules)
-         -> build_rows (format) -> split -> write (atomic) + report + card
+    rows -> with_perturbed (keep consistent) -> execute (run store) -> for each example in the
+    store: judge (keep rules) -> build_rows (format) -> DatasetWriter (split, atomic) -> card
 """
 from __future__ import annotations
 
@@ -11,21 +11,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2c.compiler import ir
-from s2c.distill.curate import CurationReport, judge, normalize
-from s2c.distill.perturb import from_rule
+from s2c.compiler.functions import normalize
+from s2c.distill.curate import CurationReport, judge
 from s2c.distill.rows import build_rows
-from s2c.distill.write import dataset_card, split_rows, write_dataset
+from s2c.distill.write import DatasetWriter
+from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import execute
+from s2c.runtime.store import RunStore
 
 SKEW = 0.8  # a kept-label share above this is reported (a judge that always says A is position-biased)
+MAX_LABELS = 1000  # distinct kept labels counted: free-text targets would make this grow with the data
 
 
 @dataclass
 class CompileResult:
     out: Path
-    rows: dict[str, list[dict]]
+    sizes: dict[str, dict]  # split -> {"rows": ..., "examples": ...}
     report: dict
     meta: dict
+
+    @property
+    def rows(self) -> dict[str, list[dict]]:
+        """The written rows, read back from the split files (for small datasets and tests)."""
+        return {name: [json.loads(line) for line in open(self.out / f"{name}.jsonl", encoding="utf-8")]
+                for name in self.sizes}
 
 
 def run_id_for(cp: ir.CheckedProgram, data: str, model: str, n: int) -> str:
@@ -33,44 +42,38 @@ def run_id_for(cp: ir.CheckedProgram, data: str, model: str, n: int) -> str:
     return f"{cp.name}-{h[:10]}"
 
 
+def with_perturbed(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], seed: int):
+    """Each row, then its perturbed copies (ID~swap), tagged with what maps their answers back."""
+    for ex_id, row in rows:
+        yield ex_id, row
+        for suffix, p in cp.perturbations.items():
+            prow, info = p.apply(ex_id, row, seed)
+            yield ex_id + suffix, prow, {"source": ex_id, "variant": suffix, "info": info}
+
+
 def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine, out: str | Path, *, cache,
-                    data: str, fmt: str | None = None, seed: int = 0, val_split: float = 0.0,
-                    chunk_size: int = 64, max_errors: int | None = None, refresh=frozenset(),
-                    skipped: list[str] = (), console=None, progress: bool = True) -> CompileResult:
+                    data: str, options: RunOptions = RunOptions(), fmt: str | None = None, seed: int = 0,
+                    val_split: float = 0.0, skipped: list[str] = (), console=None,
+                    progress: bool = True) -> CompileResult:
     out = Path(out)
     fmt = fmt or cp.format
-    perts = {}
-    for k in cp.keeps:
-        if k.rule == "consistent":
-            p = from_rule(k.args)
-            perts[p.suffix] = p
-    all_rows = list(rows)
-    infos: dict[str, dict[str, dict]] = {}
-    for ex_id, row in rows:
-        for suffix, p in perts.items():
-            prow, info = p.apply(ex_id, row, seed)
-            all_rows.append((ex_id + suffix, prow))
-            infos.setdefault(ex_id, {})[suffix] = info
     model = engine.model_id("default")
     run_id = run_id_for(cp, data, model, len(rows))
-    outcome = execute(cp, all_rows, engine, out / "run", cache=cache, chunk_size=chunk_size, max_errors=max_errors,
-                      refresh=refresh, skipped=skipped, console=console, progress=progress,
-                      meta={"data": data, "run_id": run_id})
-    by_id = {r.id: r for r in outcome.results}
+    outcome = execute(cp, with_perturbed(cp, rows, seed), engine, out / "run", cache=cache, options=options,
+                      skipped=skipped, console=console, progress=progress, meta={"data": data, "run_id": run_id})
     report = CurationReport()
-    kept_rows: list[dict] = []
     problems: list[str] = []
-    for ex_id, _ in rows:
-        res = by_id.get(ex_id)
-        if res is None:
-            continue
+    writer = DatasetWriter(out, val_split, seed)
+    first_task = cp.tasks[0].name if cp.tasks else None
+    store = RunStore.open(out / "run", cp)
+    for res in store.originals():
         report.inputs += 1
         if not res.ok:
             node = next(iter(res.failed), "?")
-            report.failed[node] += 1
+            (report.unparsed if res.status == "unparsed" else report.failed)[node] += 1
             continue
-        pert = {s: (by_id.get(ex_id + s), infos[ex_id][s]) for s in perts if by_id.get(ex_id + s)}
-        v = judge(cp, res, pert)
+        perturbed = {s: other for s in cp.perturbations if (other := store.get(res.id + s)) is not None}
+        v = judge(cp, res, perturbed)
         if not v.keep:
             report.dropped[v.rule] += 1
             report.reasons[_reason_class(v.reason)] += 1
@@ -82,29 +85,28 @@ def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine,
             report.failed["distill target"] += 1
             continue
         report.kept += 1
-        kept_rows.extend(new)
-        first_task = cp.tasks[0].name if cp.tasks else None
+        writer.add(new)
         for r in new:
-            if r["task"] == first_task:
+            if r["task"] == first_task and len(report.labels) < MAX_LABELS:
                 report.labels[normalize(r["completion"][0]["content"])[:40]] += 1
     _label_warning(report)
-    splits = split_rows(kept_rows, val_split, seed)
     s = outcome.summary
+    kept_rows = sum(writer.tasks[t][0] for t in writer.tasks)
     tokens = {
         "generated": s["generated_tokens"], "prompt": s["prompt_tokens"],
         "per_input": s["generated_tokens"] / max(1, report.inputs),
-        "per_kept_row": s["generated_tokens"] / max(1, len(kept_rows)),
+        "per_kept_row": s["generated_tokens"] / max(1, kept_rows),
         "engine_calls": s["engine_calls"], "cache_hits": s["cache_hits"],
     }
     meta = {
         "program": cp.name, "program_file": cp.program.file, "format": fmt, "data": data,
         "engine": getattr(engine, "name", "?"), "model": model, "run_id": run_id, "run_dir": str(out / "run"),
-        "seed": seed, "val_split": val_split, "perturbations": sorted(perts), "tokens": tokens,
-        "rows": {k: len(v) for k, v in splits.items()}, "row_problems": problems[:200],
+        "seed": seed, "val_split": val_split, "perturbations": sorted(cp.perturbations), "tokens": tokens,
+        "row_problems": problems[:200],
     }
     rep = report.as_dict()
-    write_dataset(out, splits, meta, rep, dataset_card(meta, rep, splits))
-    return CompileResult(out, splits, rep, meta)
+    sizes = writer.close(meta, rep)
+    return CompileResult(out, sizes, rep, {**meta, "rows": {k: v["rows"] for k, v in sizes.items()}})
 
 
 def _reason_class(reason: str | None) -> str:

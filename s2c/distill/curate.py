@@ -9,28 +9,16 @@ example gives the reason:
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed, TransformError, vote_counts
-from s2c.runtime.executor import ExampleResult
+from s2c.compiler.functions import Failed, TransformError, normalize, vote_counts
 from s2c.runtime.values import find_failed
 
-
-def normalize(x) -> str:
-    """Case, punctuation and whitespace folded; numbers compared by value (1,000.0 == 1000)."""
-    s = str(x).strip().lower()
-    s = re.sub(r"[\s]+", " ", s)
-    num = re.fullmatch(r"[$€£]?\s*(-?[\d,]*\.?\d+)\s*%?\.?", s)
-    if num:
-        try:
-            v = float(num.group(1).replace(",", ""))
-            return str(int(v)) if v.is_integer() else str(v)
-        except ValueError:
-            pass
-    return re.sub(r"[^\w\s]", "", s).strip()
+if TYPE_CHECKING:
+    from s2c.runtime.store import ExampleResult
 
 
 @dataclass
@@ -46,6 +34,7 @@ class CurationReport:
     inputs: int = 0
     kept: int = 0
     failed: Counter = field(default_factory=Counter)  # node -> examples whose output failed there
+    unparsed: Counter = field(default_factory=Counter)  # node -> examples whose output a parse missed
     dropped: Counter = field(default_factory=Counter)  # rule -> examples
     reasons: Counter = field(default_factory=Counter)  # "rule: reason" -> examples
     elements_dropped: int = 0
@@ -55,22 +44,20 @@ class CurationReport:
     def as_dict(self) -> dict:
         return {
             "inputs": self.inputs, "kept": self.kept, "failed": sum(self.failed.values()),
-            "failed_per_node": dict(self.failed), "dropped_per_rule": dict(self.dropped),
+            "failed_per_node": dict(self.failed), "unparsed": sum(self.unparsed.values()),
+            "unparsed_per_node": dict(self.unparsed), "dropped_per_rule": dict(self.dropped),
             "dropped_reasons": dict(self.reasons.most_common()), "elements_dropped": self.elements_dropped,
             "label_distribution": dict(self.labels.most_common()), "warnings": self.warnings,
         }
 
 
-def evaluate(expr: ir.IRExpr, res: ExampleResult, cp: ir.CheckedProgram):
-    """Evaluate a distill expression (target, answer, samples) against an example's results."""
-    if isinstance(expr, ir.Const):
-        return expr.value
-    if isinstance(expr, ir.RefExpr) and isinstance(expr.ref, ir.NodeRef):
-        return res.values.get(expr.ref.node, Failed("not computed", expr.ref.node))
+def value_of(expr: ir.IRExpr, res: ExampleResult):
+    """A distill or eval expression (target, answer, samples) over one finished example's values."""
     return res.state.eval(expr, (), (), "distill")
 
 
-def judge(cp: ir.CheckedProgram, res: ExampleResult, perturbed: dict[str, tuple[ExampleResult, dict]]) -> Verdict:
+def judge(cp: ir.CheckedProgram, res: ExampleResult, perturbed: dict[str, ExampleResult]) -> Verdict:
+    """Apply the keep rules in order; `perturbed` maps a suffix ("~swap") to that copy's result."""
     for k in cp.keeps:
         v = _apply(cp, k, res, perturbed)
         if not v.keep or v.element_mask is not None:
@@ -80,7 +67,7 @@ def judge(cp: ir.CheckedProgram, res: ExampleResult, perturbed: dict[str, tuple[
 
 def _apply(cp, k: ir.KeepIR, res: ExampleResult, perturbed) -> Verdict:
     if k.rule == "majority":
-        samples = evaluate(k.args["samples"], res, cp)
+        samples = value_of(k.args["samples"], res)
         if isinstance(samples, Failed):
             return Verdict(False, f"majority: samples failed ({samples.reason})", "majority")
         try:
@@ -95,26 +82,24 @@ def _apply(cp, k: ir.KeepIR, res: ExampleResult, perturbed) -> Verdict:
             return Verdict(False, f"majority: winner share {share:.2f} < {need:.2f}", "majority")
         return Verdict(True)
     if k.rule == "consistent":
-        from s2c.distill.perturb import from_rule
-
-        pert = from_rule(k.args)
-        answer = evaluate(k.args["answer"], res, cp)
+        pert = k.perturbation
+        answer = value_of(k.args["answer"], res)
         if find_failed(answer) is not None:
             return Verdict(False, "consistent: the answer failed", "consistent")
-        other, info = perturbed.get(pert.suffix, (None, None))
+        other = perturbed.get(pert.suffix)
         if other is None:
             return Verdict(False, f"consistent: the {pert.kind}ped run is missing", "consistent")
-        alt = evaluate(k.args["answer"], other, cp)
+        alt = value_of(k.args["answer"], other)
         if find_failed(alt) is not None:
             return Verdict(False, f"consistent: the answer failed on the {pert.kind}ped input", "consistent")
-        mapped = pert.map_back(alt, info)
+        mapped = pert.map_back(alt, other.tag["info"])
         if normalize(mapped) != normalize(answer):
             return Verdict(False, f"consistent: answer changes under {pert.kind} "
                                   f"({answer} vs {alt}{' -> ' + str(mapped) if mapped != alt else ''})", "consistent")
         return Verdict(True)
     if k.rule == "matches":
-        answer = evaluate(k.args["answer"], res, cp)
-        gold = res.row.get(k.args.get("gold"))
+        answer = value_of(k.args["answer"], res)
+        gold = res.trace["gold"].get(k.args.get("gold"))
         if gold is None:
             return Verdict(False, f"matches: the row has no gold field '{k.args.get('gold')}'", "matches")
         if isinstance(answer, list):

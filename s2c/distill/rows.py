@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from s2c.compiler import ir
 from s2c.compiler.functions import Failed
-from s2c.compiler.templates import render
+from s2c.compiler.system1 import render_request, task_node
 from s2c.distill.curate import Verdict
 from s2c.errors import S2Error
-from s2c.runtime.executor import ExampleResult
+from s2c.runtime.store import ExampleResult
 from s2c.runtime.values import find_failed
 
 
@@ -42,7 +42,7 @@ def as_text(v) -> str:
 def build_rows(cp: ir.CheckedProgram, res: ExampleResult, verdict: Verdict, fmt: str, run_id: str,
                problems: list[str]) -> list[dict]:
     vals = res.state
-    inputs = {p.name: res.row[p.name] for p in cp.inputs}
+    inputs = res.row
     out = []
     # (task, loop index) -> that row's completion: a later task with after="task" reads it
     # (in Mind's Mirror each evaluate row reads the explain row of the same CoT)
@@ -80,25 +80,20 @@ def build_rows(cp: ir.CheckedProgram, res: ExampleResult, verdict: Verdict, fmt:
                 problems.append(f"{res.id}: task {task.name}{list(prefix) or ''}: the task it follows has no row")
                 continue
             written[(task.name, prefix)] = completion
-            out.append(make_row(task, {**inputs, **earlier}, completion, res.id, run_id))
+            out.append(make_row(cp, task, {**inputs, **earlier}, completion, res.id, run_id))
     return out
 
 
-def make_row(task: ir.TaskIR, inputs: dict, completion: str, example_id: str, run_id: str) -> dict:
-    messages = []
-    if task.system is not None:
-        messages.append({"role": "system", "content": render(task.system.value, inputs)})
-    messages.append({"role": "user", "content": render(task.prompt.value, inputs)})
+def make_row(cp: ir.CheckedProgram, task: ir.TaskIR, variables: dict, completion: str, example_id: str,
+             run_id: str) -> dict:
+    """One training row. Its prompt is the request System 1 gets at inference for the same input,
+    rendered by the same function from the same node (compiler/system1.py)."""
+    request = render_request(task_node(cp, task), variables)
     return {
-        "prompt": messages,
+        "prompt": request.payload()["messages"],
         "completion": [{"role": "assistant", "content": completion}],
         "task": task.name,
         "weight": task.weight,
         "example_id": example_id,
         "run_id": run_id,
     }
-
-
-def system1_messages(task: ir.TaskIR, inputs: dict) -> list[dict]:
-    """The exact prompt System 1 gets at inference (same code as the training rows)."""
-    return make_row(task, inputs, "", "", "")["prompt"]

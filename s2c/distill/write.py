@@ -1,66 +1,108 @@
 """Write a compiled dataset folder: JSONL + Parquet splits, meta.json, report.json, README.md card.
 
-Every file is written to a temporary name and renamed into place, and README.md (the card) last,
-so a crash never leaves a half-written dataset that looks complete.
+Rows are streamed in (`DatasetWriter.add`) and written as they come, each split to a temporary
+name that is renamed into place at the end, and README.md (the card) last, so a crash never
+leaves a half-written dataset that looks complete. An example goes to validation when a hash of
+(seed, example id) falls under the fraction: all rows of one example stay together, the split
+is reproducible, and it needs no list of all ids.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import random
+from collections import Counter
 from pathlib import Path
 
+PARQUET_BATCH = 1024  # rows per Parquet row group
 
-def split_rows(rows: list[dict], val_fraction: float, seed: int) -> dict[str, list[dict]]:
-    """Split by example (all rows of one example stay together), reproducibly."""
+
+def split_of(example_id: str, val_fraction: float, seed: int) -> str:
     if not val_fraction:
-        return {"train": rows}
-    ids = sorted({r["example_id"] for r in rows})
-    random.Random(seed).shuffle(ids)
-    n_val = max(1, round(len(ids) * val_fraction)) if len(ids) > 1 else 0
-    val = set(ids[:n_val])
-    return {"train": [r for r in rows if r["example_id"] not in val],
-            "validation": [r for r in rows if r["example_id"] in val]}
+        return "train"
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{example_id}".encode()).digest()[:8], "big") / 2**64
+    return "validation" if h < val_fraction else "train"
 
 
-def _atomic_write(path: Path, write) -> None:
+class _Split:
+    def __init__(self, out: Path, name: str):
+        self.out, self.name = out, name
+        self.jsonl = out / f".{name}.jsonl.tmp"
+        self.parquet = out / f".{name}.parquet.tmp"
+        self.f = open(self.jsonl, "w", encoding="utf-8")
+        self.batch: list[dict] = []
+        self.writer = None
+        self.rows = 0
+        self.examples = 0
+        self.last_example = None
+
+    def add(self, row: dict) -> None:
+        self.f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.rows += 1
+        if row["example_id"] != self.last_example:  # an example's rows arrive together
+            self.examples += 1
+            self.last_example = row["example_id"]
+        self.batch.append(row)
+        if len(self.batch) >= PARQUET_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.batch:
+            return
+        table = pa.Table.from_pylist(self.batch, schema=self.writer.schema if self.writer else None)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.parquet, table.schema)
+        self.writer.write_table(table)
+        self.batch = []
+
+    def close(self) -> list[Path]:
+        self._flush()
+        self.f.close()
+        os.replace(self.jsonl, self.out / f"{self.name}.jsonl")
+        done = [self.out / f"{self.name}.jsonl"]
+        if self.writer is not None:
+            self.writer.close()
+            os.replace(self.parquet, self.out / f"{self.name}.parquet")
+            done.append(self.out / f"{self.name}.parquet")
+        return done
+
+
+class DatasetWriter:
+    def __init__(self, out: Path, val_fraction: float, seed: int):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "README.md").unlink(missing_ok=True)  # the card marks a complete dataset: remove it first
+        self.out, self.val_fraction, self.seed = out, val_fraction, seed
+        names = ["train"] + (["validation"] if val_fraction else [])
+        self.splits = {name: _Split(out, name) for name in names}
+        self.tasks: dict[str, list] = {}  # task -> [rows, weight]
+
+    def add(self, rows: list[dict]) -> None:
+        for row in rows:
+            self.splits[split_of(row["example_id"], self.val_fraction, self.seed)].add(row)
+            self.tasks.setdefault(row["task"], [0, row["weight"]])[0] += 1
+
+    def close(self, meta: dict, report: dict) -> dict[str, dict]:
+        """Rename the splits into place, then meta.json, report.json and the card, last."""
+        for split in self.splits.values():
+            split.close()
+        sizes = {name: {"rows": s.rows, "examples": s.examples} for name, s in self.splits.items()}
+        meta = {**meta, "rows": {name: s["rows"] for name, s in sizes.items()}}
+        for name, data in (("meta.json", meta), ("report.json", report)):
+            _atomic_write(self.out / name, json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        _atomic_write(self.out / "README.md", dataset_card(meta, report, sizes, self.tasks))
+        return sizes
+
+
+def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
-def write_dataset(out: Path, splits: dict[str, list[dict]], meta: dict, report: dict, card: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("README.md",):  # the card marks a complete dataset: remove it first
-        (out / stale).unlink(missing_ok=True)
-    written = []
-    for name, rows in splits.items():
-        p = out / f"{name}.jsonl"
-        _atomic_write(p, lambda t, rows=rows: t.write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"))
-        written.append(p)
-        if rows:
-            q = out / f"{name}.parquet"
-            _atomic_write(q, lambda t, rows=rows: _parquet(rows, t))
-            written.append(q)
-    for name, data in (("meta.json", meta), ("report.json", report)):
-        p = out / name
-        _atomic_write(p, lambda t, data=data: t.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
-        written.append(p)
-    p = out / "README.md"
-    _atomic_write(p, lambda t: t.write_text(card, encoding="utf-8"))
-    written.append(p)
-    return written
-
-
-def _parquet(rows: list[dict], path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.Table.from_pylist(rows), path)
-
-
-def dataset_card(meta: dict, report: dict, splits: dict[str, list[dict]]) -> str:
+def dataset_card(meta: dict, report: dict, sizes: dict[str, dict], tasks: dict[str, list]) -> str:
     r = report
     lines = [
         f"# {meta['program']} → System 1 ({meta['format']})",
@@ -78,12 +120,8 @@ def dataset_card(meta: dict, report: dict, splits: dict[str, list[dict]]) -> str
         "| split | rows | examples |",
         "|---|---|---|",
     ]
-    for name, rows in splits.items():
-        lines.append(f"| {name} | {len(rows)} | {len({x['example_id'] for x in rows})} |")
-    tasks: dict[str, list] = {}
-    for rows in splits.values():
-        for x in rows:
-            tasks.setdefault(x["task"], [0, x["weight"]])[0] += 1
+    for name, size in sizes.items():
+        lines.append(f"| {name} | {size['rows']} | {size['examples']} |")
     lines += ["", "## Tasks", "", "| task | rows | weight |", "|---|---|---|"]
     lines += [f"| {t} | {n} | {w:g} |" for t, (n, w) in tasks.items()]
     lines += [
@@ -91,6 +129,7 @@ def dataset_card(meta: dict, report: dict, splits: dict[str, list[dict]]) -> str
         f"- inputs: {r['inputs']}",
         f"- kept: {r['kept']}",
         f"- failed (an output could not be computed): {r['failed']} {r['failed_per_node'] or ''}",
+        f"- unparsed (a parse found nothing in the answer): {r['unparsed']} {r['unparsed_per_node'] or ''}",
     ]
     for rule, n in r["dropped_per_rule"].items():
         lines.append(f"- dropped by `{rule}`: {n}")

@@ -10,13 +10,13 @@ EXAMPLE = """example:
 
 
 def cmd_eval(args) -> int:
+    from s2c.cliutil import console as make_console, default_out, load_rows, open_cache, open_engine, own, \
+        run_options
     from s2c.compiler.pipeline import load_program
     from s2c.errors import S2Error
-    from s2c.evaluate.evaluate import adapter_format, resolve_adapter, run_system1, run_system2
+    from s2c.evaluate.evaluate import evaluate_system, resolve_adapter, systems_for
     from s2c.evaluate.report import chart, table, write_results
-    from s2c.runtime.cli import default_out, load_rows, open_cache, open_engine
-
-    from s2c.cli import console as make_console
+    from s2c.runtime.run import EXIT_ALL_FAILED
 
     console = make_console()
     log = console.print
@@ -33,41 +33,37 @@ def cmd_eval(args) -> int:
         if not sep:
             name, path = ("Distilled System 1" if i == 0 else f"adapter {i + 1}"), spec
         adapters.append((name, resolve_adapter(path)))
+    systems = systems_for(cp, adapters, system1=not args.no_system1, system2=not args.no_system2,
+                          max_tokens=args.max_tokens)
     ds, rows, problems = load_rows(args, cp, log)
     out = Path(args.out) if args.out else default_out("eval", args.program, args.data)
-    out.mkdir(parents=True, exist_ok=True)
-    # vLLM serves adapters through LoRA requests when started with LoRA on; hf loads them with PEFT
-    engine = open_engine(args, cp, log, **({"enable_lora": True} if adapters and args.engine in ("auto", "vllm") else {}))
-    cache = open_cache(args)
     results = []
-    try:
-        if not args.no_system1:
-            log("s2c: System 1 (base model, System-1 prompt)")
-            results.append(run_system1(cp, rows, engine, "System 1", None, cache=cache, chunk_size=args.chunk_size,
-                                       max_tokens=args.max_tokens))
-        if not args.no_system2:
-            log("s2c: System 2 (the program)")
-            results.append(run_system2(cp, rows, engine, out, cache=cache, chunk_size=args.chunk_size,
-                                       console=console, progress=True))
-        for name, path in adapters:
-            cascade = adapter_format(path) == "cascade"
-            log(f"s2c: {name} ({path}{', cascade: rationale then answer' if cascade else ''})")
-            results.append(run_system1(cp, rows, engine, name, path, cache=cache, chunk_size=args.chunk_size,
-                                       max_tokens=args.max_tokens, cascade=cascade))
-    finally:
-        cache.close()
-        engine.close()
-    meta = {"program": cp.name, "data": args.data, "examples": len(rows), "skipped_rows": len(problems),
-            "engine": engine.name, "model": engine.model_id("default"), "max_tokens_system1": args.max_tokens}
-    write_results(out, results, meta, rows)
-    chart(out / "results.png", results, cp)
+    with own(out):
+        args.log_dir = out
+        # vLLM serves adapters through LoRA requests when started with LoRA on; hf loads them with PEFT
+        engine = open_engine(args, cp, log, **({"enable_lora": True} if adapters and args.engine in ("auto", "vllm") else {}))
+        cache = open_cache(args)
+        try:
+            for system in systems:
+                log(f"s2c: {system.name}" + (f" ({system.adapter})" if system.adapter else "")
+                    + (f": {' then '.join(t.name for t in system.program.tasks)}" if system.kind != "system2" else ""))
+                results.append(evaluate_system(cp, system, rows, engine, out, cache=cache, options=run_options(args),
+                                               console=console))
+        finally:
+            cache.close()
+            engine.close()
+        meta = {"program": cp.name, "data": args.data, "examples": len(rows), "skipped_rows": len(problems),
+                "engine": engine.name, "model": engine.model_id("default"), "max_tokens_system1": args.max_tokens}
+        write_results(out, results, meta)
+        chart(out / "results.png", results, cp)
     console.print(table(results, cp, meta), soft_wrap=False)
-    log(f"s2c: wrote {out}/results.json, {out}/results.png, {out}/predictions.jsonl")
-    return 0
+    log(f"s2c: wrote {out}/results.json, {out}/results.png, {out}/predictions.jsonl; traces: "
+        + ", ".join(f"s2c trace {r.run_dir}" for r in results))
+    return EXIT_ALL_FAILED if results and all(r.n and r.unparsed == r.n for r in results) else 0
 
 
 def register(sub) -> None:
-    from s2c.runtime.cli import add_data_args, add_engine_args
+    from s2c.cliutil import add_data_args, add_engine_args
 
     e = sub.add_parser("eval", help="compare System 1, System 2 and distilled System 1 on held-out data",
                        description="Evaluate the base model with the System-1 prompt, the System-2 program, and "

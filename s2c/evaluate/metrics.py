@@ -1,10 +1,14 @@
-"""Task metrics for `s2c eval`: one prediction (or Failed) and one gold value per example."""
+"""Task metrics for `s2c eval`, accumulated one example at a time (nothing kept per example).
+
+"Equal" is `functions.normalize` here as in vote and the keep rules.
+"""
 from __future__ import annotations
 
 import re
 
-from s2c.compiler.functions import Failed
-from s2c.distill.curate import normalize
+from s2c.compiler import ir
+from s2c.compiler.functions import Failed, normalize
+from s2c.runtime.values import find_failed
 
 
 def _choice(x) -> str:
@@ -21,20 +25,32 @@ SCORERS = {
 }
 
 
-def score(metric: str, preds: list, golds: list) -> float | None:
-    """Mean over examples with a gold value; an unparseable prediction counts as wrong."""
-    pairs = [(p, g) for p, g in zip(preds, golds) if g not in (None, "")]
-    if not pairs:
-        return None
-    f = SCORERS[metric]
-    return sum(0 if isinstance(p, Failed) or p is None else bool(f(p, g)) for p, g in pairs) / len(pairs)
+def correct(metric: str, pred, gold) -> bool:
+    """An unparseable prediction counts as wrong."""
+    return not (pred is None or find_failed(pred) is not None) and bool(SCORERS[metric](pred, gold))
 
 
-def inconsistency(original: list, swapped_mapped: list) -> float | None:
-    """Share of examples whose answer changes when the compared inputs are swapped (position bias).
-    An answer that cannot be read on either side counts as inconsistent."""
-    if not original:
-        return None
-    bad = sum(isinstance(a, Failed) or isinstance(b, Failed) or a is None or b is None or normalize(a) != normalize(b)
-              for a, b in zip(original, swapped_mapped))
-    return bad / len(original)
+class Scores:
+    """Running means per metric: over examples with a gold value, or (swap_inconsistency) over
+    every example: the share whose mapped-back answer on the swapped input differs. An answer
+    that cannot be read on either side counts as inconsistent."""
+
+    def __init__(self, metrics: list[ir.MetricIR]):
+        self.metrics = metrics
+        self.hits = {m.name: 0 for m in metrics}
+        self.n = {m.name: 0 for m in metrics}
+
+    def add(self, m: ir.MetricIR, pred, gold) -> None:
+        if gold in (None, ""):
+            return
+        self.n[m.name] += 1
+        self.hits[m.name] += correct(m.name, pred, gold)
+
+    def add_pair(self, m: ir.MetricIR, original, swapped_mapped) -> None:
+        self.n[m.name] += 1
+        unreadable = any(x is None or isinstance(x, Failed) or find_failed(x) is not None
+                         for x in (original, swapped_mapped))
+        self.hits[m.name] += unreadable or normalize(original) != normalize(swapped_mapped)
+
+    def result(self) -> dict[str, float | None]:
+        return {name: (self.hits[name] / self.n[name] if self.n[name] else None) for name in self.hits}

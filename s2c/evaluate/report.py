@@ -5,7 +5,6 @@ import json
 import os
 from pathlib import Path
 
-from s2c.runtime.values import to_json
 
 
 def _fmt(v) -> str:
@@ -28,15 +27,24 @@ def table(results, cp, meta):
     return t
 
 
-def write_results(out: Path, results, meta: dict, rows) -> None:
+def write_results(out: Path, results, meta: dict) -> None:
+    """results.json, and predictions.jsonl: each input's answer from every system, side by side
+    (read line by line from each system's answers.jsonl, which are in the same input order)."""
     data = {**meta, "systems": [r.as_dict() for r in results]}
     tmp = out / ".results.json.tmp"
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     os.replace(tmp, out / "results.json")
-    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for k, (ex_id, row) in enumerate(rows):
-            rec = {"example_id": ex_id, **{r.name: to_json(r.predictions[k]) for r in results if r.predictions}}
-            f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+    files = [open(r.run_dir / "answers.jsonl", encoding="utf-8") for r in results]
+    try:
+        with open(out / ".predictions.jsonl.tmp", "w", encoding="utf-8") as f:
+            for lines in zip(*files):
+                recs = [json.loads(line) for line in lines]
+                rec = {"example_id": recs[0]["example_id"], **{r.name: x["answer"] for r, x in zip(results, recs)}}
+                f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+    finally:
+        for fh in files:
+            fh.close()
+    os.replace(out / ".predictions.jsonl.tmp", out / "predictions.jsonl")
 
 
 def chart(path: Path, results, cp) -> None:

@@ -1,28 +1,51 @@
-"""Execute a checked program over many examples: dataflow per example, batched per engine call.
+"""Execute a checked program over a stream of examples: dataflow per example, a bounded window of
+examples and of requests in flight, each finished example handed to the run store.
 
-Each (example, node) becomes ready as soon as that example's own inputs to the node are computed.
-Transforms run at once; LLM instances are rendered, looked up in the cache, and the misses join a
-pool. The pool is sent to the engine in bounded chunks, ordered by node and then by prompt text
-so that requests sharing a prefix sit next to each other (BSM's solve calls differ only in the
-criterion) and the engine's prefix cache hits. Every completion is committed to the cache with
-its chunk; every finished example is appended to the run's traces.
+Each (example, node) becomes ready as soon as that example's own inputs to the node are computed
+(the edges of the program's graph). Transforms run at once; LLM instances are rendered, looked up
+in the cache, and the misses join a pool. The engine is kept fed with up to `window` requests,
+taken from the pool ordered by node and then by prompt text so that requests sharing a prefix go
+in together (BSM's solve calls differ only in the criterion) and the engine's prefix cache hits.
+
+Each finished request is committed to the call cache the moment the engine hands it back, before
+anything that depends on it runs: after kill -9 only requests still in flight can be repeated.
+Examples are admitted from the input as earlier ones finish (at most `examples` at once), and a
+finished example is written to the store and forgotten, so memory stays flat however long the
+input is.
+
+Failures of data (the engine could not serve a request; a template or a transform failed on this
+example's values) fail that value and what depends on it; the run goes on. Anything else raised
+in here is a bug and propagates.
 """
 from __future__ import annotations
 
+import gc
 import heapq
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
 
 import networkx as nx
 
 from s2c.compiler import ir
 from s2c.compiler.functions import Failed
-from s2c.compiler.templates import render
+from s2c.compiler.system1 import render_request
+from s2c.compiler.templates import RENDER_ERRORS
 from s2c.runtime.cache import CallCache, call_key, engine_model
-from s2c.runtime.engines.base import Completion, EngineError, EngineFailure, Message, Request
-from s2c.runtime.values import ExampleValues, find_failed, to_json
+from s2c.runtime.engines.base import Completion, EngineFailure, Request
+from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is executed (one value, passed whole)."""
+
+    window: int = 64  # requests in the engine at once (--chunk-size)
+    examples: int = 1024  # examples in flight at once: bounds memory, not the engine's batch
+    max_errors: int | None = None  # stop once more examples than this have failed
+    refresh: frozenset[str] = frozenset()  # nodes whose calls are recomputed, not read from the cache
+    adapter: str | None = None  # a LoRA adapter every request of this run is served with
 
 
 @dataclass
@@ -33,127 +56,205 @@ class NodeStats:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0
-    failed: Counter = field(default_factory=Counter)  # reason -> instances
+    failed: Counter = field(default_factory=Counter)  # reason -> instances that failed here
+    unparsed: Counter = field(default_factory=Counter)  # reason -> instances whose parse found nothing
+    retries: Counter = field(default_factory=Counter)  # reason -> retried attempts (engine-side)
 
     def as_dict(self) -> dict:
         return {
             "engine_calls": self.engine_calls, "samples": self.samples, "cache_hits": self.cache_hits,
             "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
-            "seconds": round(self.seconds, 3), "failed": sum(self.failed.values()),
-            "failures": dict(self.failed),
+            "seconds": round(self.seconds, 3),
+            "failed": sum(self.failed.values()), "failures": dict(self.failed),
+            "unparsed": sum(self.unparsed.values()), "unparsed_reasons": dict(self.unparsed),
+            "retries": sum(self.retries.values()), "retry_reasons": dict(self.retries),
         }
 
 
 @dataclass
-class ExampleResult:
-    id: str
-    row: dict
-    values: dict[str, Any]  # node id -> assembled value (Failed objects inside where they failed)
-    outputs: dict[str, Any]
-    failed: dict[str, str]  # node id -> first failure reason
-    state: ExampleValues | None = field(default=None, repr=False)  # per-instance values, for distill/eval
-    prompt_tokens: int = 0
+class RunTotals:
+    """Per-example counts of a run, kept as counters (never a list of examples)."""
+
+    examples: int = 0
+    ok: int = 0
+    failed: int = 0  # an output failed: the engine, a template or a transform
+    unparsed: int = 0  # an output is missing because a parse found nothing
     generated_tokens: int = 0
-    calls: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return all(find_failed(v) is None for v in self.outputs.values())
+    prompt_tokens: int = 0
 
 
-@dataclass
 class _Pending:
-    ex: "_Example"
-    node: ir.Node
-    prefix: tuple
-    request: Request
-    key: str
-    have: dict[int, Completion]
-    trace: dict
-    text: str  # what the model reads: the sort key that puts shared prefixes side by side
+    """One LLM instance waiting for the engine; also its tag in the engine."""
+
+    __slots__ = ("ex", "node", "prefix", "request", "key", "have", "trace")
+
+    def __init__(self, ex, node, prefix, request, key, have, trace):
+        self.ex, self.node, self.prefix, self.request = ex, node, prefix, request
+        self.key, self.have, self.trace = key, have, trace
 
 
 class _Example:
-    def __init__(self, cp, ex_id: str, row: dict, waiting: dict[str, int]):
-        self.id = ex_id
-        self.row = row
+    __slots__ = ("seq", "id", "row", "tag", "values", "waiting", "pending", "done", "trace",
+                 "prompt_tokens", "generated_tokens", "calls", "failed")
+
+    def __init__(self, cp, seq: int, ex_id: str, row: dict, tag, waiting: dict[str, int]):
+        self.seq, self.id, self.row, self.tag = seq, ex_id, row, tag
         self.values = ExampleValues(cp, row)
         self.waiting = dict(waiting)
         self.pending: dict[str, int] = {}
-        self.done: set[str] = set()
+        self.done = 0
         self.trace: dict[str, dict] = {}
         self.prompt_tokens = self.generated_tokens = self.calls = 0
-        self.failed: dict[str, str] = {}
+        self.failed: dict[str, Failed] = {}
+
+
+def _reads(request: Request) -> str:
+    """What the model reads, as the pool's sort key: shared prefixes sort side by side."""
+    if request.messages is not None:
+        return "\x00".join(m.content for m in request.messages)
+    return request.prompt or ""
+
+
+class TooManyErrors(Exception):
+    def __init__(self, errors: int, limit: int):
+        super().__init__(f"{errors} examples failed (--max-errors {limit}); stopping the run")
+        self.errors, self.limit = errors, limit
 
 
 class Executor:
-    def __init__(self, cp: ir.CheckedProgram, engine, *, cache: CallCache | None = None, chunk_size: int = 64,
-                 max_errors: int | None = None, refresh: set[str] | frozenset = frozenset(),
-                 on_example: Callable[[dict], None] | None = None, progress=None):
+    def __init__(self, cp: ir.CheckedProgram, engine, *, cache: CallCache | None = None,
+                 options: RunOptions = RunOptions(), store=None, progress=None):
         self.cp = cp
         self.engine = engine
         self.cache = cache or CallCache(None)
-        self.chunk_size = chunk_size
-        self.max_errors = max_errors
-        self.refresh = set(refresh)
-        self.on_example = on_example  # gets each finished example's trace record
+        self.options = options
+        self.store = store  # RunStore (or anything with .add(...)): gets each finished example
         self.progress = progress
         self.stats: dict[str, NodeStats] = defaultdict(NodeStats)
+        self.totals = RunTotals()
         self._plan()
 
-    # ------------------------------------------------------------ plan
     def _plan(self):
-        cp = self.cp
-        g = cp.graph if cp.graph is not None else None
-        self.order = [n for n in (nx.topological_sort(g) if g is not None else cp.nodes) if cp.nodes[n].kind != "input"]
-        self.rank = {n: i for i, n in enumerate(self.order)}
-        deps: dict[str, set[str]] = {}
-        for nid in self.order:
-            node = cp.nodes[nid]
-            d = set(node.deps)
-            for lid in node.loops:  # the loop's iterable decides how many instances there are
-                it = cp.loops[lid].iterable
-                if isinstance(it, ir.NodeRef):
-                    d.add(it.node)
-            d = {x for x in d if cp.nodes[x].kind != "input" and x != nid}
-            deps[nid] = d
-        self.dependents: dict[str, list[str]] = defaultdict(list)
-        for nid, ds in deps.items():
-            for d in ds:
-                self.dependents[d].append(nid)
-        self.waiting0 = {nid: len(ds) for nid, ds in deps.items()}
+        """Order, dependents and in-degrees from the program's graph (inputs are given)."""
+        g, cp = self.cp.graph, self.cp
+        self.order = [n for n in g.nodes if cp.nodes[n].kind != "input"]
+        rank = {n: i for i, n in enumerate(nx.topological_sort(g))}
+        self.rank = {n: rank[n] for n in self.order}
+        self.dependents = {n: [d for d in g.successors(n)] for n in self.order}
+        self.waiting0 = {n: sum(cp.nodes[p].kind != "input" for p in g.predecessors(n)) for n in self.order}
+        self.roots = [n for n in self.order if self.waiting0[n] == 0]
+        self.models = {n.role: engine_model(self.engine, n.role) for n in cp.llm_nodes()}
 
     # ------------------------------------------------------------ run
-    def run(self, rows: list[tuple[str, dict]]) -> list[ExampleResult]:
-        """rows: (example id, row) pairs, already validated against the program's inputs."""
-        self.results: dict[str, ExampleResult] = {}
-        self.errors = 0
-        self.ready: deque = deque()
-        # a heap of (node rank, prompt text, arrival, request): pops come out by node, then by
-        # prompt, so requests that share a prefix are sent side by side
-        self.pool: list[tuple[int, str, int, _Pending]] = []
+    def run(self, rows: Iterable[tuple]) -> RunTotals:
+        """rows: (example id, row) or (example id, row, tag), already validated. Finished examples
+        go to the store; the totals come back."""
+        self.ready: list = []
+        self.pool: list[tuple[int, str, int, _Pending]] = []  # heap: node rank, prompt, arrival
         self.arrivals = 0
-        examples = [_Example(self.cp, ex_id, row, self.waiting0) for ex_id, row in rows]
-        self.unfinished = len(examples)
-        for ex in examples:
-            if not self.order:
-                self._finish(ex)
-            for nid in self.order:
-                if ex.waiting[nid] == 0:
-                    self.ready.append((ex, nid))
-        while True:
-            while self.ready:
-                ex, nid = self.ready.popleft()
-                self._start(ex, self.cp.nodes[nid])
-            if not self.pool:
-                break
-            self._dispatch()
-        order = {ex_id: i for i, (ex_id, _) in enumerate(rows)}
-        return sorted(self.results.values(), key=lambda r: order[r.id])
+        self.active = 0
+        source = iter(rows)
+        seq = 0
+        exhausted = False
+        collecting = gc.isenabled()
+        if collecting:  # what a run allocates lives for one example or for the whole run: scanning
+            gc.freeze()  # the long-lived objects again and again cost ~40 % of the per-call CPU
+            threshold = gc.get_threshold()
+            gc.set_threshold(50_000, 50, 1000)
+        try:
+            while True:
+                while not exhausted and self.active < self.options.examples:
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    self._admit(seq, item)
+                    seq += 1
+                while self.ready:
+                    ex, nid = self.ready.pop()
+                    self._start(ex, self.cp.nodes[nid])
+                self._feed()
+                if self.engine.pending():
+                    self._collect()
+                elif self.active == 0 and exhausted:
+                    break
+                elif self.active >= self.options.examples or exhausted:
+                    raise RuntimeError(f"executor stalled: {self.active} examples active, nothing to run")
+        finally:
+            if collecting:
+                gc.set_threshold(*threshold)
+                gc.unfreeze()
+        return self.totals
 
+    def _admit(self, seq: int, item: tuple):
+        ex_id, row = item[0], item[1]
+        ex = _Example(self.cp, seq, ex_id, row, item[2] if len(item) > 2 else None, self.waiting0)
+        self.active += 1
+        if not self.order:
+            self._finish(ex)
+        for nid in self.roots:
+            self.ready.append((ex, nid))
+
+    def _feed(self):
+        """Keep the engine's window full, earliest node and shared prefixes first."""
+        room = self.options.window - self.engine.pending()
+        while room > 0 and self.pool:
+            it = heapq.heappop(self.pool)[3]
+            n = it.node.sampling.n
+            req = it.request if not it.have else replace(
+                it.request, sampling=replace(it.request.sampling, n=n - len(it.have)))  # only what's missing
+            self.engine.submit(it, req)
+            room -= 1
+
+    def _collect(self):
+        t0 = time.perf_counter()
+        finished = self.engine.collect()
+        dt = (time.perf_counter() - t0) / max(1, len(finished))
+        puts = []
+        done = []
+        for f in finished:
+            it: _Pending = f.tag
+            res = f.result
+            st = self.stats[it.node.id]
+            st.engine_calls += 1
+            st.seconds += dt
+            for reason in f.retries:
+                st.retries[reason] += 1
+            it.ex.calls += 1
+            it.trace["seconds"] = round(dt, 4)
+            n = it.node.sampling.n
+            if isinstance(res, EngineFailure):
+                self._set_failed(it, Failed(f"engine: {res.reason}", it.node.id))
+            else:
+                missing = [i for i in range(n) if i not in it.have]
+                for i, c in zip(missing, res):
+                    it.have[i] = c
+                    if it.key is not None:
+                        puts.append((it.key, i, c, self.models[it.node.role]))
+                if len(it.have) < n:
+                    self._set_failed(it, Failed(f"engine returned {len(res)} of {len(missing)} samples", it.node.id))
+                else:
+                    self._complete(it.ex, it.node, it.prefix, [it.have[i] for i in range(n)], it.trace,
+                                   cached=n - len(missing))
+            if self.progress:
+                self.progress.advance(it.node.id, 0 if isinstance(res, EngineFailure) else
+                                      sum(c.completion_tokens for c in res))
+            done.append(it)
+        self.cache.put_many(puts)  # committed before anything downstream runs
+        for it in done:
+            it.ex.pending[it.node.id] -= 1
+            if it.ex.pending[it.node.id] == 0:
+                self._done(it.ex, it.node)
+
+    def _set_failed(self, it: _Pending, v: Failed):
+        it.ex.values.set(it.node.id, it.prefix, v)
+        it.trace["error"] = v.reason
+        self._fail(it.ex, it.node, v)
+
+    # ------------------------------------------------------------ nodes
     def _start(self, ex: _Example, node: ir.Node):
         instances = ex.values.instances(node)
-        tr = ex.trace.setdefault(node.id, {"kind": node.kind, "instances": []})
+        tr = ex.trace[node.id] = {"kind": node.kind, "instances": []}
         if isinstance(instances, Failed):
             ex.values.set(node.id, (), instances)  # never read per instance: its loops failed
             self._fail(ex, node, instances)
@@ -165,7 +266,7 @@ class Executor:
                 v = ex.values.eval(node.expr, p, node.loops, node.id)
                 ex.values.set(node.id, p, v)
                 if isinstance(v, Failed):
-                    self._fail(ex, node, v, p)
+                    self._fail(ex, node, v)
                 if not node.internal:
                     tr["instances"].append({"index": list(p), "value": to_json(v)})
             self.stats[node.id].seconds += time.perf_counter() - t0
@@ -176,7 +277,7 @@ class Executor:
             item = self._request(ex, node, p, tr)
             if item is not None:
                 self.arrivals += 1
-                heapq.heappush(self.pool, (self.rank[node.id], item.text, self.arrivals, item))
+                heapq.heappush(self.pool, (self.rank[node.id], _reads(item.request), self.arrivals, item))
                 waiting += 1
         if waiting:
             ex.pending[node.id] = waiting
@@ -191,96 +292,36 @@ class Executor:
         tr["instances"].append(inst)
         variables = ex.values.template_vars(node, p)
         if isinstance(variables, Failed):
-            ex.values.set(node.id, p, variables)
-            inst["error"] = variables.reason
-            self._fail(ex, node, variables, p)
-            return None
+            return self._fail_instance(ex, node, p, inst, variables)
         try:
-            prompt = render(node.prompt.value, variables)
-            system = render(node.system.value, variables) if node.system else None
-        except Exception as e:  # jinja runtime errors: undefined attribute, index out of range...
-            v = Failed(f"template error: {type(e).__name__}: {e}", node.id)
-            ex.values.set(node.id, p, v)
-            inst["error"] = v.reason
-            self._fail(ex, node, v, p)
-            return None
-        if node.mode == "chat":
-            msgs = ((Message("system", system),) if system else ()) + (Message("user", prompt),)
-            req = Request(messages=msgs, sampling=node.sampling, role=node.role)
-        else:
-            req = Request(prompt=(system + "\n\n" if system else "") + prompt, sampling=node.sampling, role=node.role)
-        inst.update(req.payload())
-        key = call_key(engine_model(self.engine, node.role), req)
+            req = render_request(node, variables, self.options.adapter)
+        except RENDER_ERRORS as e:  # on this example's values: {{ x.y }} on text, an index out of range
+            return self._fail_instance(ex, node, p, inst, Failed(f"template error: {type(e).__name__}: {e}", node.id))
+        payload = req.payload()
+        inst.update(payload)
         n = node.sampling.n
-        have = {} if node.id in self.refresh else self.cache.get(key, n)
-        if len(have) == n:
-            self._complete(ex, node, p, [have[i] for i in range(n)], inst, cached=n)
-            return None
-        return _Pending(ex, node, p, req, key, have, inst, (system or "") + "\x00" + prompt)
+        key = None
+        have: dict[int, Completion] = {}
+        if self.cache.db is not None:
+            key = call_key(self.models[node.role], req)
+            if node.id not in self.options.refresh:
+                have = self.cache.get(key, n)
+            if len(have) == n:
+                self._complete(ex, node, p, [have[i] for i in range(n)], inst, cached=n)
+                return None
+        return _Pending(ex, node, p, req, key, have, inst)
 
-    def _dispatch(self):
-        chunk = [heapq.heappop(self.pool)[3] for _ in range(min(self.chunk_size, len(self.pool)))]
-        # ask only for the samples the cache does not have
-        reqs = [replace(it.request, sampling=replace(it.request.sampling, n=it.node.sampling.n - len(it.have)))
-                for it in chunk]
-        t0 = time.perf_counter()
-        results = self._generate(reqs)
-        dt = (time.perf_counter() - t0) / max(1, len(chunk))
-        puts = []
-        for it, res in zip(chunk, results):
-            st = self.stats[it.node.id]
-            st.engine_calls += 1
-            st.seconds += dt
-            it.ex.calls += 1
-            it.trace["seconds"] = round(dt, 4)
-            if isinstance(res, EngineFailure):
-                v = Failed(f"engine: {res.reason}", it.node.id)
-                it.ex.values.set(it.node.id, it.prefix, v)
-                it.trace["error"] = v.reason
-                self._fail(it.ex, it.node, v, it.prefix)
-            else:
-                model = self.engine.model_id(it.node.role)
-                missing = [i for i in range(it.node.sampling.n) if i not in it.have]
-                for i, c in zip(missing, res):
-                    it.have[i] = c
-                    puts.append((it.key, i, c, model))
-                if len(it.have) < it.node.sampling.n:
-                    v = Failed(f"engine returned {len(res)} of {len(missing)} samples", it.node.id)
-                    it.ex.values.set(it.node.id, it.prefix, v)
-                    self._fail(it.ex, it.node, v, it.prefix)
-                else:
-                    n_cached = it.node.sampling.n - len(missing)
-                    self._complete(it.ex, it.node, it.prefix, [it.have[i] for i in range(it.node.sampling.n)],
-                                   it.trace, cached=n_cached)
-            if self.progress:
-                self.progress.advance(it.node.id, 0 if isinstance(res, EngineFailure) else
-                                      sum(c.completion_tokens for c in res))
-        self.cache.put_many(puts)  # committed before anything downstream runs
-        for it in chunk:
-            it.ex.pending[it.node.id] -= 1
-            if it.ex.pending[it.node.id] == 0:
-                self._done(it.ex, it.node)
-
-    def _generate(self, reqs: list[Request]):
-        """Engine errors: retried once; if the batch still fails, each request fails with the reason."""
-        last = None
-        for _ in range(2):
-            try:
-                out = self.engine.generate(reqs)
-                if len(out) != len(reqs):
-                    raise RuntimeError(f"engine returned {len(out)} results for {len(reqs)} requests")
-                return out
-            except EngineError:
-                raise  # the engine cannot run at all: stop and say why (completed calls are cached)
-            except Exception as e:  # noqa: BLE001 - recorded per request, the run goes on
-                last = e
-        return [EngineFailure(f"{type(last).__name__}: {last}") for _ in reqs]
+    def _fail_instance(self, ex, node, p, inst, v: Failed):
+        ex.values.set(node.id, p, v)
+        inst["error"] = v.reason
+        self._fail(ex, node, v)
+        return None
 
     def _complete(self, ex: _Example, node: ir.Node, p: tuple, comps: list[Completion], inst: dict, cached: int):
         st = self.stats[node.id]
         st.samples += len(comps)
         st.cache_hits += cached
-        pt = sum(c.prompt_tokens for c in comps[:1])  # the prompt is read once per call
+        pt = comps[0].prompt_tokens if comps else 0  # the prompt is read once per call
         gt = sum(c.completion_tokens for c in comps)
         st.prompt_tokens += pt
         st.generated_tokens += gt
@@ -291,48 +332,46 @@ class Executor:
         inst.update(completions=texts, prompt_tokens=pt, generated_tokens=gt, cached=cached,
                     finish_reasons=[c.finish_reason for c in comps])
 
-    def _fail(self, ex: _Example, node: ir.Node, v: Failed, p: tuple = ()):
+    def _fail(self, ex: _Example, node: ir.Node, v: Failed):
         if v.node == node.id:  # count a failure where it happened, not where it propagated
-            self.stats[node.id].failed[v.reason] += 1
-        ex.failed.setdefault(node.id, v.reason)
+            (self.stats[node.id].unparsed if v.unparsed else self.stats[node.id].failed)[v.reason] += 1
+        ex.failed.setdefault(node.id, v)
 
     def _done(self, ex: _Example, node: ir.Node):
-        ex.done.add(node.id)
-        for d in self.dependents.get(node.id, ()):
+        ex.done += 1
+        for d in self.dependents[node.id]:
             ex.waiting[d] -= 1
             if ex.waiting[d] == 0:
                 self.ready.append((ex, d))
-        if len(ex.done) == len(self.order):
+        if ex.done == len(self.order):
             self._finish(ex)
 
     def _finish(self, ex: _Example):
         cp = self.cp
-        values = {}
-        for nid in self.order:
-            node = cp.nodes[nid]
-            try:
-                values[nid] = ex.values.assemble(node, ())
-            except KeyError:
-                values[nid] = ex.values.store.get(nid, {}).get((), Failed("not computed", nid))
         outputs = {name: ex.values.lookup(ref, (), ()) for name, ref in cp.outputs.items()}
-        res = ExampleResult(ex.id, ex.row, values, outputs, ex.failed, ex.values, ex.prompt_tokens,
-                            ex.generated_tokens, ex.calls)
-        self.results[ex.id] = res
-        self.unfinished -= 1
-        if not res.ok:
-            self.errors += 1
-        if self.on_example:
-            self.on_example({
-                "example_id": ex.id, "status": "ok" if res.ok else "failed",
+        bad = [f for f in map(find_failed, outputs.values()) if f is not None]
+        status = "ok" if not bad else "unparsed" if all(f.unparsed for f in bad) else "failed"
+        t = self.totals
+        t.examples += 1
+        t.generated_tokens += ex.generated_tokens
+        t.prompt_tokens += ex.prompt_tokens
+        if status == "ok":
+            t.ok += 1
+        elif status == "unparsed":
+            t.unparsed += 1
+        else:
+            t.failed += 1
+        self.active -= 1
+        if self.store is not None:
+            record = {
+                "example_id": ex.id, "status": status,
                 "inputs": {p.name: ex.row.get(p.name) for p in cp.inputs},
-                "outputs": to_json(outputs), "failed": ex.failed, "nodes": ex.trace,
-                "prompt_tokens": ex.prompt_tokens, "generated_tokens": ex.generated_tokens, "engine_calls": ex.calls,
-            })
-        if self.max_errors is not None and self.errors > self.max_errors:
-            raise TooManyErrors(self.errors, self.max_errors)
-
-
-class TooManyErrors(Exception):
-    def __init__(self, errors: int, limit: int):
-        super().__init__(f"{errors} examples failed (--max-errors {limit}); stopping the run")
-        self.errors, self.limit = errors, limit
+                "gold": {g: ex.row.get(g) for g in cp.golds},
+                "outputs": to_json(outputs), "failed": {k: v.reason for k, v in ex.failed.items()},
+                "nodes": ex.trace, "prompt_tokens": ex.prompt_tokens, "generated_tokens": ex.generated_tokens,
+                "engine_calls": ex.calls,
+            }
+            source, variant = (ex.tag["source"], ex.tag["variant"]) if ex.tag else (ex.id, "")
+            self.store.add(ex.seq, ex.id, source, variant, status, record, dump_state(ex.values), ex.tag)
+        if self.options.max_errors is not None and t.failed > self.options.max_errors:
+            raise TooManyErrors(t.failed, self.options.max_errors)

@@ -1,8 +1,9 @@
-"""One run of a program over a dataset: validate rows, execute, write traces and summary.json.
+"""One run of a program over a dataset: validate rows, execute, keep every finished example in the
+run store, write summary.json.
 
 A run directory holds:
-  traces.jsonl   one line per finished example (every node's prompts, completions, values,
-                 tokens, timing, errors), appended as examples finish, so a killed run keeps them
+  run.sqlite     every finished example (its trace and its values), appended as examples finish,
+                 so a killed run keeps them; `s2c trace RUN` reads it (runtime/store.py)
   summary.json   totals and per-node figures (written at the end, also when a run is stopped)
   rows.json      rows that were skipped, with why
 """
@@ -11,21 +12,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from s2c.compiler import ir
+from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
-from s2c.runtime.executor import ExampleResult, Executor, NodeStats, TooManyErrors
-
-
-@dataclass
-class RunOutcome:
-    run_dir: Path
-    results: list[ExampleResult]
-    summary: dict
-    stats: dict[str, NodeStats]
+from s2c.runtime.executor import Executor, NodeStats, RunOptions, TooManyErrors
+from s2c.runtime.store import RunStore
 
 
 def validate_rows(cp: ir.CheckedProgram, rows: list[dict], source: str = "data") -> tuple[list[tuple[str, dict]], list[str]]:
@@ -77,79 +73,103 @@ def validate_rows(cp: ir.CheckedProgram, rows: list[dict], source: str = "data")
     return good, problems
 
 
-def execute(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine, run_dir: str | os.PathLike, *,
-            cache: CallCache, chunk_size: int = 64, max_errors: int | None = None, refresh=frozenset(),
-            skipped: list[str] = (), meta: dict | None = None, progress: bool = True, console=None,
-            traces_name: str = "traces.jsonl") -> RunOutcome:
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    summary: dict
+    stats: dict[str, NodeStats]
+    program: ir.CheckedProgram
+
+    def examples(self):
+        """The finished examples, read back from the run store one at a time, in input order."""
+        store = RunStore.open(self.run_dir, self.program)
+        try:
+            yield from store.all()
+        finally:
+            store.db.close()
+
+
+EXIT_ALL_FAILED = 3  # a run in which every example failed (exit codes: 0 ok, 1 bad input, 2 usage)
+
+
+def exit_code(summary: dict) -> int:
+    """0, or EXIT_ALL_FAILED when examples ran and none produced its outputs because of failures."""
+    return EXIT_ALL_FAILED if summary["examples"] and not summary["ok"] and summary["failed"] else 0
+
+
+def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str | os.PathLike, *,
+            cache: CallCache, options: RunOptions = RunOptions(), skipped: list[str] = (),
+            meta: dict | None = None, progress: bool = True, console=None) -> RunOutcome:
+    """Run `cp` over `rows` into `run_dir`: run.sqlite (every finished example), summary.json,
+    rows.json (skipped rows). Raises S2Error when --max-errors stops the run."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    traces = open(run_dir / traces_name, "w", encoding="utf-8")
-
-    def on_example(rec: dict):
-        traces.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-        traces.flush()
-
+    store = RunStore.create(run_dir, cp, {"program_file": cp.program.file, "engine": getattr(engine, "name", "?"),
+                                          "adapter": options.adapter, **(meta or {})})
     bars = _Progress(cp, console) if progress else None
-    ex = Executor(cp, engine, cache=cache, chunk_size=chunk_size, max_errors=max_errors, refresh=refresh,
-                  on_example=on_example, progress=bars)
+    ex = Executor(cp, engine, cache=cache, options=options, store=store, progress=bars)
     t0 = time.time()
-    results: list[ExampleResult] = []
     stopped = None
     try:
         if bars:
             bars.start()
-        results = ex.run(rows)
+        ex.run(rows)
     except TooManyErrors as e:
         stopped = str(e)
-        results = list(ex.results.values())
     except KeyboardInterrupt:
         stopped = "interrupted"
-        results = list(ex.results.values())
         raise
     finally:
         if bars:
             bars.stop()
-        traces.close()
-        summary = summarize(cp, engine, ex.stats, results, len(rows), skipped, time.time() - t0, meta, stopped)
+        store.close()
+        skipped = list(skipped) + [f"duplicate id '{i}': the first row with this id was kept" for i in store.duplicates]
+        summary = summarize(cp, engine, ex, len(skipped), time.time() - t0, options, meta, stopped)
         _write_json(run_dir / "summary.json", summary)
         if skipped:
-            _write_json(run_dir / "rows.json", {"skipped": list(skipped)})
+            _write_json(run_dir / "rows.json", {"skipped": skipped})
     if stopped:
-        from s2c.errors import S2Error
-
         raise S2Error(stopped + f"; finished examples are in {run_dir}, completed calls are cached",
                       hint="see the failure reasons in summary.json, or raise --max-errors")
-    return RunOutcome(run_dir, results, summary, dict(ex.stats))
+    return RunOutcome(run_dir, summary, dict(ex.stats), cp)
 
 
-def summarize(cp, engine, stats: dict[str, NodeStats], results, n_rows, skipped, seconds, meta, stopped) -> dict:
+def summarize(cp, engine, ex: Executor, n_skipped: int, seconds: float, options: RunOptions, meta, stopped) -> dict:
+    """summary.json (schema in docs/reliability.md)."""
     total = NodeStats()
-    for s in stats.values():
+    for s in ex.stats.values():
         for f in ("engine_calls", "samples", "cache_hits", "prompt_tokens", "generated_tokens"):
             setattr(total, f, getattr(total, f) + getattr(s, f))
-    failed = [r for r in results if not r.ok]
-    failures: dict[str, dict[str, int]] = {nid: dict(s.failed) for nid, s in stats.items() if s.failed}
-    n = max(1, len(results))
+        total.retries.update(s.retries)
+    t = ex.totals
+    n = max(1, t.examples)
     return {
+        "schema": 2,
         "program": cp.name,
         "program_file": cp.program.file,
         "engine": getattr(engine, "name", "?"),
         "models": {role: engine.model_id(role) for role in sorted({x.role for x in cp.llm_nodes()} | {"default"})},
-        "examples": len(results),
-        "rows_given": n_rows + len(skipped),
-        "rows_skipped": len(skipped),
-        "failed": len(failed),
+        "adapter": options.adapter,
+        "examples": t.examples,
+        "ok": t.ok,
+        "failed": t.failed,
+        "unparsed": t.unparsed,
+        "rows_given": t.examples + n_skipped,
+        "rows_skipped": n_skipped,
         "engine_calls": total.engine_calls,
         "cache_hits": total.cache_hits,
         "samples": total.samples,
+        "retries": sum(total.retries.values()),
         "prompt_tokens": total.prompt_tokens,
         "generated_tokens": total.generated_tokens,
         "generated_tokens_per_example": round(total.generated_tokens / n, 2),
         "calls_per_example": round(total.samples / n, 2),
         "wall_seconds": round(seconds, 2),
         "generated_tokens_per_second": round(total.generated_tokens / seconds, 1) if seconds > 0 else 0.0,
-        "nodes": {nid: s.as_dict() for nid, s in stats.items()},
-        "failures": failures,
+        "nodes": {nid: s.as_dict() for nid, s in ex.stats.items()},
+        "failures": {nid: dict(s.failed) for nid, s in ex.stats.items() if s.failed},
+        "unparsed_reasons": {nid: dict(s.unparsed) for nid, s in ex.stats.items() if s.unparsed},
+        "retry_reasons": {nid: dict(s.retries) for nid, s in ex.stats.items() if s.retries},
         "stopped": stopped,
         **(meta or {}),
     }
@@ -198,16 +218,18 @@ def token_table(summary: dict):
 
     t = Table(title=f"{summary['program']} · {summary['examples']} examples · engine {summary['engine']}",
               title_justify="left")
-    for c in ("node", "engine calls", "cache hits", "prompt tok", "generated tok", "gen tok / example", "seconds", "failed"):
+    for c in ("node", "engine calls", "cache hits", "prompt tok", "generated tok", "gen tok / example", "seconds",
+              "failed", "unparsed"):
         t.add_column(c, justify="right" if c != "node" else "left")
     n = max(1, summary["examples"])
     for nid, s in summary["nodes"].items():
-        if not s["samples"] and not s["engine_calls"] and not s["failed"]:
+        if not s["samples"] and not s["engine_calls"] and not s["failed"] and not s["unparsed"]:
             continue
         t.add_row(nid, str(s["engine_calls"]), str(s["cache_hits"]), f"{s['prompt_tokens']:,}",
-                  f"{s['generated_tokens']:,}", f"{s['generated_tokens'] / n:,.1f}", f"{s['seconds']:.1f}", str(s["failed"]))
+                  f"{s['generated_tokens']:,}", f"{s['generated_tokens'] / n:,.1f}", f"{s['seconds']:.1f}",
+                  str(s["failed"]), str(s["unparsed"]))
     t.add_row("[bold]total", f"[bold]{summary['engine_calls']}", str(summary["cache_hits"]),
               f"{summary['prompt_tokens']:,}", f"[bold]{summary['generated_tokens']:,}",
               f"[bold]{summary['generated_tokens_per_example']:,.1f}", f"{summary['wall_seconds']:.1f}",
-              str(summary["failed"]))
+              f"{summary['failed']} ex", f"{summary['unparsed']} ex")
     return t

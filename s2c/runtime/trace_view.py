@@ -1,4 +1,4 @@
-"""Read a run's traces and render one example as a rich tree."""
+"""Read one example's trace from a run folder and render it as a rich tree."""
 from __future__ import annotations
 
 import json
@@ -7,35 +7,24 @@ from pathlib import Path
 from s2c.errors import S2Error
 
 
-def read_traces(run: Path) -> list[dict]:
-    path = run if run.is_file() else run / "traces.jsonl"
-    if not path.exists():
-        raise S2Error(f"no traces at {path}", hint="pass the folder a run wrote (its --out)")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except ValueError:  # a run killed mid-write leaves at most one torn last line
-                continue
-    return out
-
-
 def find_trace(run: Path, example: str | None) -> dict:
-    recs = read_traces(run)
-    if not recs:
-        raise S2Error(f"{run}: the run has no finished example yet")
-    if example is None:
-        return recs[0]
-    for r in recs:
-        if r["example_id"] == example:
-            return r
-    from s2c.errors import did_you_mean
+    """One example's trace from a run folder's store (the first example in input order by default)."""
+    from s2c.runtime.store import RunStore
 
-    ids = [r["example_id"] for r in recs]
-    raise S2Error(f"no example '{example}' in {run}", hint=did_you_mean(example, ids) or f"first ids: {', '.join(ids[:5])}")
+    store = RunStore.open(run)
+    try:
+        ids = store.ids(limit=None if example else 1)
+        if not ids:
+            raise S2Error(f"{run}: the run has no finished example yet")
+        rec = store.find_trace(example or ids[0])
+        if rec is None:
+            from s2c.errors import did_you_mean
+
+            raise S2Error(f"no example '{example}' in {run}",
+                          hint=did_you_mean(example, ids) or f"first ids: {', '.join(ids[:5])}")
+        return rec
+    finally:
+        store.db.close()
 
 
 def _cut(text, full: bool, n: int = 300) -> str:
@@ -47,7 +36,7 @@ def _cut(text, full: bool, n: int = 300) -> str:
 def render_trace(rec: dict, node: str | None = None, full: bool = False):
     from rich.tree import Tree
 
-    status = "[green]ok[/]" if rec["status"] == "ok" else "[red]failed[/]"
+    status = {"ok": "[green]ok[/]", "unparsed": "[yellow]unparsed[/]"}.get(rec["status"], "[red]failed[/]")
     root = Tree(f"[bold]example {rec['example_id']}[/] {status} · {rec.get('engine_calls', 0)} engine calls · "
                 f"{rec.get('generated_tokens', 0)} generated tokens")
     inputs = root.add("[bold]inputs[/]")
@@ -84,6 +73,8 @@ def render_trace(rec: dict, node: str | None = None, full: bool = False):
         out = root.add("[bold green]outputs[/]")
         for k, v in rec.get("outputs", {}).items():
             out.add(f"{k}: {_cut(v, full)}")
+        for k, v in (rec.get("gold") or {}).items():
+            root.add(f"[bold]gold[/] {k}: {_cut(v, full)}")
         for k, v in rec.get("failed", {}).items():
             root.add(f"[red]failed[/] {k}: {v}")
     return root

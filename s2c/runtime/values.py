@@ -11,7 +11,7 @@ from typing import Any
 
 from s2c.compiler import functions as F
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed, TransformError
+from s2c.compiler.functions import Failed, NoMatch, TransformError
 
 
 class ExampleValues:
@@ -88,9 +88,11 @@ class ExampleValues:
                 if bad is None and not fn.aggregates:
                     bad = find_failed(v)
                 if bad is not None:  # within one node, keep the first reason as it is
-                    return bad if bad.node == node_id else Failed(f"depends on failed '{bad.node}'", bad.node)
+                    return bad if bad.node == node_id else depends_on(bad)
             try:
                 return fn.impl(*args, **kwargs)
+            except NoMatch as e:
+                return Failed(f"{expr.fn}(): {e}", node_id, unparsed=True)
             except TransformError as e:
                 return Failed(f"{expr.fn}(): {e}", node_id)
             except (TypeError, ValueError, AttributeError) as e:
@@ -103,9 +105,14 @@ class ExampleValues:
             v = self.lookup(ref, prefix, node.loops)
             bad = find_failed(v)
             if bad is not None:
-                return Failed(f"depends on failed '{bad.node}'", bad.node)
+                return depends_on(bad)
             out[var] = v
         return out
+
+
+def depends_on(bad: Failed) -> Failed:
+    """What a value that reads a failed one becomes (unparsed stays unparsed)."""
+    return Failed(f"depends on failed '{bad.node}'", bad.node, bad.unparsed)
 
 
 def find_failed(v) -> Failed | None:
@@ -120,12 +127,45 @@ def find_failed(v) -> Failed | None:
 
 
 def to_json(v):
-    """Values as JSON (Failed -> {"failed": reason, "node": id})."""
+    """Values as JSON for people (Failed -> {"failed": reason, "node": id})."""
     if isinstance(v, Failed):
-        return {"failed": v.reason, "node": v.node}
+        return {"unparsed" if v.unparsed else "failed": v.reason, "node": v.node}
     if isinstance(v, list):
         return [to_json(x) for x in v]
     if isinstance(v, dict):
         return {k: to_json(x) for k, x in v.items()}
     return v
 
+
+
+_FAILED = "\x00failed"  # the JSON tag of a Failed value in a stored state (no data key starts with NUL)
+
+
+def encode(v):
+    """A value as JSON that `decode` turns back into the same value (Failed included)."""
+    if isinstance(v, Failed):
+        return {_FAILED: [v.reason, v.node, v.unparsed]}
+    if isinstance(v, list):
+        return [encode(x) for x in v]
+    return v
+
+
+def decode(v):
+    if isinstance(v, dict) and _FAILED in v:
+        reason, node, unparsed = v[_FAILED]
+        return Failed(reason, node, unparsed)
+    if isinstance(v, list):
+        return [decode(x) for x in v]
+    return v
+
+
+def dump_state(values: ExampleValues) -> dict:
+    """An example's per-instance values as JSON: {node: [[index, value], ...]}."""
+    return {nid: [[list(p), encode(v)] for p, v in inst.items()] for nid, inst in values.store.items()}
+
+
+def load_state(cp: ir.CheckedProgram, data: dict) -> ExampleValues:
+    vals = ExampleValues.__new__(ExampleValues)
+    vals.cp = cp
+    vals.store = {nid: {tuple(p): decode(v) for p, v in inst} for nid, inst in data.items()}
+    return vals

@@ -189,6 +189,8 @@ def config_record(settings: TrainSettings, data: TrainData, ref) -> dict:
         "dataset_files": {k: str(s.path.resolve()) for k, s in splits.items() if s},
         "dataset_sha256": _sha256(data.train.path),
         "dataset_meta": data.meta,
+        # how an adapter answers at inference (a cascade answers in two passes); eval reads it here
+        "format": data.meta.get("format"),
         "rows": {k: len(s.rows) for k, s in splits.items() if s},
         "tasks": {k: s.tasks for k, s in splits.items() if s},
         "weight_per_task": _weights(data),

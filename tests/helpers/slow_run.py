@@ -10,6 +10,7 @@ import time
 from s2c.compiler.pipeline import load_program
 from s2c.runtime.cache import CallCache, call_key
 from s2c.runtime.engines.fake import FakeEngine
+from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import execute, validate_rows
 
 
@@ -32,9 +33,10 @@ def main():
                     f.write(call_key(self.model_id(r.role), r) + "\n")
             return super().generate(requests)
 
-    outcome = execute(cp, good, Slow(script), out, cache=CallCache(cache_path), chunk_size=2, progress=False)
+    outcome = execute(cp, good, Slow(script), out, cache=CallCache(cache_path), options=RunOptions(window=2),
+                      progress=False)
     print(json.dumps({"engine_calls": outcome.summary["engine_calls"],
-                      "outputs": {r.id: r.outputs for r in outcome.results}}, default=str))
+                      "outputs": {r.id: r.outputs for r in outcome.examples()}}, default=str))
 
 
 if __name__ == "__main__":

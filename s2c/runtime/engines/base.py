@@ -1,71 +1,40 @@
-"""The engine protocol: a batch of requests in, completions with token counts out.
+"""The engine protocol: requests go in one at a time, each comes back as soon as it finishes.
 
-Every engine (vllm, hf, openai, fake) implements `Engine.generate`. Sampling parameters travel
-as one value (`Sampling`) and are converted at the engine boundary only.
+    engine.submit(tag, request)          # returns at once; `tag` is the caller's handle
+    for done in engine.collect():        # blocks until at least one submitted request finished
+        done.tag, done.result            # n completions, or an EngineFailure
+
+The executor keeps a bounded window of requests submitted and commits each result to the call
+cache the moment `collect` hands it over, so a kill loses only what was still in flight.
+
+- Streaming engines (vllm: `LLMEngine.add_request`/`step`; openai: one HTTP request per call on
+  a thread pool) implement `submit`/`collect`/`pending` and get `generate` from `Streaming`.
+- Batch engines (hf, fake) implement `generate(requests)` and get the streaming methods from
+  `BatchStream`: `collect` serves everything submitted so far in one `generate` call.
+
+A request the engine cannot serve is an `EngineFailure` (a data failure: counted, the run goes
+on); an engine that cannot run at all raises `EngineError` (the run stops with the reason). Any
+other exception from an engine is a bug in s2c and stops the run with its traceback.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from s2c.calls import Completion, EngineFailure, Message, Request, Result, Sampling
+
+__all__ = ["Completion", "EngineFailure", "Message", "Request", "Result", "Sampling", "Finished",
+           "EngineError", "Engine", "Streaming", "BatchStream"]
 
 
 @dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    n: int = 1
+class Finished:
+    """One submitted request, finished."""
 
-    def to_dict(self) -> dict:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                "stop": list(self.stop), "seed": self.seed, "n": self.n}
-
-
-@dataclass(frozen=True)
-class Message:
-    role: str  # "system" | "user" | "assistant"
-    content: str
-
-
-@dataclass(frozen=True)
-class Request:
-    """One model call. Chat mode sends `messages`; completion mode sends the raw `prompt`."""
-
-    messages: tuple[Message, ...] | None = None
-    prompt: str | None = None
-    sampling: Sampling = field(default_factory=Sampling)
-    role: str = "default"  # the program's model role (e.g. "teacher", "judge")
-    adapter: str | None = None  # a LoRA adapter directory, where the engine supports it
-
-    @property
-    def mode(self) -> str:
-        return "chat" if self.messages is not None else "completion"
-
-    def payload(self) -> dict:
-        """What the model sees, as plain JSON (used for cache keys and traces)."""
-        if self.messages is not None:
-            return {"messages": [{"role": m.role, "content": m.content} for m in self.messages]}
-        return {"prompt": self.prompt}
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str = "stop"
-
-
-@dataclass(frozen=True)
-class EngineFailure:
-    """A request the engine could not serve (after its own retries)."""
-
-    reason: str
-
-
-Result = list[Completion] | EngineFailure  # n completions, or why there are none
+    tag: Hashable
+    result: Result
+    retries: tuple[str, ...] = ()  # why earlier attempts were retried ("HTTP 503", "ReadTimeout")
 
 
 class EngineError(Exception):
@@ -79,8 +48,60 @@ class Engine(Protocol):
         """A stable identity of the model serving `role` (goes into the cache key)."""
         ...
 
+    def submit(self, tag: Hashable, request: Request) -> None:
+        """Queue one request (Request.sampling.n samples); returns without waiting."""
+        ...
+
+    def collect(self) -> list[Finished]:
+        """Requests finished since the last call; waits for at least one while any is pending."""
+        ...
+
+    def pending(self) -> int:
+        """Requests submitted and not yet collected."""
+        ...
+
     def generate(self, requests: Sequence[Request]) -> list[Result]:
-        """Serve a batch; results align with requests. Request.sampling.n completions each."""
+        """Serve a batch and wait for all of it; results align with requests."""
         ...
 
     def close(self) -> None: ...
+
+
+class Streaming:
+    """`generate` for an engine that implements submit/collect/pending."""
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        out: list[Result | None] = [None] * len(requests)
+        base = object()  # tags of our own, so that a caller's pending requests are not mixed in
+        for i, request in enumerate(requests):
+            self.submit((base, i), request)  # type: ignore[attr-defined]
+        left = len(requests)
+        while left:
+            for done in self.collect():  # type: ignore[attr-defined]
+                owner, i = done.tag
+                if owner is not base:
+                    raise RuntimeError("generate() called while the executor has requests in flight")
+                out[i] = done.result
+                left -= 1
+        return out  # type: ignore[return-value]
+
+
+class BatchStream:
+    """submit/collect/pending for an engine whose natural call is a blocking `generate(batch)`."""
+
+    def submit(self, tag: Hashable, request: Request) -> None:
+        self.__dict__.setdefault("_queued", []).append((tag, request))
+
+    def collect(self) -> list[Finished]:
+        queued = self.__dict__.get("_queued") or []
+        if not queued:
+            return []
+        self._queued = []
+        results = self.generate([r for _, r in queued])  # type: ignore[attr-defined]
+        if len(results) != len(queued):
+            raise RuntimeError(f"{type(self).__name__}.generate returned {len(results)} results "
+                               f"for {len(queued)} requests")
+        return [Finished(tag, res) for (tag, _), res in zip(queued, results)]
+
+    def pending(self) -> int:
+        return len(self.__dict__.get("_queued") or ())

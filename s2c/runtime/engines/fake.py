@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from s2c.runtime.engines.base import (
+    BatchStream,
     Completion,
     EngineError,
     EngineFailure,
@@ -50,7 +51,7 @@ def _matches(matcher: Matcher, request: Request) -> bool:
     return any(s in text for s in matcher)
 
 
-class FakeEngine:
+class FakeEngine(BatchStream):
     name = "fake"
 
     def __init__(

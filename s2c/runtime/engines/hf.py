@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from s2c.runtime.engines.base import (
+    BatchStream,
     Completion,
     EngineError,
     EngineFailure,
@@ -100,7 +101,7 @@ class _Loaded:
         self.adapters[folder] = name
 
 
-class HFEngine(RoleModels):
+class HFEngine(BatchStream, RoleModels):
     name = "hf"
 
     def __init__(

@@ -7,14 +7,15 @@ cannot start, the EngineError stops the run like an eager start would.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Hashable
+from typing import Callable
 
-from s2c.runtime.engines.base import Engine, Request, Result
+from s2c.runtime.engines.base import Engine, Finished, Request, Streaming
 from s2c.runtime.engines.local import RoleModels
 from s2c.runtime.model import ModelRef
 
 
-class LazyEngine(RoleModels):
+class LazyEngine(Streaming, RoleModels):
     def __init__(self, name: str, refs: dict[str, ModelRef], factory: Callable[[], Engine]):
         self.name = name
         self._refs = refs
@@ -25,10 +26,16 @@ class LazyEngine(RoleModels):
     def started(self) -> bool:
         return self._engine is not None
 
-    def generate(self, requests: Sequence[Request]) -> list[Result]:
+    def submit(self, tag: Hashable, request: Request) -> None:
         if self._engine is None:
             self._engine = self._factory()
-        return self._engine.generate(requests)
+        self._engine.submit(tag, request)
+
+    def collect(self) -> list[Finished]:
+        return self._engine.collect() if self._engine is not None else []
+
+    def pending(self) -> int:
+        return self._engine.pending() if self._engine is not None else 0
 
     def close(self) -> None:
         if self._engine is not None:

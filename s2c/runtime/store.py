@@ -1,0 +1,218 @@
+"""The run store: every finished example of one run, on disk, in SQLite (`run.sqlite`).
+
+The executor appends each example as it finishes and forgets it; compile, eval and `s2c trace`
+read the examples back one at a time, so nothing proportional to the dataset stays in memory.
+
+Why SQLite rather than Parquet: examples finish one at a time and out of input order, and
+readers need random access by id (a perturbed copy `ID~swap` beside its original; `s2c trace
+--example ID`) as well as a scan in input order. SQLite appends row by row in transactions,
+keeps an index on the id, survives kill -9 (WAL) and is in the standard library; Parquet is
+written in row groups and has no lookup by key.
+
+    examples(seq, id, source, variant, status, trace, state, tag)
+      seq      the row's position in the input (perturbed copies follow their original)
+      source   the original example's id; variant "" or the perturbation suffix ("~swap")
+      status   ok | failed | unparsed
+      trace    the trace record `s2c trace` shows (prompts, completions, values, tokens)
+      state    every node's per-instance values (values.dump_state), for distill and eval
+      tag      what the caller attached to the row (a perturbation's permutation)
+    meta(key, value)   what ran: program, source hash, data, engine
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from s2c.compiler import ir
+from s2c.errors import S2Error
+from s2c.runtime.values import ExampleValues, load_state
+
+FILE = "run.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS examples (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    status TEXT NOT NULL,
+    trace TEXT NOT NULL,
+    state TEXT NOT NULL,
+    tag TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class ExampleResult:
+    """One finished example, read back from the store."""
+
+    id: str
+    source: str  # the original example's id
+    variant: str  # "" or a perturbation suffix
+    status: str  # ok | failed | unparsed
+    trace: dict
+    state: ExampleValues = field(repr=False)
+    tag: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def row(self) -> dict:
+        return self.trace["inputs"]
+
+    @property
+    def outputs(self) -> dict:
+        return self.trace["outputs"]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return self.trace["failed"]
+
+    @property
+    def generated_tokens(self) -> int:
+        return self.trace["generated_tokens"]
+
+
+def split_id(ex_id: str, variants: tuple[str, ...]) -> tuple[str, str]:
+    for v in variants:
+        if ex_id.endswith(v):
+            return ex_id[: -len(v)], v
+    return ex_id, ""
+
+
+class RunStore:
+    """Writer (`create`) or reader (`open`) of one run folder's run.sqlite."""
+
+    COMMIT_ROWS = 512  # examples per transaction: a kill loses at most these (their calls are cached)
+    COMMIT_SECONDS = 1.0
+
+    def __init__(self, path: Path, db: sqlite3.Connection, cp: ir.CheckedProgram | None):
+        self.path = path
+        self.db = db
+        self.cp = cp
+        self._buffer: list[tuple] = []
+        self._last_commit = time.monotonic()
+        self.duplicates: list[str] = []
+
+    # ------------------------------------------------------------ writing
+    @classmethod
+    def create(cls, run_dir: Path, cp: ir.CheckedProgram, meta: dict) -> "RunStore":
+        """A fresh store for a new run of `cp`. A store of another program stops the run: two
+        programs in one folder would mix their examples."""
+        path = Path(run_dir) / FILE
+        if path.exists():
+            old = cls._read_meta(path).get("program")
+            if old not in (None, cp.name):
+                raise S2Error(f"{run_dir} holds a run of program '{old}', not '{cp.name}'",
+                              hint="pass another --out, or delete that folder to replace it")
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        with db:
+            db.executemany("INSERT INTO meta VALUES (?, ?)",
+                           [(k, json.dumps(v, default=str)) for k, v in {**meta, "program": cp.name}.items()])
+        return cls(path, db, cp)
+
+    def add(self, seq: int, ex_id: str, source: str, variant: str, status: str, trace: dict, state: dict,
+            tag=None) -> None:
+        self._buffer.append((seq, ex_id, source, variant, status,
+                             json.dumps(trace, ensure_ascii=False, default=str),
+                             json.dumps(state, ensure_ascii=False, default=str),
+                             None if tag is None else json.dumps(tag)))
+        if len(self._buffer) >= self.COMMIT_ROWS or time.monotonic() - self._last_commit > self.COMMIT_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        rows, self._buffer = self._buffer, []
+        with self.db:
+            try:
+                self.db.executemany("INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)", rows)
+            except sqlite3.IntegrityError:  # a duplicate id in the data: keep the first, report the rest
+                for r in rows:
+                    try:
+                        self.db.execute("INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)", r)
+                    except sqlite3.IntegrityError:
+                        self.duplicates.append(r[1])
+        self._last_commit = time.monotonic()
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.flush()
+            self.db.close()
+            self.db = None
+
+    # ------------------------------------------------------------ reading
+    @classmethod
+    def open(cls, run_dir: Path, cp: ir.CheckedProgram | None = None) -> "RunStore":
+        path = Path(run_dir) / FILE if Path(run_dir).is_dir() else Path(run_dir)
+        if not path.exists():
+            raise S2Error(f"no run store at {path}", hint="pass the folder a run wrote (its --out)")
+        return cls(path, sqlite3.connect(f"file:{path}?mode=ro", uri=True), cp)
+
+    @staticmethod
+    def _read_meta(path: Path) -> dict:
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+            finally:
+                db.close()
+        except sqlite3.DatabaseError:
+            return {}
+
+    def meta(self) -> dict:
+        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT count(*) FROM examples").fetchone()[0]
+
+    def get(self, ex_id: str) -> ExampleResult | None:
+        row = self.db.execute("SELECT * FROM examples WHERE id=?", (ex_id,)).fetchone()
+        return self._result(row) if row else None
+
+    def ids(self, limit: int | None = None) -> list[str]:
+        q = "SELECT id FROM examples ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
+        return [r[0] for r in self.db.execute(q)]
+
+    def originals(self) -> Iterator[ExampleResult]:
+        """The unperturbed examples in input order, one at a time."""
+        return self._scan("SELECT * FROM examples WHERE variant='' ORDER BY seq")
+
+    def all(self) -> Iterator[ExampleResult]:
+        """Every example (perturbed copies after their original), in input order, one at a time."""
+        return self._scan("SELECT * FROM examples ORDER BY seq")
+
+    def traces(self) -> Iterator[dict]:
+        for (t,) in self.db.execute("SELECT trace FROM examples ORDER BY seq"):
+            yield json.loads(t)
+
+    def find_trace(self, ex_id: str) -> dict | None:
+        row = self.db.execute("SELECT trace FROM examples WHERE id=?", (ex_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _scan(self, query: str) -> Iterator[ExampleResult]:
+        cur = self.db.execute(query)
+        while batch := cur.fetchmany(256):
+            for row in batch:
+                yield self._result(row)
+
+    def _result(self, row) -> ExampleResult:
+        seq, ex_id, source, variant, status, trace, state, tag = row
+        if self.cp is None:
+            raise RuntimeError("RunStore opened without its program cannot rebuild values")
+        return ExampleResult(ex_id, source, variant, status, json.loads(trace), load_state(self.cp, json.loads(state)),
+                             None if tag is None else json.loads(tag))
+
