@@ -5,7 +5,13 @@ import pytest
 from engine_fixtures import chat, make_lora_adapter
 
 from s2c.runtime.engines import describe, make_engine
-from s2c.runtime.engines.base import EngineError, EngineFailure, Request, Sampling
+from s2c.runtime.engines.base import (
+    EngineError,
+    EngineFailure,
+    Message,
+    Request,
+    Sampling,
+)
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.slow
@@ -42,6 +48,68 @@ def test_chat_and_completion_modes_with_token_counts(engine):
     assert 0 < c_chat.completion_tokens <= 32
     assert c_prompt.prompt_tokens == 5 and c_prompt.completion_tokens > 0 and c_prompt.text.strip()
     assert (c_short.completion_tokens, c_short.finish_reason) == (4, "length")
+
+
+def test_chat_prompts_and_greedy_outputs_are_those_of_llm_chat(engine):
+    from vllm import SamplingParams
+
+    from s2c.runtime.engines.vllm import _render
+
+    conversations = [
+        (Message("user", "What is 2+2?"),),
+        (Message("system", "You answer in one word."), Message("user", "Name a color.")),
+        (Message("user", "Hi!"), Message("assistant", "Hello! How can I help?"),
+         Message("user", "Tell me a fact about the moon.")),
+    ]
+    requests = [Request(messages=c, sampling=Sampling(max_tokens=24)) for c in conversations]
+    ours = engine.generate(requests)
+    [llm] = engine._llms.values()
+    theirs = llm.chat([r.payload()["messages"] for r in requests],
+                      SamplingParams(temperature=0, max_tokens=24), use_tqdm=False)
+    for request, [c], out in zip(requests, ours, theirs):
+        assert _render(llm, request)["prompt_token_ids"] == out.prompt_token_ids
+        [o] = out.outputs
+        assert (c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) == (
+            o.text, len(out.prompt_token_ids), len(o.token_ids), o.finish_reason)
+
+
+def test_each_request_comes_back_when_it_finishes(engine):
+    assert engine.pending() == 0 and engine.collect() == []
+    engine.submit("long", Request(prompt="Count from 1 to 500: 1, 2, 3, 4,", sampling=Sampling(max_tokens=64)))
+    engine.submit("short", chat("Say hi.", max_tokens=2))
+    assert engine.pending() == 2
+    first = engine.collect()
+    assert [d.tag for d in first] == ["short"] and first[0].result[0].completion_tokens == 2
+    assert engine.pending() == 1
+    rest = []
+    while engine.pending():
+        rest += engine.collect()
+    [long] = rest
+    assert long.tag == "long" and long.result[0].completion_tokens == 64
+
+
+def test_a_rejected_request_is_a_failure_for_it_alone(engine):
+    engine.submit("bad", chat("word " * 3000, max_tokens=8))  # no exception: a data failure
+    engine.submit("good", chat("Say hi.", max_tokens=4))
+    assert engine.pending() == 2
+    done = []
+    while engine.pending():
+        done += engine.collect()
+    results = {d.tag: d.result for d in done}
+    assert isinstance(results["bad"], EngineFailure) and "maximum context length" in results["bad"].reason
+    assert results["good"][0].completion_tokens > 0
+
+
+def test_prefix_cache_hits_are_counted(engine):
+    story = "Here is a long story about a cat. " * 40  # > 2 KV blocks of 128 tokens on CPU
+    before, judge_before = engine.prefix_cache_stats(), engine.prefix_cache_stats("judge")
+    [[first]] = engine.generate([Request(prompt=story + "Q1", sampling=Sampling(max_tokens=2), role="judge")])
+    [[second]] = engine.generate([Request(prompt=story + "Q2", sampling=Sampling(max_tokens=2), role="judge")])
+    after, judge_after = engine.prefix_cache_stats(), engine.prefix_cache_stats("judge")
+    assert after["prompt_tokens"] - before["prompt_tokens"] == first.prompt_tokens + second.prompt_tokens
+    assert after["cached_tokens"] - before["cached_tokens"] >= 256  # the second reuses the story
+    hits = after["cached_tokens"] - before["cached_tokens"]
+    assert judge_after["cached_tokens"] - judge_before["cached_tokens"] == hits  # both were judge's
 
 
 def test_n_samples_with_temperature(engine):

@@ -1,8 +1,14 @@
-"""The vLLM engine: offline `vllm.LLM`, one instance per distinct model, prefix caching on.
+"""The vLLM engine: offline `vllm.LLM`, one instance per distinct model, prefix caching on,
+driven request by request so that each result comes back the moment it finishes.
 
-Chat requests go through `LLM.chat` (the model's chat template), completion requests through
-`LLM.generate`; each request carries its own `SamplingParams`, so per-request seeds are exact
-whatever the batch. Token counts come from vLLM's outputs.
+`submit` renders a request with the code behind `LLM.chat` (the model's chat template) or
+`LLM.generate` (`LLM._preprocess_chat_one`/`_preprocess_cmpl_one`, so the token ids are theirs)
+and adds it to the running batch at once (`llm_engine.add_request`, with
+`RequestOutputKind.FINAL_ONLY`); `collect` calls `llm_engine.step()` until at least one request
+finished. A request vLLM rejects (a prompt longer than max_model_len) is an EngineFailure for
+that request alone. Each request carries its own `SamplingParams`, so per-request seeds are
+exact whatever the batch. Token counts come from vLLM's outputs, and so do the prefix-cache hits
+(`prefix_cache_stats()`).
 
 vLLM runs its engine core in a subprocess that re-imports the main module: a script that builds
 this engine must guard its entry point with `if __name__ == "__main__":` (the s2c CLI does).
@@ -14,18 +20,21 @@ reserves one core for its scheduler process, so on a 2-core machine the model ru
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable
 from pathlib import Path
 
 from s2c.runtime.engines.base import (
     Completion,
     EngineError,
     EngineFailure,
+    Finished,
     Request,
     Result,
     Sampling,
+    Streaming,
 )
 from s2c.runtime.engines.local import RoleModels, resolve_roles
 
@@ -41,6 +50,10 @@ def _import_vllm():
         from vllm.platforms import current_platform
     except ImportError as e:
         raise EngineError(f"vllm engine: vllm is not installed ({e}): {INSTALL_HINT}") from e
+    if not hasattr(vllm.LLM, "_preprocess_chat_one"):  # how LLM.chat renders, in vLLM 0.32
+        raise EngineError(f"vllm engine: vllm {vllm.__version__} is not supported (s2c renders "
+                          "chats with LLM._preprocess_chat_one, as vLLM 0.32 does): "
+                          "pip install 'vllm>=0.32'")
     return vllm, current_platform
 
 
@@ -52,7 +65,7 @@ def _context_len(path: str) -> int | None:
     return config.get("max_position_embeddings")
 
 
-class VLLMEngine(RoleModels):
+class VLLMEngine(Streaming, RoleModels):
     name = "vllm"
 
     def __init__(
@@ -86,6 +99,12 @@ class VLLMEngine(RoleModels):
         paths = list(dict.fromkeys(ref.path for ref in self._refs.values()))
         self.enable_lora = enable_lora
         self._lora_ids: dict[str, int] = {}
+        self._ids = itertools.count()
+        self._running: dict[tuple[str, str], tuple[Hashable, Request]] = {}  # by (path, our id)
+        self._failed: list[Finished] = []  # rejected at submit, handed over by the next collect
+        self.prompt_tokens = 0  # prompt tokens of the requests finished so far, all roles
+        self.cached_tokens = 0  # how many of them the prefix cache served
+        self.tokens_by_role: dict[str, dict[str, int]] = {}  # role -> the same two counts
         options = dict(
             enable_prefix_caching=True,
             enforce_eager=cpu if enforce_eager is None else enforce_eager,
@@ -114,43 +133,53 @@ class VLLMEngine(RoleModels):
         except Exception as e:  # vLLM raises many kinds; all mean "this model cannot run here"
             raise EngineError(f"vllm could not start model {name!r} ({path}): {e}") from e
 
-    def generate(self, requests: Sequence[Request]) -> list[Result]:
-        results: list[Result | None] = [None] * len(requests)
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, request in enumerate(requests):
-            groups.setdefault((self._ref(request.role).path, request.mode), []).append(i)
-        for (path, mode), indices in groups.items():
-            batch = [requests[i] for i in indices]
-            for i, result in zip(indices, self._serve(self._llms[path], mode, batch)):
-                results[i] = result
-        return results  # type: ignore[return-value]
-
-    def _serve(self, llm, mode: str, batch: list[Request]) -> list[Result]:
-        """One vLLM call for the batch; if vLLM rejects it (e.g. one prompt too long), retry the
-        requests one by one so that only the bad ones become failures."""
-        rejected = _rejections()
+    def submit(self, tag: Hashable, request: Request) -> None:
+        """Render the request and add it to its model's running batch; a request vLLM rejects
+        (e.g. a prompt longer than max_model_len) comes back as an EngineFailure."""
+        path = self._ref(request.role).path
+        llm = self._llms[path]
+        lora = self._lora(request.adapter)
+        params = _sampling_params(request.sampling)
+        rid = f"s2c-{next(self._ids)}"  # LLM.chat numbers its own requests 0, 1, ...
         try:
-            return [_completions(out, r.sampling) for out, r in zip(self._call(llm, mode, batch), batch)]
-        except rejected as e:
-            if len(batch) == 1:
-                return [EngineFailure(f"vllm rejected the request: {e}")]
-        results: list[Result] = []
-        for request in batch:
-            try:
-                results.append(_completions(self._call(llm, mode, [request])[0], request.sampling))
-            except rejected as e:
-                results.append(EngineFailure(f"vllm rejected the request: {e}"))
-        return results
+            llm.llm_engine.add_request(rid, _render(llm, request), params, lora_request=lora)
+        except _rejections() as e:
+            self._failed.append(Finished(tag, EngineFailure(f"vllm rejected the request: {e}")))
+            return
+        self._running[(path, rid)] = (tag, request)
 
-    def _call(self, llm, mode: str, batch: list[Request]):
-        params = [_sampling_params(r.sampling) for r in batch]
-        lora = [self._lora(r.adapter) for r in batch]
-        if mode == "chat":
-            conversations = [
-                [{"role": m.role, "content": m.content} for m in r.messages or ()] for r in batch
-            ]
-            return llm.chat(conversations, params, use_tqdm=False, lora_request=lora)
-        return llm.generate([r.prompt or "" for r in batch], params, use_tqdm=False, lora_request=lora)
+    def collect(self) -> list[Finished]:
+        done, self._failed = self._failed, []
+        while not done and self._running:
+            busy = [(p, llm) for p, llm in self._llms.items()
+                    if llm.llm_engine.has_unfinished_requests()]
+            if not busy:  # someone else's LLM.chat/generate took our outputs
+                raise RuntimeError(f"vllm has none of the {len(self._running)} requests in flight")
+            for path, llm in busy:
+                done += [self._finish(path, out) for out in _step(llm) if out.finished]
+        return done
+
+    def pending(self) -> int:
+        return len(self._running) + len(self._failed)
+
+    def _finish(self, path: str, out) -> Finished:
+        tag, request = self._running.pop((path, out.request_id))
+        self._count(request.role, len(out.prompt_token_ids or ()), out.num_cached_tokens or 0)
+        return Finished(tag, _result(out, request.sampling))
+
+    def _count(self, role: str, prompt_tokens: int, cached_tokens: int) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.cached_tokens += cached_tokens
+        counts = self.tokens_by_role.setdefault(role, {"prompt_tokens": 0, "cached_tokens": 0})
+        counts["prompt_tokens"] += prompt_tokens
+        counts["cached_tokens"] += cached_tokens
+
+    def prefix_cache_stats(self, role: str | None = None) -> dict[str, int]:
+        """Prompt tokens of the finished requests (of one role, or all) and how many of them
+        were prefix-cache hits. A request with n > 1 samples counts its prompt once."""
+        if role is not None:
+            return dict(self.tokens_by_role.get(role, {"prompt_tokens": 0, "cached_tokens": 0}))
+        return {"prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens}
 
     def _lora(self, adapter: str | None):
         if adapter is None:
@@ -174,19 +203,38 @@ class VLLMEngine(RoleModels):
             with contextlib.suppress(Exception):  # already gone: closing must never fail
                 llm.llm_engine.engine_core.shutdown()
         self._llms.clear()
+        self._running.clear()
+
+
+def _render(llm, request: Request):
+    """The prompt as vLLM's engine takes it, rendered by the code behind `LLM.chat` (the
+    model's chat template, no extra special tokens) or `LLM.generate`, so the token ids match."""
+    if request.mode == "chat":
+        messages = [{"role": m.role, "content": m.content} for m in request.messages or ()]
+        return llm._preprocess_chat_one(messages)
+    return llm._preprocess_cmpl_one(request.prompt or "")
+
+
+def _step(llm) -> list:
+    """One engine iteration; with FINAL_ONLY it returns only finished requests."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    try:
+        return llm.llm_engine.step()
+    except EngineDeadError as e:
+        raise EngineError(f"the vllm engine process died: {e}") from e
 
 
 def _rejections() -> tuple[type[Exception], ...]:
     """The exceptions vLLM raises for a bad request (not a broken engine)."""
-    try:
-        from vllm.exceptions import VLLMClientError  # vLLM >= 0.3x
-    except ImportError:
-        return (ValueError,)
+    from vllm.exceptions import VLLMClientError
+
     return (ValueError, VLLMClientError)
 
 
 def _sampling_params(s: Sampling):
     from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
 
     return SamplingParams(
         n=1 if s.temperature <= 0 else s.n,  # vLLM refuses greedy n > 1: copy one sample
@@ -195,13 +243,18 @@ def _sampling_params(s: Sampling):
         max_tokens=s.max_tokens,
         stop=list(s.stop) or None,
         seed=s.seed,
+        output_kind=RequestOutputKind.FINAL_ONLY,  # step() returns a request once, finished
     )
 
 
-def _completions(out, sampling: Sampling) -> list[Completion]:
+def _result(out, sampling: Sampling) -> Result:
+    samples = sorted(out.outputs, key=lambda c: c.index)
+    broken = [c.finish_reason for c in samples if c.finish_reason in ("abort", "error")]
+    if broken:
+        return EngineFailure(f"vllm ended the request with finish reason {broken[0]!r}")
     prompt_tokens = len(out.prompt_token_ids or ())
-    samples = [
+    completions = [
         Completion(c.text, prompt_tokens, len(c.token_ids), c.finish_reason or "stop")
-        for c in sorted(out.outputs, key=lambda c: c.index)
+        for c in samples
     ]
-    return samples * sampling.n if sampling.temperature <= 0 else samples
+    return completions * sampling.n if sampling.temperature <= 0 else completions
