@@ -258,3 +258,24 @@ def test_kill_9_then_restart_repeats_no_completed_call(tmp_path):
                          env=env, capture_output=True, text=True, check=True)
     assert resumed["outputs"] == json.loads(ref.stdout)["outputs"]
     assert all(r["status"] == "ok" for r in finished)
+
+
+def test_layering_lower_stages_do_not_import_higher_ones():
+    import ast
+
+    pkg = HERE.parent / "s2c"
+
+    def imports(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | \
+               {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+    bad = []
+    for path in (pkg / "compiler").glob("*.py"):
+        bad += [f"{path.name}: {m}" for m in imports(path) if m.startswith(("s2c.runtime", "s2c.distill", "s2c.cli"))]
+    bad += [f"curate.py: {m}" for m in imports(pkg / "distill" / "curate.py") if m == "s2c.runtime.executor"]
+    bad += [f"metrics.py: {m}" for m in imports(pkg / "evaluate" / "metrics.py") if m.startswith("s2c.distill")]
+    for path in pkg.rglob("cli.py"):
+        if path.parent != pkg:  # subcommands take their helpers from below (s2c.cliutil), never from s2c.cli
+            bad += [f"{path.relative_to(pkg)}: {m}" for m in imports(path) if m == "s2c.cli"]
+    assert not bad

@@ -1,6 +1,6 @@
 """Golden files: expected outputs checked into tests/golden/, compared as whole text.
 
-    S2C_UPDATE_GOLDEN=1 python -m pytest tests/test_dsl_*.py tests/test_graph.py   # rewrite them
+    S2C_UPDATE_GOLDEN=1 python -m pytest tests/test_dsl_*.py tests/test_graph.py tests/test_request_snapshots.py
     git diff tests/golden                                                           # review
 
 Outputs are made from the repository root with relative paths; `normalize` removes what would
