@@ -83,6 +83,9 @@ def systems_for(cp: ir.CheckedProgram, adapters: list[tuple[str, str]], *, syste
 
 
 def run_dir_name(system: System) -> str:
+    """system1/, system2/, or the adapter's name as a folder name (distilled-system-1/)."""
+    if system.kind != "distilled":
+        return system.kind
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", system.name.lower()).strip("-")
 
 

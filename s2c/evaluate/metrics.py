@@ -36,21 +36,36 @@ class Scores:
     that cannot be read on either side counts as inconsistent."""
 
     def __init__(self, metrics: list[ir.MetricIR]):
-        self.metrics = metrics
-        self.hits = {m.name: 0 for m in metrics}
-        self.n = {m.name: 0 for m in metrics}
+        self.labels = labels(metrics)
+        self.hits = [0] * len(metrics)
+        self.n = [0] * len(metrics)
+        self.index = {id(m): i for i, m in enumerate(metrics)}
 
     def add(self, m: ir.MetricIR, pred, gold) -> None:
         if gold in (None, ""):
             return
-        self.n[m.name] += 1
-        self.hits[m.name] += correct(m.name, pred, gold)
+        i = self.index[id(m)]
+        self.n[i] += 1
+        self.hits[i] += correct(m.name, pred, gold)
 
     def add_pair(self, m: ir.MetricIR, original, swapped_mapped) -> None:
-        self.n[m.name] += 1
+        i = self.index[id(m)]
+        self.n[i] += 1
         unreadable = any(x is None or isinstance(x, Failed) or find_failed(x) is not None
                          for x in (original, swapped_mapped))
-        self.hits[m.name] += unreadable or normalize(original) != normalize(swapped_mapped)
+        self.hits[i] += unreadable or normalize(original) != normalize(swapped_mapped)
 
     def result(self) -> dict[str, float | None]:
-        return {name: (self.hits[name] / self.n[name] if self.n[name] else None) for name in self.hits}
+        return {label: (h / n if n else None) for label, h, n in zip(self.labels, self.hits, self.n)}
+
+
+def labels(metrics: list[ir.MetricIR]) -> list[str]:
+    """Each metric's name in tables and results.json: the metric's name, or, where one metric
+    appears on several lines, `name#k` (in the eval section's order)."""
+    names = [m.name for m in metrics]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if names.count(name) == 1 else f"{name}#{seen[name]}")
+    return out

@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from s2c.evaluate.metrics import labels
+
 
 
 def _fmt(v) -> str:
@@ -17,9 +19,9 @@ def table(results, cp, meta):
     t = Table(title=f"{meta['program']} on {meta['data']} · {meta['examples']} inputs · {meta['model']}",
               title_justify="left")
     t.add_column("system")
-    names = [m.name for m in cp.metrics]
+    names = labels(cp.metrics)
     for n in names:
-        t.add_column(f"{n} (%)" + (" ↓" if n == "swap_inconsistency" else ""), justify="right")
+        t.add_column(f"{n} (%)" + (" ↓" if n.startswith("swap_inconsistency") else ""), justify="right")
     t.add_column("#tokens / input", justify="right")
     t.add_column("unparsed", justify="right")
     for r in results:
@@ -54,7 +56,7 @@ def chart(path: Path, results, cp) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [m.name for m in cp.metrics]
+    names = labels(cp.metrics)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     systems = [r.name for r in results]
     width = 0.8 / max(1, len(names))
