@@ -24,7 +24,7 @@ from s2c.data import load_source
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines import make_engine
 from s2c.runtime.engines.base import Message, Request
-from s2c.runtime.executor import Executor
+from s2c.runtime.executor import Executor, RunOptions
 from s2c.runtime.values import ExampleValues
 
 
@@ -52,11 +52,12 @@ def reset(engine):
 
 
 def way_s2c(cp, rows, engine, chunk):
-    ex = Executor(cp, engine, cache=CallCache(None), chunk_size=chunk)
-    results = ex.run(rows)
+    """The executor streaming into the engine (window of `chunk` requests), no call cache."""
+    ex = Executor(cp, engine, cache=CallCache(None), options=RunOptions(window=chunk))
+    totals = ex.run(rows)
     calls = sum(s.engine_calls for s in ex.stats.values())
     tokens = sum(s.generated_tokens for s in ex.stats.values())
-    return calls, tokens, results
+    return calls, tokens, totals
 
 
 class _Counting:

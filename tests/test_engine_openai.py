@@ -1,9 +1,15 @@
-"""OpenAIEngine: retries, failures and concurrency against a scripted local HTTP server, then the
-real thing against a vLLM OpenAI-compatible server running the embedded model on loopback."""
+"""OpenAIEngine: retries, failures and concurrency against a scripted local HTTP server; streaming
+(submit/collect) against the stdlib test server (tests/helpers/llm_server.py) run as a process;
+then the real thing against a vLLM OpenAI-compatible server running the embedded model on
+loopback."""
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import time
 
+import httpx
 import pytest
 from engine_fixtures import (
     ScriptedServer,
@@ -13,11 +19,14 @@ from engine_fixtures import (
     free_port,
     vllm_server,
 )
+from helpers.llm_server import reply_text, serve
 
+import s2c.runtime.engines.openai as openai_module
 from s2c.runtime.engines import describe, make_engine
 from s2c.runtime.engines.base import (
     EngineError,
     EngineFailure,
+    Finished,
     Message,
     Request,
     Sampling,
@@ -115,8 +124,11 @@ def test_500_then_200_is_retried_and_succeeds():
         return (500, {"error": "busy"}, {}) if attempt == 0 else ok(path, body, attempt)
 
     with ScriptedServer(script) as server:
-        [out] = engine_for(server).generate([chat("q")])
-        assert out[0].text == "reply to q"
+        engine = engine_for(server)
+        engine.submit("t", chat("q"))
+        [done] = engine.collect()
+        assert done.tag == "t" and done.result[0].text == "reply to q"
+        assert done.retries == ("HTTP 500",)
         assert len(server.posts) == 2
 
 
@@ -125,10 +137,12 @@ def test_429_honours_retry_after():
         return (429, {"error": "slow down"}, {"Retry-After": "0.3"}) if attempt == 0 else ok(path, body, attempt)
 
     with ScriptedServer(script) as server:
+        engine = engine_for(server)
         start = time.monotonic()
-        [out] = engine_for(server).generate([chat("q")])
+        engine.submit(0, chat("q"))
+        [done] = engine.collect()
         assert time.monotonic() - start >= 0.3
-        assert out[0].text == "reply to q"
+        assert done.result[0].text == "reply to q" and done.retries == ("HTTP 429",)
 
 
 def test_backoff_grows_exponentially_and_a_request_that_keeps_failing_becomes_a_failure():
@@ -147,6 +161,10 @@ def test_backoff_grows_exponentially_and_a_request_that_keeps_failing_becomes_a_
         doomed = [b for _, b in server.posts if b["messages"][-1]["content"] == "doomed"]
         assert len(doomed) == 4  # the first try and 3 retries
         assert elapsed >= 0.05 + 0.1 + 0.2  # backoff * 2**attempt
+        engine.submit("doomed", chat("doomed"))
+        [done] = engine.collect()
+        assert isinstance(done.result, EngineFailure)
+        assert done.retries == ("HTTP 503",) * 3  # the last attempt's reason is in the failure
 
 
 def test_client_errors_are_not_retried():
@@ -182,6 +200,123 @@ def test_adapters_are_refused_per_request():
         out = engine_for(server).generate([Request(prompt="p", adapter="/some/lora"), chat("q")])
         assert isinstance(out[0], EngineFailure) and "--lora-modules" in out[0].reason
         assert out[1][0].text == "reply to q"
+
+
+def test_invalid_json_and_transport_errors_are_retried_with_their_reasons():
+    replies = iter([
+        lambda request: httpx.Response(200, content=b'{"choices": [{"ind'),  # a cut-off body
+        lambda request: (_ for _ in ()).throw(httpx.ReadTimeout("slow", request=request)),
+        lambda request: httpx.Response(200, json=chat_response(["fine"])),
+    ])
+    with ScriptedServer(ok) as server:
+        engine = engine_for(server)
+        engine._client = httpx.Client(base_url=engine.base_url,
+                                      transport=httpx.MockTransport(lambda r: next(replies)(r)))
+        engine.submit("t", chat("q"))
+        [done] = engine.collect()
+        assert done.result[0].text == "fine"
+        assert done.retries == ("invalid JSON", "ReadTimeout")
+
+
+def test_a_bug_in_a_worker_is_raised_by_collect(monkeypatch):
+    def broken(data, request):
+        raise ZeroDivisionError("a bug in s2c")
+
+    with ScriptedServer(ok) as server:
+        engine = engine_for(server)
+        monkeypatch.setattr(openai_module, "_completions", broken)
+        engine.submit("t", chat("q"))
+        with pytest.raises(ZeroDivisionError, match="a bug in s2c"):
+            engine.collect()
+        with pytest.raises(ZeroDivisionError):
+            engine.generate([chat("q")])
+
+
+def test_collect_hands_results_over_in_finishing_order_and_generate_keeps_request_order():
+    def script(path, body, attempt):
+        time.sleep(0.05 * (5 - int(body["messages"][-1]["content"][1:])))  # q4 finishes first
+        return ok(path, body, attempt)
+
+    with ScriptedServer(script) as server:
+        engine = engine_for(server, concurrency=5)
+        for i in range(5):
+            engine.submit(i, chat(f"q{i}"))
+        order = []
+        while engine.pending():
+            order += [done.tag for done in engine.collect()]
+        assert order == [4, 3, 2, 1, 0]
+        out = engine.generate([chat(f"q{i}") for i in range(5)])
+        assert [r[0].text for r in out] == [f"reply to q{i}" for i in range(5)]
+
+
+# --- streaming against the stdlib test server, run as its own process --------------------------
+
+
+@pytest.fixture
+def echo(tmp_path):
+    """Start tests/helpers/llm_server.py with `echo(delay=..., fail_every=...)`; yields (url, log)."""
+    numbers = itertools.count()
+    with contextlib.ExitStack() as stack:
+        def start(**options):
+            log = tmp_path / f"server-{next(numbers)}.log"
+            return stack.enter_context(serve(tmp_path, log=log, **options)), log
+        yield start
+
+
+def read_log(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_results_come_back_per_request_as_they_finish(echo):
+    url, log = echo(delay=0.2)
+    engine = OpenAIEngine("echo-model", base_url=url, concurrency=4)
+    prompts = {f"tag{i}": f"question number {i}" for i in range(8)}
+    for tag, text in prompts.items():
+        engine.submit(tag, chat(text))
+    assert engine.pending() == 8
+    groups = []
+    while engine.pending():
+        groups.append(engine.collect())
+    assert engine.collect() == []  # nothing pending: returns at once
+    # 4 workers, 0.2 s a request: the first 4 come back before the last 4 have even started
+    assert len(groups) >= 2 and len(groups[0]) <= 4
+    done = [d for g in groups for d in g]
+    assert sorted(d.tag for d in done) == sorted(prompts)
+    for d in done:
+        assert isinstance(d, Finished) and d.retries == ()
+        [c] = d.result
+        assert c.text == reply_text(prompts[d.tag])  # each result is its own request's reply
+        assert c.completion_tokens == len(c.text.split(" ")) and c.prompt_tokens == 3
+    assert sum(e["event"] == "done" for e in read_log(log)) == 8
+    engine.close()
+
+
+def test_generate_on_the_streaming_engine_keeps_request_order(echo):
+    url, _ = echo(delay=0.05)
+    engine = OpenAIEngine("echo-model", base_url=url, concurrency=3)
+    texts = [f"prompt {i}" for i in range(10)]
+    sampled = Request(prompt="plain", sampling=Sampling(n=2, temperature=1.0))
+    out = engine.generate([chat(t) for t in texts] + [sampled])
+    assert [r[0].text for r in out[:10]] == [reply_text(t) for t in texts]
+    assert [c.text for c in out[10]] == [reply_text("plain", 0), reply_text("plain", 1)]
+    engine.close()
+
+
+def test_server_faults_are_retried_and_reported_in_finished_retries(echo):
+    url, log = echo(fail_every=3)
+    engine = OpenAIEngine("echo-model", base_url=url, concurrency=2, backoff=0.01)
+    for i in range(6):
+        engine.submit(i, chat(f"q{i}"))
+    done = []
+    while engine.pending():
+        done += engine.collect()
+    assert sorted(d.tag for d in done) == list(range(6))
+    assert all(d.result[0].text == reply_text(f"q{d.tag}") for d in done)
+    # 6 successes take 8 POSTs: POSTs 3 and 6 fail, and their 2 retries are POSTs 7 and 8
+    assert sorted(r for d in done for r in d.retries) == ["HTTP 503"] * 2
+    events = read_log(log)
+    assert sum(e["event"] == "fault" for e in events) == 2 and sum(e["event"] == "recv" for e in events) == 8
+    engine.close()
 
 
 # --- the real thing: vLLM's OpenAI-compatible server with the embedded model ------------------

@@ -3,28 +3,35 @@
 
     engine = OpenAIEngine("smollm2", base_url="http://127.0.0.1:8000/v1")
 
-Requests run on a thread pool (`concurrency` at a time). Connection errors, timeouts, 429 and
-5xx are retried with exponential backoff (`retries` times, honouring Retry-After); a request
-that still fails becomes an EngineFailure and the rest of the batch goes on. Token counts come
-from the response's `usage`; with n > 1 the server reports one total for all samples: a vLLM
-server is asked for each sample's token ids (exact counts), other servers' totals are split
-between the samples in proportion to their text length (the sum stays exact).
+Each submitted request is one HTTP call on a thread pool (`concurrency` at a time, the pool
+lives as long as the engine); `collect` hands back every call that has finished, as soon as it
+has, so the executor can cache each result the moment it exists. Connection errors, timeouts,
+429, 5xx and a 200 whose body is not JSON are retried with exponential backoff (`retries`
+times, honouring Retry-After); each retry's reason ("HTTP 503", "ReadTimeout") is reported in
+`Finished.retries`. A request that still fails becomes an EngineFailure and the others go on;
+an exception of any other kind in a worker is a bug, and `collect` re-raises it.
+
+Token counts come from the response's `usage`; with n > 1 the server reports one total for all
+samples: a vLLM server is asked for each sample's token ids (exact counts), other servers'
+totals are split between the samples in proportion to their text length (the sum stays exact).
 """
 from __future__ import annotations
 
 import os
 import random
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Hashable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from urllib.parse import urlsplit
 
 from s2c.runtime.engines.base import (
     Completion,
     EngineError,
     EngineFailure,
+    Finished,
     Request,
     Result,
+    Streaming,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -41,7 +48,16 @@ class _Failed(Exception):
     """A request that failed for good (after retries, or not retryable)."""
 
 
-class OpenAIEngine:
+class _Retry(Exception):
+    """One attempt failed in a way worth trying again; `reason` is what `Finished.retries` shows."""
+
+    def __init__(self, reason: str, detail: str, retry_after: str | None = None):
+        super().__init__(detail)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class OpenAIEngine(Streaming):
     name = "openai"
 
     def __init__(
@@ -101,6 +117,8 @@ class OpenAIEngine:
                 f"the server at {self.base_url} serves {', '.join(served)}; "
                 f"not {', '.join(unknown)}: pass one of the served names as --model"
             )
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s2c-openai")
+        self._running: dict[Future, Hashable] = {}  # in submission order
 
     def _served_models(self) -> list[str]:
         """GET /models: proves the server is up, and says what it serves."""
@@ -138,25 +156,38 @@ class OpenAIEngine:
     def role_models(self) -> dict[str, str]:
         return dict(self._names)
 
-    def generate(self, requests: Sequence[Request]) -> list[Result]:
-        if not requests:
-            return []
-        with ThreadPoolExecutor(min(self.concurrency, len(requests))) as pool:
-            return list(pool.map(self._serve, requests))
+    def submit(self, tag: Hashable, request: Request) -> None:
+        self._running[self._pool.submit(self._serve, request)] = tag
 
-    def _serve(self, request: Request) -> Result:
+    def collect(self) -> list[Finished]:
+        if not self._running:
+            return []
+        done, _ = wait(self._running, return_when=FIRST_COMPLETED)
+        finished = []
+        for future in [f for f in self._running if f in done]:  # submission order: reproducible
+            tag = self._running.pop(future)
+            result, retries = future.result()  # re-raises a bug in the worker
+            finished.append(Finished(tag, result, retries))
+        return finished
+
+    def pending(self) -> int:
+        return len(self._running)
+
+    def _serve(self, request: Request) -> tuple[Result, tuple[str, ...]]:
+        """One request, on a worker thread: its result and the reasons of its retries."""
         if request.adapter is not None:
             return EngineFailure(
                 "the openai engine cannot load LoRA adapters; serve the adapter under a model "
                 "name (vllm serve BASE --enable-lora --lora-modules NAME=PATH) and pass NAME as "
                 "the model"
-            )
+            ), ()
         path, body = self._body(request)
+        retries: list[str] = []
         try:
-            data = self._post(path, body)
-            return _completions(data, request)
+            data = self._post(path, body, retries)
+            return _completions(data, request), tuple(retries)
         except _Failed as e:
-            return EngineFailure(str(e))
+            return EngineFailure(str(e)), tuple(retries)
 
     def _body(self, request: Request) -> tuple[str, dict]:
         s = request.sampling
@@ -179,27 +210,36 @@ class OpenAIEngine:
         body["prompt"] = request.prompt or ""
         return "/completions", body
 
-    def _post(self, path: str, body: dict) -> dict:
+    def _post(self, path: str, body: dict, retries: list[str]) -> dict:
+        """POST with retries; appends the reason of each retried attempt to `retries`."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._attempt(path, body)
+            except _Retry as e:
+                if attempt == self.retries:
+                    raise _Failed(str(e)) from e
+                retries.append(e.reason)
+                self._sleep(attempt, e.retry_after)
+        raise AssertionError("unreachable")
+
+    def _attempt(self, path: str, body: dict) -> dict:
         import httpx
 
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
+        try:
+            response = self._client.post(path, json=body)
+        except httpx.TransportError as e:  # connect error, timeout, reset, truncated body
+            name = type(e).__name__
+            raise _Retry(name, f"POST {self.base_url}{path}: {name}: {e}") from e
+        status = response.status_code
+        if status == 200:
             try:
-                response = self._client.post(path, json=body)
-            except httpx.TransportError as e:  # connect error, timeout, reset
-                if last:
-                    raise _Failed(f"POST {self.base_url}{path}: {type(e).__name__}: {e}") from e
-                self._sleep(attempt, None)
-                continue
-            if response.status_code == 200:
-                try:
-                    return response.json()
-                except ValueError as e:
-                    raise _Failed(f"POST {path}: the server sent invalid JSON") from e
-            if response.status_code not in RETRY_STATUS or last:
-                raise _Failed(f"POST {path}: HTTP {response.status_code}: {response.text[:500]}")
-            self._sleep(attempt, response.headers.get("retry-after"))
-        raise AssertionError("unreachable")
+                return response.json()
+            except ValueError as e:  # a cut-off or garbled body: the next attempt may be whole
+                raise _Retry("invalid JSON", f"POST {path}: the server sent invalid JSON") from e
+        detail = f"POST {path}: HTTP {status}: {response.text[:500]}"
+        if status in RETRY_STATUS:
+            raise _Retry(f"HTTP {status}", detail, response.headers.get("retry-after"))
+        raise _Failed(detail)
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
         delay = self.backoff * 2**attempt * (1 + random.random() / 4)  # jitter spreads retries
@@ -211,6 +251,9 @@ class OpenAIEngine:
         time.sleep(delay)
 
     def close(self) -> None:
+        """Drop queued requests; calls in flight end with the client (nothing collects them)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._running.clear()
         self._client.close()
 
 
