@@ -51,7 +51,7 @@ def test_compile_rar_2step_on_coin_flip_writes_system1_rows(tmp_path):
                  "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["inputs"] == 4
-    assert report["kept"] + report["failed"] + sum(report["dropped_per_rule"].values()) == 4
+    assert report["kept"] + report["failed"] + report["unparsed"] + sum(report["dropped_per_rule"].values()) == 4
     lines = (out / "train.jsonl").read_text().splitlines()
     ds = datasets.load_dataset("json", data_files=str(out / "train.jsonl"))["train"] if lines else []
     assert len(ds) == len(lines) == report["kept"]  # the 135M model often has no majority: honest zeros
@@ -78,8 +78,8 @@ def test_compile_bsm_on_oasst2_applies_the_swap_rule(tmp_path, repo):
     assert sum(i.endswith("~swap") for i in ids) == 3  # every input also ran with A and B swapped
     card = (out / "README.md").read_text()
     assert "## Curation" in card
-    # what the swap rule did is in the report: kept, or dropped as inconsistent, or failed to parse
-    assert report["kept"] + report["failed"] + report["dropped_per_rule"].get("consistent", 0) == 3
+    # what the swap rule did is in the report: kept, dropped as inconsistent, failed, or unparsed
+    assert report["kept"] + report["failed"] + report["unparsed"] + report["dropped_per_rule"].get("consistent", 0) == 3
 
 
 def test_one_sft_step_on_a_compiled_dataset(tmp_path):
