@@ -27,7 +27,7 @@ from s2c.distill.curate import value_of
 from s2c.errors import S2Error
 from s2c.evaluate.metrics import Scores
 from s2c.runtime.executor import RunOptions
-from s2c.runtime.run import execute
+from s2c.runtime.run import execute, exit_code
 from s2c.runtime.store import ExampleResult, RunStore
 from s2c.runtime.values import find_failed, to_json
 
@@ -42,6 +42,7 @@ class SystemResult:
     n: int
     unparsed: int  # inputs whose answer could not be read (failed or unparsed)
     run_dir: Path
+    exit: int = 0  # its run's exit code: run.EXIT_ALL_FAILED when every example failed
 
     def as_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "adapter": self.adapter, "metrics": self.metrics,
@@ -101,7 +102,7 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
                                                                        "info": {}}
 
     run_dir = out / run_dir_name(system)
-    execute(system.program, inputs(), engine, run_dir, cache=cache,
+    outcome = execute(system.program, inputs(), engine, run_dir, cache=cache,
             options=RunOptions(**{**options.__dict__, "adapter": system.adapter}), console=console,
             progress=progress, meta={"system": system.name})
     scores = Scores(cp.metrics)
@@ -124,8 +125,9 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
             unreadable += find_failed(first) is not None
             answers.write(json.dumps({"example_id": res.id, "answer": to_json(first)}, ensure_ascii=False,
                                      default=str) + "\n")
+    store.close()
     return SystemResult(system.name, system.kind, system.adapter, scores.result(), tokens / max(1, n), n,
-                        unreadable, run_dir)
+                        unreadable, run_dir, exit_code(outcome.summary))
 
 
 def adapter_format(adapter: str) -> str | None:

@@ -224,7 +224,8 @@ class Executor:
             it.trace["seconds"] = round(dt, 4)
             n = it.node.sampling.n
             if isinstance(res, EngineFailure):
-                self._set_failed(it, Failed(f"engine: {res.reason}", it.node.id))
+                failed = Failed(f"engine: {res.reason}", it.node.id)
+                self._fail_instance(it.ex, it.node, it.prefix, it.trace, failed)
             else:
                 missing = [i for i in range(n) if i not in it.have]
                 for i, c in zip(missing, res):
@@ -232,7 +233,8 @@ class Executor:
                     if it.key is not None:
                         puts.append((it.key, i, c, self.models[it.node.role]))
                 if len(it.have) < n:
-                    self._set_failed(it, Failed(f"engine returned {len(res)} of {len(missing)} samples", it.node.id))
+                    short = Failed(f"engine returned {len(res)} of {len(missing)} samples", it.node.id)
+                    self._fail_instance(it.ex, it.node, it.prefix, it.trace, short)
                 else:
                     self._complete(it.ex, it.node, it.prefix, [it.have[i] for i in range(n)], it.trace,
                                    cached=n - len(missing))
@@ -245,11 +247,6 @@ class Executor:
             it.ex.pending[it.node.id] -= 1
             if it.ex.pending[it.node.id] == 0:
                 self._done(it.ex, it.node)
-
-    def _set_failed(self, it: _Pending, v: Failed):
-        it.ex.values.set(it.node.id, it.prefix, v)
-        it.trace["error"] = v.reason
-        self._fail(it.ex, it.node, v)
 
     # ------------------------------------------------------------ nodes
     def _start(self, ex: _Example, node: ir.Node):

@@ -86,7 +86,7 @@ class RunOutcome:
         try:
             yield from store.all()
         finally:
-            store.db.close()
+            store.close()
 
 
 EXIT_ALL_FAILED = 3  # a run in which every example failed (exit codes: 0 ok, 1 bad input, 2 usage)

@@ -24,7 +24,7 @@ def find_trace(run: Path, example: str | None) -> dict:
                           hint=did_you_mean(example, ids) or f"first ids: {', '.join(ids[:5])}")
         return rec
     finally:
-        store.db.close()
+        store.close()
 
 
 def _cut(text, full: bool, n: int = 300) -> str:
