@@ -134,6 +134,7 @@ class CheckedProgram:
     diagnostics: list[Diagnostic]
     sources: dict[str, str]
     graph: Any = None  # networkx.DiGraph, set by build_graph
+    readers: dict = field(default_factory=dict, repr=False, compare=False)  # runtime/values.py's memo
 
     @property
     def name(self) -> str:

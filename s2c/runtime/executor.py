@@ -4,8 +4,12 @@ examples and of requests in flight, each finished example handed to the run stor
 Each (example, node) becomes ready as soon as that example's own inputs to the node are computed
 (the edges of the program's graph). Transforms run at once; LLM instances are rendered, looked up
 in the cache, and the misses join a pool. The engine is kept fed with up to `window` requests,
-taken from the pool ordered by node and then by prompt text so that requests sharing a prefix go
-in together (BSM's solve calls differ only in the criterion) and the engine's prefix cache hits.
+taken from the pool ordered by node and then by example, so that requests sharing a prefix go in
+together and the engine's prefix cache hits: one example's instances of a node differ only in
+their loop item (BSM's solve calls differ only in the criterion), a perturbed copy follows its
+original, and every example's prompt starts with the template's own text. (Sorting by prompt
+text groups no better and costs a comparison of long shared prefixes at every heap step.)
+Earlier examples go first, so they finish and leave memory sooner.
 
 Each finished request is committed to the call cache the moment the engine hands it back, before
 anything that depends on it runs: after kill -9 only requests still in flight can be repeated.
@@ -35,6 +39,9 @@ from s2c.compiler.templates import RENDER_ERRORS
 from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineFailure, Request
 from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
+
+
+GC_SECONDS = 5.0  # the cyclic GC's period during a run
 
 
 @dataclass(frozen=True)
@@ -108,13 +115,6 @@ class _Example:
         self.failed: dict[str, Failed] = {}
 
 
-def _reads(request: Request) -> str:
-    """What the model reads, as the pool's sort key: shared prefixes sort side by side."""
-    if request.messages is not None:
-        return "\x00".join(m.content for m in request.messages)
-    return request.prompt or ""
-
-
 class TooManyErrors(Exception):
     def __init__(self, errors: int, limit: int):
         super().__init__(f"{errors} examples failed (--max-errors {limit}); stopping the run")
@@ -150,17 +150,17 @@ class Executor:
         """rows: (example id, row) or (example id, row, tag), already validated. Finished examples
         go to the store; the totals come back."""
         self.ready: list = []
-        self.pool: list[tuple[int, str, int, _Pending]] = []  # heap: node rank, prompt, arrival
+        self.pool: list[tuple[int, int, int, _Pending]] = []  # heap: node rank, example, arrival
         self.arrivals = 0
         self.active = 0
         source = iter(rows)
         seq = 0
         exhausted = False
         collecting = gc.isenabled()
-        if collecting:  # what a run allocates lives for one example or for the whole run: scanning
-            gc.freeze()  # the long-lived objects again and again cost ~40 % of the per-call CPU
-            threshold = gc.get_threshold()
-            gc.set_threshold(50_000, 50, 1000)
+        if collecting:  # the cyclic GC, run on allocation counts, cost ~40 % of the per-call CPU, and
+            gc.freeze()  # an example's objects form no cycles: they go when it is written out. So
+            gc.disable()  # the long-lived objects are set aside and the GC runs on a clock
+            last_gc = time.monotonic()  # instead, for any cycles that others (an engine) make
         try:
             while True:
                 while not exhausted and self.active < self.options.examples:
@@ -176,14 +176,17 @@ class Executor:
                 self._feed()
                 if self.engine.pending():
                     self._collect()
+                    if collecting and time.monotonic() - last_gc > GC_SECONDS:
+                        gc.collect()
+                        last_gc = time.monotonic()
                 elif self.active == 0 and exhausted:
                     break
                 elif self.active >= self.options.examples or exhausted:
                     raise RuntimeError(f"executor stalled: {self.active} examples active, nothing to run")
         finally:
             if collecting:
-                gc.set_threshold(*threshold)
                 gc.unfreeze()
+                gc.enable()
         return self.totals
 
     def _admit(self, seq: int, item: tuple):
@@ -274,7 +277,7 @@ class Executor:
             item = self._request(ex, node, p, tr)
             if item is not None:
                 self.arrivals += 1
-                heapq.heappush(self.pool, (self.rank[node.id], _reads(item.request), self.arrivals, item))
+                heapq.heappush(self.pool, (self.rank[node.id], ex.seq, self.arrivals, item))
                 waiting += 1
         if waiting:
             ex.pending[node.id] = waiting

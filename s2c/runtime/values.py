@@ -23,16 +23,11 @@ class ExampleValues:
 
     # ------------------------------------------------------------ reading
     def lookup(self, ref: ir.Ref, prefix: tuple, ctx_loops: tuple[str, ...]):
-        if isinstance(ref, ir.NodeRef):
-            node = self.cp.nodes[ref.node]
-            k = ir.common_prefix(node.loops, ctx_loops)
-            return self.assemble(node, prefix[:k])
-        loop = self.cp.loops[ref.loop]
-        level = ctx_loops.index(loop.id)
-        items = self.lookup(loop.iterable, prefix[:level], loop.loops)
-        if isinstance(items, Failed):
-            return items
-        return items[prefix[level]]
+        """The value `ref` names, read from inside `ctx_loops` at index `prefix`."""
+        read = self.cp.readers.get((ref, ctx_loops))
+        if read is None:
+            read = self.cp.readers[(ref, ctx_loops)] = _reader(self.cp, ref, ctx_loops)
+        return read(self, prefix)
 
     def assemble(self, node: ir.Node, p: tuple):
         if len(p) == len(node.loops):
@@ -108,6 +103,33 @@ class ExampleValues:
                 return depends_on(bad)
             out[var] = v
         return out
+
+
+def _reader(cp: ir.CheckedProgram, ref: ir.Ref, ctx_loops: tuple[str, ...]):
+    """How to read `ref` from inside `ctx_loops`, worked out once per program and place (a
+    run reads the same references millions of times): a function of (values, index)."""
+    if isinstance(ref, ir.NodeRef):
+        node = cp.nodes[ref.node]
+        k = ir.common_prefix(node.loops, ctx_loops)
+        if k < len(node.loops):  # read from outside some of its loops: a (nested) list
+            return lambda vals, prefix: vals.assemble(node, prefix[:k])
+        nid = node.id
+
+        def one(vals, prefix):
+            p = prefix[:k]
+            inst = vals.store.get(nid)
+            if inst is None or p not in inst:
+                raise KeyError(f"{nid}{list(p)} read before it was computed")  # scheduler bug
+            return inst[p]
+        return one
+    loop = cp.loops[ref.loop]
+    level = ctx_loops.index(loop.id)
+    iterable = _reader(cp, loop.iterable, loop.loops)
+
+    def item(vals, prefix):
+        items = iterable(vals, prefix[:level])
+        return items if isinstance(items, Failed) else items[prefix[level]]
+    return item
 
 
 def depends_on(bad: Failed) -> Failed:
