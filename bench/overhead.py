@@ -21,6 +21,7 @@ from pathlib import Path
 
 PLAN = "1. Helpfulness: is it helpful\n2. Accuracy: is it right\n3. Relevance\n4. Clarity\n5. Depth"
 HERE = Path(__file__).parent
+KEY = 160  # characters of a BSM prompt that tell its three templates apart
 
 
 def bench(n: int, cache: bool, window: int) -> dict:
@@ -41,14 +42,13 @@ def bench(n: int, cache: bool, window: int) -> dict:
 
         def generate(self, requests):
             self.requests += len(requests)
-            out = []
-            for r in requests:
-                text = r.messages[-1].content
-                reply = PLAN if "Evaluation Plan" in text else ("[[A]]" if "[Evaluation of" in text else "7\n5")
-                out.append([Completion(reply, 100, 5)] * r.sampling.n)
-            return out
+            return [[REPLY[r.messages[-1].content[:KEY]]] * r.sampling.n for r in requests]
 
     cp = load_program("bsm.s2")
+    # the reply by prompt (branch, solve, merge), told apart by their fixed first words
+    REPLY = {cp.nodes[n].prompt.value[:KEY]: Completion(text, 100, 5)
+             for n, text in (("branch", PLAN), ("solve", "7\n5"), ("merge", "[[A]]"))}
+    assert len(REPLY) == 3
     rows = ((f"q{i}", {"question": f"Question number {i}?", "response_a": f"a {i}", "response_b": f"b {i}"})
             for i in range(n))
     tmp = Path(tempfile.mkdtemp())

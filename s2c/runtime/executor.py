@@ -212,43 +212,41 @@ class Executor:
     def _collect(self):
         t0 = time.perf_counter()
         finished = self.engine.collect()
-        dt = (time.perf_counter() - t0) / max(1, len(finished))
+        dt = round((time.perf_counter() - t0) / max(1, len(finished)), 4)
         puts = []
-        done = []
-        for f in finished:
-            it: _Pending = f.tag
-            res = f.result
-            st = self.stats[it.node.id]
+        for it, res, retries in finished:
+            node = it.node
+            st = self.stats[node.id]
             st.engine_calls += 1
             st.seconds += dt
-            for reason in f.retries:
+            for reason in retries:
                 st.retries[reason] += 1
             it.ex.calls += 1
-            it.trace["seconds"] = round(dt, 4)
-            n = it.node.sampling.n
+            it.trace["seconds"] = dt
             if isinstance(res, EngineFailure):
-                failed = Failed(f"engine: {res.reason}", it.node.id)
-                self._fail_instance(it.ex, it.node, it.prefix, it.trace, failed)
+                self._fail_instance(it.ex, node, it.prefix, it.trace, Failed(f"engine: {res.reason}", node.id))
+                tokens = 0
             else:
-                missing = [i for i in range(n) if i not in it.have]
+                n, have = node.sampling.n, it.have
+                missing = [i for i in range(n) if i not in have] if have else range(n)
                 for i, c in zip(missing, res):
-                    it.have[i] = c
+                    have[i] = c
                     if it.key is not None:
-                        puts.append((it.key, i, c, self.models[it.node.role]))
-                if len(it.have) < n:
-                    short = Failed(f"engine returned {len(res)} of {len(missing)} samples", it.node.id)
-                    self._fail_instance(it.ex, it.node, it.prefix, it.trace, short)
+                        puts.append((it.key, i, c, self.models[node.role]))
+                if len(have) < n:
+                    short = Failed(f"engine returned {len(res)} of {len(missing)} samples", node.id)
+                    self._fail_instance(it.ex, node, it.prefix, it.trace, short)
                 else:
-                    self._complete(it.ex, it.node, it.prefix, [it.have[i] for i in range(n)], it.trace,
-                                   cached=n - len(missing))
+                    self._complete(it.ex, node, it.prefix, res if len(missing) == n == len(res) else [have[i] for i in range(n)],
+                                   it.trace, cached=n - len(missing))
+                tokens = sum(c.completion_tokens for c in res)
             if self.progress:
-                self.progress.advance(it.node.id, 0 if isinstance(res, EngineFailure) else
-                                      sum(c.completion_tokens for c in res))
-            done.append(it)
+                self.progress.advance(node.id, tokens)
         self.cache.put_many(puts)  # committed before anything downstream runs
-        for it in done:
-            it.ex.pending[it.node.id] -= 1
-            if it.ex.pending[it.node.id] == 0:
+        for it, _, _ in finished:
+            pending = it.ex.pending
+            pending[it.node.id] -= 1
+            if pending[it.node.id] == 0:
                 self._done(it.ex, it.node)
 
     # ------------------------------------------------------------ nodes

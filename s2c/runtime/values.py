@@ -98,9 +98,10 @@ class ExampleValues:
         out = {}
         for var, ref in node.vars.items():
             v = self.lookup(ref, prefix, node.loops)
-            bad = find_failed(v)
-            if bad is not None:
-                return depends_on(bad)
+            if type(v) is not str:  # most values are text: nothing to look into
+                bad = find_failed(v)
+                if bad is not None:
+                    return depends_on(bad)
             out[var] = v
         return out
 

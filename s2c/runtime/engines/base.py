@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from s2c.calls import Completion, EngineFailure, Message, Request, Result, Sampling
 
@@ -28,8 +28,7 @@ __all__ = ["Completion", "EngineFailure", "Message", "Request", "Result", "Sampl
            "EngineError", "Engine", "Streaming", "BatchStream"]
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):  # a tuple: made once per call, and a frozen dataclass costs 3x more
     """One submitted request, finished."""
 
     tag: Hashable
