@@ -1,36 +1,47 @@
-"""s2c vs a naive loop vs a hand-written batched script, on the same inputs, one vLLM engine.
+"""s2c vs a hand-written per-stage script vs a naive loop, on the same inputs, one vLLM engine.
 
-    python bench/scheduler.py --inputs 64 --max-tokens 32 --programs bsm rar_2step
+    python bench/scheduler.py --inputs 64 --max-tokens 64 --programs bsm rar_2step --repeats 3 \
+        --plot docs/img/scheduler-load.png
 
-Three ways, same prompts (rendered from the same .s2 templates), same sampling, the same
-vllm.LLM, prefix cache reset between ways:
-  s2c        the Executor (dataflow, engine chunks of --chunk requests, no call cache)
-  naive      each example's calls one after another, one request per LLM call
-  batched    a hand-written script: each stage's prompts for all examples in one LLM.chat call
-Reports wall time, calls, generated tokens, tokens/s and the ratios, as JSON lines.
---max-tokens caps every call's budget so the naive way finishes on a CPU.
+Same prompts (rendered from the same .s2 templates), same greedy sampling, the same vllm.LLM,
+its prefix cache reset before every run:
+  s2c        the Executor: each example's next calls join the engine's batch as soon as their
+             own inputs are done (a window of --window requests, no call cache)
+  batched    a hand-written script: stage by stage, every example's prompts of a stage in one
+             batch, and the next stage starts when the whole batch is back
+  naive      each example's calls one after another (--naive, once per program: slow)
+s2c and batched run --repeats times each, interleaved (their order alternates), and are judged
+by their medians. Reported per run: wall time, calls, generated tokens, the prefix-cache hit
+rate per node (prompt tokens vLLM's prefix cache served), how many examples' outputs and how
+many calls' texts differ from batched's on the same inputs; and a load trace (requests vLLM is
+running, sampled every 0.1 s) that --plot draws for the last run of each way.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import statistics
 import time
+from collections import defaultdict
 
 from s2c.compiler import ir
 from s2c.compiler.pipeline import load_program
-from s2c.compiler.templates import render
+from s2c.compiler.system1 import render_request
 from s2c.data import load_source
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines import make_engine
-from s2c.runtime.engines.base import Message, Request
+from s2c.runtime.engines.base import Streaming
 from s2c.runtime.executor import Executor, RunOptions
-from s2c.runtime.values import ExampleValues
+from s2c.runtime.values import ExampleValues, to_json
 
 
-def capped(cp: ir.CheckedProgram, max_tokens: int) -> ir.CheckedProgram:
+def capped(cp: ir.CheckedProgram, max_tokens: int, seed: int) -> ir.CheckedProgram:
+    """Every call's budget capped; sampled calls seeded, so that the ways can be compared."""
     for node in cp.llm_nodes():
-        node.sampling = dataclasses.replace(node.sampling, max_tokens=min(node.sampling.max_tokens, max_tokens))
+        s = node.sampling
+        node.sampling = dataclasses.replace(s, max_tokens=min(s.max_tokens, max_tokens),
+                                            seed=s.seed if s.seed is not None or s.temperature <= 0 else seed)
     return cp
 
 
@@ -46,128 +57,194 @@ def inputs_for(name: str, n: int) -> list[tuple[str, dict]]:
     return [(r["id"], {"question": r["question"]}) for r in rows]
 
 
-def reset(engine):
-    for llm in engine._llms.values():
-        llm.reset_prefix_cache()
-
-
-def way_s2c(cp, rows, engine, chunk):
-    """The executor streaming into the engine (window of `chunk` requests), no call cache."""
-    ex = Executor(cp, engine, cache=CallCache(None), options=RunOptions(window=chunk))
-    totals = ex.run(rows)
-    calls = sum(s.engine_calls for s in ex.stats.values())
-    tokens = sum(s.generated_tokens for s in ex.stats.values())
-    return calls, tokens, totals
-
-
-class _Counting:
-    """Wraps the engine to count calls and tokens for the hand-written ways."""
+class Monitored(Streaming):
+    """The engine, with a load trace: after every collect (at most every 0.1 s), how many
+    requests vLLM is running. Both ways run through it, so they are measured alike."""
 
     def __init__(self, engine):
-        self.engine, self.calls, self.tokens = engine, 0, 0
+        self.engine, self.name = engine, engine.name
+        self.trace: list[tuple[float, int, int]] = []
+        self.t0 = self.last = 0.0
 
-    def generate(self, reqs):
-        out = self.engine.generate(reqs)
-        self.calls += len(reqs)
-        self.tokens += sum(c.completion_tokens for r in out if isinstance(r, list) for c in r)
-        return out
+    def start(self):
+        self.trace, self.t0, self.last = [], time.monotonic(), 0.0
 
+    def model_id(self, role="default"):
+        return self.engine.model_id(role)
 
-def _stage_requests(cp, node, vals: ExampleValues):
-    """The requests one node needs for one example, rendered like s2c renders them."""
-    insts = vals.instances(node)
-    reqs = []
-    for p in insts:
-        v = vals.template_vars(node, p)
-        prompt = render(node.prompt.value, v)
-        reqs.append((p, Request(messages=(Message("user", prompt),), sampling=node.sampling)))
-    return reqs
+    def submit(self, tag, request):
+        self.engine.submit(tag, request)
 
+    def pending(self):
+        return self.engine.pending()
 
-def _run_transforms(cp, vals, upto_rank, order):
-    for nid in order:
-        node = cp.nodes[nid]
-        if node.kind == "transform" and nid not in vals.store:
-            try:
-                for p in vals.instances(node):
-                    vals.set(nid, p, vals.eval(node.expr, p, node.loops, nid))
-            except KeyError:
-                pass  # needs an LLM node not run yet
+    def batch_state(self):
+        return self.engine.batch_state()
+
+    def collect(self):
+        done = self.engine.collect()
+        now = time.monotonic()
+        if now - self.last >= 0.1:
+            self.last = now
+            state = self.engine.batch_state() or {}
+            self.trace.append((round(now - self.t0, 2), state.get("running", 0), state.get("waiting", 0)))
+        return done
 
 
-def way_naive(cp, rows, engine, order):
-    eng = _Counting(engine)
-    for _, row in rows:
-        vals = ExampleValues(cp, row)
-        for nid in order:
-            node = cp.nodes[nid]
-            if node.kind == "llm":
-                for p, req in _stage_requests(cp, node, vals):  # one call at a time
-                    (res,) = eng.generate([req])
-                    texts = [c.text for c in res]
-                    vals.set(nid, p, texts if node.sampling.n > 1 else texts[0])
-            else:
-                for p in vals.instances(node):
-                    vals.set(nid, p, vals.eval(node.expr, p, node.loops, nid))
-    return eng.calls, eng.tokens
+class Outputs:
+    """Stands in for the run store: keeps each example's outputs and LLM texts for comparing."""
+
+    def __init__(self, cp):
+        self.llm = {n.id for n in cp.llm_nodes()}
+        self.outputs, self.texts = {}, {}
+
+    def add(self, seq, ex_id, source, variant, status, record, state, tag=None):
+        self.outputs[ex_id] = record["outputs"]
+        self.texts[ex_id] = {nid: {tuple(p): v for p, v in inst} for nid, inst in state.items() if nid in self.llm}
 
 
-def way_batched(cp, rows, engine, order):
-    """What a careful person writes by hand: stage by stage, all examples' prompts at once."""
-    eng = _Counting(engine)
+def way_s2c(cp, rows, engine, window):
+    """The executor streaming into the engine, no call cache."""
+    kept = Outputs(cp)
+    ex = Executor(cp, engine, cache=CallCache(None), options=RunOptions(window=window), store=kept)
+    ex.run(rows)
+    prefix = {nid: (s.prefix_cached_tokens, s.engine_prompt_tokens) for nid, s in ex.stats.items() if s.engine_calls}
+    calls = sum(s.engine_calls for s in ex.stats.values())
+    tokens = sum(s.generated_tokens for s in ex.stats.values())
+    return calls, tokens, prefix, kept.outputs, kept.texts
+
+
+def _stage(cp, node, vals: ExampleValues):
+    """One node's requests for one example, rendered as s2c renders them."""
+    return [(p, render_request(node, vals.template_vars(node, p))) for p in vals.instances(node)]
+
+
+def _by_hand(cp, rows, engine, order, batch_of):
+    """Run the program by hand; `batch_of(node, allvals)` yields the groups sent together."""
     allvals = [ExampleValues(cp, row) for _, row in rows]
+    calls = tokens = 0
+    prefix = defaultdict(lambda: [0, 0])
     for nid in order:
         node = cp.nodes[nid]
-        if node.kind == "llm":
-            batch, where = [], []
-            for k, vals in enumerate(allvals):
-                for p, req in _stage_requests(cp, node, vals):
-                    batch.append(req)
-                    where.append((k, p))
-            for (k, p), res in zip(where, eng.generate(batch)):
-                texts = [c.text for c in res]
-                allvals[k].set(nid, p, texts if node.sampling.n > 1 else texts[0])
-        else:
+        if node.kind != "llm":
             for vals in allvals:
                 for p in vals.instances(node):
                     vals.set(nid, p, vals.eval(node.expr, p, node.loops, nid))
-    return eng.calls, eng.tokens
+            continue
+        for group in batch_of(node, allvals):
+            results = engine.generate([req for _, _, req in group])
+            for (k, p, _), res in zip(group, results):
+                texts = [c.text for c in res]
+                allvals[k].set(nid, p, texts if node.sampling.n > 1 else texts[0])
+                calls += 1
+                tokens += sum(c.completion_tokens for c in res)
+                prefix[nid][0] += res[0].cached_tokens
+                prefix[nid][1] += res[0].prompt_tokens
+    outputs = {ex_id: to_json({o: vals.lookup(ref, (), ()) for o, ref in cp.outputs.items()})
+               for (ex_id, _), vals in zip(rows, allvals)}
+    texts = {ex_id: {n.id: dict(vals.store.get(n.id, {})) for n in cp.llm_nodes()}
+             for (ex_id, _), vals in zip(rows, allvals)}
+    return calls, tokens, {k: tuple(v) for k, v in prefix.items()}, outputs, texts
+
+
+def way_batched(cp, rows, engine, order):
+    """What a careful person writes by hand: each stage's prompts for all examples at once."""
+    def stage(node, allvals):
+        yield [(k, p, req) for k, vals in enumerate(allvals) for p, req in _stage(cp, node, vals)]
+    return _by_hand(cp, rows, engine, order, stage)
+
+
+def way_naive(cp, rows, engine, order):
+    """One call at a time, nothing batched (stage by stage: with one call in the engine at a
+    time the order does not change the time, and the code is the batched way's)."""
+    def one_by_one(node, allvals):
+        for k, vals in enumerate(allvals):
+            for p, req in _stage(cp, node, vals):
+                yield [(k, p, req)]
+    return _by_hand(cp, rows, engine, order, one_by_one)
+
+
+def differ(a_out, a_texts, b_out, b_texts) -> dict:
+    outs = sum(a_out[k] != b_out.get(k) for k in a_out)
+    calls = sum(v != b_texts.get(k, {}).get(nid, {}).get(p)
+                for k, nodes in a_texts.items() for nid, inst in nodes.items() for p, v in inst.items())
+    return {"outputs_differ": outs, "call_texts_differ": calls}
+
+
+def plot(traces: dict, path: str, title: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for way, trace in traces.items():
+        ax.step([t for t, _, _ in trace], [r for _, r, _ in trace], where="post", label=f"{way}: running")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("requests in vLLM's running batch")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--programs", nargs="+", default=["bsm", "rar_2step"])
     ap.add_argument("--inputs", type=int, default=64)
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--chunk", type=int, default=1024)
-    ap.add_argument("--ways", nargs="+", default=["s2c", "batched", "naive"])
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--window", type=int, default=1024, help="s2c: requests in the engine at once")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--naive", action="store_true", help="also the naive way, once per program (slow)")
+    ap.add_argument("--block-size", type=int, default=None, help="vLLM's KV block size (prefix-cache granularity)")
+    ap.add_argument("--seed", type=int, default=1234, help="the seed of every sampled call (both ways)")
+    ap.add_argument("--plot", default=None, help="PNG: the load trace of the first program's last runs")
+    ap.add_argument("--traces", default=None, help="JSON: every run's load trace")
     a = ap.parse_args()
-    engine = make_engine("vllm", None)
+    engine = Monitored(make_engine("vllm", None, **({"block_size": a.block_size} if a.block_size else {})))
+    all_traces = {}
     try:
         for name in a.programs:
-            cp = capped(load_program(f"{name}.s2"), a.max_tokens)
+            cp = capped(load_program(f"{name}.s2"), a.max_tokens, a.seed)
             order = [n for n in cp.nodes if cp.nodes[n].kind != "input"]
             rows = inputs_for(name, a.inputs)
-            times = {}
-            for way in a.ways:
-                reset(engine)
+            ways = {"s2c": lambda: way_s2c(cp, rows, engine, a.window),
+                    "batched": lambda: way_batched(cp, rows, engine, order),
+                    "naive": lambda: way_naive(cp, rows, engine, order)}
+            plan = [w for r in range(a.repeats) for w in (("s2c", "batched") if r % 2 == 0 else ("batched", "s2c"))]
+            plan += ["naive"] if a.naive else []
+            seconds, last, kept = defaultdict(list), {}, []
+            for i, way in enumerate(plan):
+                for llm in engine.engine._llms.values():
+                    llm.reset_prefix_cache()
+                engine.start()
                 t0 = time.perf_counter()
-                if way == "s2c":
-                    calls, tokens, _ = way_s2c(cp, rows, engine, a.chunk)
-                elif way == "naive":
-                    calls, tokens = way_naive(cp, rows, engine, order)
-                else:
-                    calls, tokens = way_batched(cp, rows, engine, order)
+                calls, tokens, prefix, outputs, texts = ways[way]()
                 dt = time.perf_counter() - t0
-                times[way] = dt
-                print(json.dumps({"program": name, "way": way, "inputs": len(rows), "max_tokens": a.max_tokens,
-                                  "seconds": round(dt, 1), "calls": calls, "generated_tokens": tokens,
-                                  "tokens_per_second": round(tokens / dt, 1)}), flush=True)
-            if "s2c" in times:
-                print(json.dumps({"program": name, "ratios": {
-                    f"s2c/{w}": round(times["s2c"] / times[w], 3) for w in times if w != "s2c"}}), flush=True)
+                seconds[way].append(dt)
+                last[way] = engine.trace
+                all_traces[f"{name}/{way}/{i}"] = engine.trace
+                kept.append((i, way, outputs, texts))
+                line = {"program": name, "way": way, "run": i, "inputs": len(rows), "max_tokens": a.max_tokens,
+                        "seconds": round(dt, 1), "calls": calls, "generated_tokens": tokens,
+                        "tokens_per_second": round(tokens / dt, 1),
+                        "prefix_cache_hit_rate": {nid: round(c / p, 3) if p else None for nid, (c, p) in prefix.items()},
+                        "peak_running": max((r for _, r, _ in engine.trace), default=0)}
+                print(json.dumps(line), flush=True)
+            ref = next((o, t) for _, w, o, t in kept if w == "batched")
+            print(json.dumps({"program": name, "differ_from_first_batched_run": {
+                f"{w}/{i}": differ(o, t, *ref) for i, w, o, t in kept}}), flush=True)
+            med = {w: statistics.median(v) for w, v in seconds.items()}
+            print(json.dumps({"program": name, "medians": {w: round(v, 1) for w, v in med.items()},
+                              "ratios": {f"s2c/{w}": round(med["s2c"] / v, 3) for w, v in med.items() if w != "s2c"}}),
+                  flush=True)
+            if a.plot and name == a.programs[0]:
+                plot({w: last[w] for w in ("s2c", "batched") if w in last}, a.plot,
+                     f"{name}, {len(rows)} inputs, max_tokens {a.max_tokens}: vLLM's running batch")
     finally:
-        engine.close()
+        engine.engine.close()
+    if a.traces:
+        with open(a.traces, "w") as f:
+            json.dump(all_traces, f)
 
 
 if __name__ == "__main__":

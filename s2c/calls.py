@@ -57,6 +57,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = "stop"
+    cached_tokens: int = 0  # prompt tokens the engine's prefix cache served (vLLM reports them)
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,26 @@ def test_run_on_vllm_then_the_same_command_makes_no_engine_call(tmp_path, capsys
 def test_compile_rar_2step_on_coin_flip_writes_system1_rows(tmp_path):
     datasets = pytest.importorskip("datasets")
     out = tmp_path / "rar"
-    assert main(["compile", "rar_2step.s2", "--data", "coin_flip", "--limit", "4", "--engine", "vllm",
-                 "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")]) == 0
+    args = ["compile", "rar_2step.s2", "--data", "coin_flip", "--limit", "4", "--engine", "vllm",
+            "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")]
+    assert main(args) == 0
+    # streamed across stages (each example's response joins as soon as its rephrasing is back):
+    # vLLM's batch over time is in load.csv, its prefix-cache hits per node in summary.json
+    load = (out / "run" / "load.csv").read_text().splitlines()
+    assert load[0] == "seconds,in_flight,running,waiting"
+    assert load[1:] and all(line.split(",")[2].isdigit() for line in load[1:])
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    prefix = summary["nodes"]["response"]["prefix_cache"]
+    assert prefix["prompt_tokens"] > 0 and 0 <= prefix["cached_tokens"] <= prefix["prompt_tokens"]
+    first = [(t["example_id"], t["outputs"], t["nodes"]) for t in RunStore.open(out / "run").traces()]
+    rows_first = (out / "train.jsonl").read_text()
+    assert main(args) == 0  # a rerun is served by the call cache: the same outputs, no engine call
+    again = [(t["example_id"], t["outputs"], t["nodes"]) for t in RunStore.open(out / "run").traces()]
+    assert json.loads((out / "run" / "summary.json").read_text())["engine_calls"] == 0
+    assert [(i, o) for i, o, _ in again] == [(i, o) for i, o, _ in first]
+    assert [[inst.get("completions") for n in nodes.values() for inst in n["instances"]] for _, _, nodes in again] == \
+           [[inst.get("completions") for n in nodes.values() for inst in n["instances"]] for _, _, nodes in first]
+    assert (out / "train.jsonl").read_text() == rows_first
     report = json.loads((out / "report.json").read_text())
     assert report["inputs"] == 4
     assert report["kept"] + report["failed"] + report["unparsed"] + sum(report["dropped_per_rule"].values()) == 4

@@ -110,6 +110,19 @@ def test_prefix_cache_hits_are_counted(engine):
     assert after["cached_tokens"] - before["cached_tokens"] >= 256  # the second reuses the story
     hits = after["cached_tokens"] - before["cached_tokens"]
     assert judge_after["cached_tokens"] - judge_before["cached_tokens"] == hits  # both were judge's
+    assert first.cached_tokens + second.cached_tokens == hits and second.cached_tokens >= 256  # per call too
+
+
+def test_batch_state_reports_what_vllm_is_running(engine):
+    for i in range(3):
+        engine.submit(f"long{i}", chat(f"Count from 1 to 100, story {i}.", max_tokens=64))
+    engine.submit("short", chat("Say yes.", max_tokens=1))
+    first = engine.collect()
+    assert [f.tag for f in first] == ["short"]  # one token: done while the long ones run
+    assert engine.batch_state()["running"] >= 1
+    while engine.pending():
+        engine.collect()
+    assert engine.batch_state() == {"running": 0, "waiting": 0}
 
 
 def test_n_samples_with_temperature(engine):

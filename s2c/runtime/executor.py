@@ -42,6 +42,7 @@ from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
 
 
 GC_SECONDS = 5.0  # the cyclic GC's period during a run
+LOAD_SECONDS = 0.25  # the utilisation log's period
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class NodeStats:
     cache_hits: int = 0  # completions served from the cache
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    engine_prompt_tokens: int = 0  # prompt tokens of the calls the engine served (not the call cache)
+    prefix_cached_tokens: int = 0  # of those, what the engine's prefix cache served (vLLM)
     seconds: float = 0.0
     failed: Counter = field(default_factory=Counter)  # reason -> instances that failed here
     unparsed: Counter = field(default_factory=Counter)  # reason -> instances whose parse found nothing
@@ -71,6 +74,9 @@ class NodeStats:
         return {
             "engine_calls": self.engine_calls, "samples": self.samples, "cache_hits": self.cache_hits,
             "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
+            "prefix_cache": {"prompt_tokens": self.engine_prompt_tokens, "cached_tokens": self.prefix_cached_tokens,
+                             "hit_rate": round(self.prefix_cached_tokens / self.engine_prompt_tokens, 3)
+                             if self.engine_prompt_tokens else None},
             "seconds": round(self.seconds, 3),
             "failed": sum(self.failed.values()), "failures": dict(self.failed),
             "unparsed": sum(self.unparsed.values()), "unparsed_reasons": dict(self.unparsed),
@@ -123,13 +129,14 @@ class TooManyErrors(Exception):
 
 class Executor:
     def __init__(self, cp: ir.CheckedProgram, engine, *, cache: CallCache | None = None,
-                 options: RunOptions = RunOptions(), store=None, progress=None):
+                 options: RunOptions = RunOptions(), store=None, progress=None, load_log=None):
         self.cp = cp
         self.engine = engine
         self.cache = cache or CallCache(None)
         self.options = options
         self.store = store  # RunStore (or anything with .add(...)): gets each finished example
         self.progress = progress
+        self.load_log = load_log  # a text file: the engine's load over time (CSV), or None
         self.stats: dict[str, NodeStats] = defaultdict(NodeStats)
         self.totals = RunTotals()
         self._plan()
@@ -156,6 +163,9 @@ class Executor:
         source = iter(rows)
         seq = 0
         exhausted = False
+        t_start = last_load = time.monotonic()
+        if self.load_log is not None:
+            self.load_log.write("seconds,in_flight,running,waiting\n")
         collecting = gc.isenabled()
         if collecting:  # the cyclic GC, run on allocation counts, cost ~40 % of the per-call CPU, and
             gc.freeze()  # an example's objects form no cycles: they go when it is written out. So
@@ -176,6 +186,9 @@ class Executor:
                 self._feed()
                 if self.engine.pending():
                     self._collect()
+                    if self.load_log is not None and time.monotonic() - last_load >= LOAD_SECONDS:
+                        last_load = time.monotonic()
+                        self._log_load(last_load - t_start)
                     if collecting and time.monotonic() - last_gc > GC_SECONDS:
                         gc.collect()
                         last_gc = time.monotonic()
@@ -188,6 +201,12 @@ class Executor:
                 gc.unfreeze()
                 gc.enable()
         return self.totals
+
+    def _log_load(self, t: float):
+        """One line of the utilisation log: requests in the engine as s2c counts them (submitted,
+        not collected) and, when the engine can say, what its scheduler is running and holding."""
+        state = self.engine.batch_state() or {}
+        self.load_log.write(f"{t:.2f},{self.engine.pending()},{state.get('running', '')},{state.get('waiting', '')}\n")
 
     def _admit(self, seq: int, item: tuple):
         ex_id, row = item[0], item[1]
@@ -240,6 +259,9 @@ class Executor:
                     self._complete(it.ex, node, it.prefix, res if len(missing) == n == len(res) else [have[i] for i in range(n)],
                                    it.trace, cached=n - len(missing))
                 tokens = sum(c.completion_tokens for c in res)
+                if res:
+                    st.engine_prompt_tokens += res[0].prompt_tokens  # read once per call
+                    st.prefix_cached_tokens += res[0].cached_tokens
             if self.progress:
                 self.progress.advance(node.id, tokens)
         self.cache.put_many(puts)  # committed before anything downstream runs

@@ -6,6 +6,8 @@ A run directory holds:
                  so a killed run keeps them; `s2c trace RUN` reads it (runtime/store.py)
   summary.json   totals and per-node figures (written at the end, also when a run is stopped)
   rows.json      rows that were skipped, with why
+  load.csv       the engine's load every quarter second: requests in flight (s2c's count) and,
+                 with vLLM, how many its scheduler runs in the batch and holds waiting
 """
 from __future__ import annotations
 
@@ -89,6 +91,7 @@ class RunOutcome:
             store.close()
 
 
+LOAD_LOG = "load.csv"
 EXIT_ALL_FAILED = 3  # a run in which every example failed (exit codes: 0 ok, 1 bad input, 2 usage)
 
 
@@ -107,7 +110,8 @@ def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str |
     store = RunStore.create(run_dir, cp, {"program_file": cp.program.file, "engine": getattr(engine, "name", "?"),
                                           "adapter": options.adapter, **(meta or {})})
     bars = _Progress(cp, console) if progress else None
-    ex = Executor(cp, engine, cache=cache, options=options, store=store, progress=bars)
+    load_log = open(run_dir / LOAD_LOG, "w", encoding="utf-8")
+    ex = Executor(cp, engine, cache=cache, options=options, store=store, progress=bars, load_log=load_log)
     t0 = time.time()
     stopped = None
     try:
@@ -122,6 +126,7 @@ def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str |
     finally:
         if bars:
             bars.stop()
+        load_log.close()
         store.close()
         skipped = list(skipped) + [f"duplicate id '{i}': the first row with this id was kept" for i in store.duplicates]
         summary = summarize(cp, engine, ex, len(skipped), time.time() - t0, options, meta, stopped)

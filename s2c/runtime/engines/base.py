@@ -63,11 +63,19 @@ class Engine(Protocol):
         """Serve a batch and wait for all of it; results align with requests."""
         ...
 
+    def batch_state(self) -> dict[str, int] | None:
+        """What the engine is running now, {"running": .., "waiting": ..}, from the engine's own
+        scheduler; None when it cannot say (the utilisation log then has s2c's in-flight count)."""
+        ...
+
     def close(self) -> None: ...
 
 
 class Streaming:
     """`generate` for an engine that implements submit/collect/pending."""
+
+    def batch_state(self) -> dict[str, int] | None:
+        return None
 
     def generate(self, requests: Sequence[Request]) -> list[Result]:
         out: list[Result | None] = [None] * len(requests)
@@ -86,7 +94,11 @@ class Streaming:
 
 
 class BatchStream:
-    """submit/collect/pending for an engine whose natural call is a blocking `generate(batch)`."""
+    """submit/collect/pending for an engine whose natural call is a blocking `generate(batch)`.
+    (So hf keeps its chunks: what was submitted runs as one batch at the next collect.)"""
+
+    def batch_state(self) -> dict[str, int] | None:
+        return None
 
     def submit(self, tag: Hashable, request: Request) -> None:
         self.__dict__.setdefault("_queued", []).append((tag, request))

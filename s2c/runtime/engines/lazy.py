@@ -37,6 +37,9 @@ class LazyEngine(Streaming, RoleModels):
     def pending(self) -> int:
         return self._engine.pending() if self._engine is not None else 0
 
+    def batch_state(self) -> dict[str, int] | None:
+        return self._engine.batch_state() if self._engine is not None else None
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()

@@ -107,6 +107,7 @@ class VLLMEngine(Streaming, RoleModels):
         self.tokens_by_role: dict[str, dict[str, int]] = {}  # role -> the same two counts
         options = dict(
             enable_prefix_caching=True,
+            disable_log_stats=False,  # the scheduler's gauges, for batch_state()
             enforce_eager=cpu if enforce_eager is None else enforce_eager,
             dtype=dtype or ("bfloat16" if cpu else "auto"),
             seed=seed,
@@ -161,6 +162,19 @@ class VLLMEngine(Streaming, RoleModels):
 
     def pending(self) -> int:
         return len(self._running) + len(self._failed)
+
+    def batch_state(self) -> dict[str, int] | None:
+        """Requests running and waiting in vLLM's schedulers (all models), from vLLM's metrics."""
+        from vllm.v1.metrics.reader import Gauge
+
+        llm = next(iter(self._llms.values()), None)
+        if llm is None:
+            return None
+        state = {"running": 0, "waiting": 0}
+        for m in llm.get_metrics():  # one registry for every LLM in this process
+            if isinstance(m, Gauge) and m.name in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+                state[m.name.rsplit("_", 1)[1]] += int(m.value)
+        return state
 
     def _finish(self, path: str, out) -> Finished:
         tag, request = self._running.pop((path, out.request_id))
@@ -253,8 +267,9 @@ def _result(out, sampling: Sampling) -> Result:
     if broken:
         return EngineFailure(f"vllm ended the request with finish reason {broken[0]!r}")
     prompt_tokens = len(out.prompt_token_ids or ())
+    cached = out.num_cached_tokens or 0
     completions = [
-        Completion(c.text, prompt_tokens, len(c.token_ids), c.finish_reason or "stop")
+        Completion(c.text, prompt_tokens, len(c.token_ids), c.finish_reason or "stop", cached)
         for c in samples
     ]
     return completions * sampling.n if sampling.temperature <= 0 else completions
