@@ -13,8 +13,9 @@ its prefix cache reset before every run:
 s2c and batched run --repeats times each, interleaved (their order alternates), and are judged
 by their medians. Reported per run: wall time, calls, generated tokens, the prefix-cache hit
 rate per node (prompt tokens vLLM's prefix cache served), how many examples' outputs and how
-many calls' texts differ from batched's on the same inputs; and a load trace (requests vLLM is
-running, sampled every 0.1 s) that --plot draws for the last run of each way.
+many calls' texts differ from the first batched run's on the same inputs and seeds; and a load
+trace (requests vLLM is running, sampled every 0.1 s on a thread: runtime/load.py) that --plot
+draws for the last run of each way.
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from s2c.compiler.system1 import render_request
 from s2c.data import load_source
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines import make_engine
-from s2c.runtime.engines.base import Streaming
 from s2c.runtime.executor import Executor, RunOptions
+from s2c.runtime.load import LoadSampler
 from s2c.runtime.values import ExampleValues, to_json
 
 
@@ -55,40 +56,6 @@ def inputs_for(name: str, n: int) -> list[tuple[str, dict]]:
             out.append((r["id"], {"question": r["question"], "response_a": a, "response_b": b}))
         return out
     return [(r["id"], {"question": r["question"]}) for r in rows]
-
-
-class Monitored(Streaming):
-    """The engine, with a load trace: after every collect (at most every 0.1 s), how many
-    requests vLLM is running. Both ways run through it, so they are measured alike."""
-
-    def __init__(self, engine):
-        self.engine, self.name = engine, engine.name
-        self.trace: list[tuple[float, int, int]] = []
-        self.t0 = self.last = 0.0
-
-    def start(self):
-        self.trace, self.t0, self.last = [], time.monotonic(), 0.0
-
-    def model_id(self, role="default"):
-        return self.engine.model_id(role)
-
-    def submit(self, tag, request):
-        self.engine.submit(tag, request)
-
-    def pending(self):
-        return self.engine.pending()
-
-    def batch_state(self):
-        return self.engine.batch_state()
-
-    def collect(self):
-        done = self.engine.collect()
-        now = time.monotonic()
-        if now - self.last >= 0.1:
-            self.last = now
-            state = self.engine.batch_state() or {}
-            self.trace.append((round(now - self.t0, 2), state.get("running", 0), state.get("waiting", 0)))
-        return done
 
 
 class Outputs:
@@ -200,7 +167,7 @@ def main():
     ap.add_argument("--plot", default=None, help="PNG: the load trace of the first program's last runs")
     ap.add_argument("--traces", default=None, help="JSON: every run's load trace")
     a = ap.parse_args()
-    engine = Monitored(make_engine("vllm", None, **({"block_size": a.block_size} if a.block_size else {})))
+    engine = make_engine("vllm", None, **({"block_size": a.block_size} if a.block_size else {}))
     all_traces = {}
     try:
         for name in a.programs:
@@ -214,21 +181,23 @@ def main():
             plan += ["naive"] if a.naive else []
             seconds, last, kept = defaultdict(list), {}, []
             for i, way in enumerate(plan):
-                for llm in engine.engine._llms.values():
+                for llm in engine._llms.values():
                     llm.reset_prefix_cache()
-                engine.start()
-                t0 = time.perf_counter()
-                calls, tokens, prefix, outputs, texts = ways[way]()
-                dt = time.perf_counter() - t0
+                trace = []
+                with LoadSampler(engine, lambda t, _, running, waiting: trace.append((t, running, waiting)), 0.1):
+                    t0 = time.perf_counter()
+                    calls, tokens, prefix, outputs, texts = ways[way]()
+                    dt = time.perf_counter() - t0
                 seconds[way].append(dt)
-                last[way] = engine.trace
-                all_traces[f"{name}/{way}/{i}"] = engine.trace
+                last[way] = trace
+                all_traces[f"{name}/{way}/{i}"] = trace
                 kept.append((i, way, outputs, texts))
                 line = {"program": name, "way": way, "run": i, "inputs": len(rows), "max_tokens": a.max_tokens,
                         "seconds": round(dt, 1), "calls": calls, "generated_tokens": tokens,
                         "tokens_per_second": round(tokens / dt, 1),
                         "prefix_cache_hit_rate": {nid: round(c / p, 3) if p else None for nid, (c, p) in prefix.items()},
-                        "peak_running": max((r for _, r, _ in engine.trace), default=0)}
+                        "peak_running": max((r for _, r, _ in trace), default=0),
+                        "mean_running": round(statistics.fmean(r for _, r, _ in trace), 1) if trace else None}
                 print(json.dumps(line), flush=True)
             ref = next((o, t) for _, w, o, t in kept if w == "batched")
             print(json.dumps({"program": name, "differ_from_first_batched_run": {
@@ -241,7 +210,7 @@ def main():
                 plot({w: last[w] for w in ("s2c", "batched") if w in last}, a.plot,
                      f"{name}, {len(rows)} inputs, max_tokens {a.max_tokens}: vLLM's running batch")
     finally:
-        engine.engine.close()
+        engine.close()
     if a.traces:
         with open(a.traces, "w") as f:
             json.dump(all_traces, f)

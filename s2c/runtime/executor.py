@@ -42,7 +42,6 @@ from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
 
 
 GC_SECONDS = 5.0  # the cyclic GC's period during a run
-LOAD_SECONDS = 0.25  # the utilisation log's period
 
 
 @dataclass(frozen=True)
@@ -129,14 +128,13 @@ class TooManyErrors(Exception):
 
 class Executor:
     def __init__(self, cp: ir.CheckedProgram, engine, *, cache: CallCache | None = None,
-                 options: RunOptions = RunOptions(), store=None, progress=None, load_log=None):
+                 options: RunOptions = RunOptions(), store=None, progress=None):
         self.cp = cp
         self.engine = engine
         self.cache = cache or CallCache(None)
         self.options = options
         self.store = store  # RunStore (or anything with .add(...)): gets each finished example
         self.progress = progress
-        self.load_log = load_log  # a text file: the engine's load over time (CSV), or None
         self.stats: dict[str, NodeStats] = defaultdict(NodeStats)
         self.totals = RunTotals()
         self._plan()
@@ -163,9 +161,6 @@ class Executor:
         source = iter(rows)
         seq = 0
         exhausted = False
-        t_start = last_load = time.monotonic()
-        if self.load_log is not None:
-            self.load_log.write("seconds,in_flight,running,waiting\n")
         collecting = gc.isenabled()
         if collecting:  # the cyclic GC, run on allocation counts, cost ~40 % of the per-call CPU, and
             gc.freeze()  # an example's objects form no cycles: they go when it is written out. So
@@ -186,9 +181,6 @@ class Executor:
                 self._feed()
                 if self.engine.pending():
                     self._collect()
-                    if self.load_log is not None and time.monotonic() - last_load >= LOAD_SECONDS:
-                        last_load = time.monotonic()
-                        self._log_load(last_load - t_start)
                     if collecting and time.monotonic() - last_gc > GC_SECONDS:
                         gc.collect()
                         last_gc = time.monotonic()
@@ -201,12 +193,6 @@ class Executor:
                 gc.unfreeze()
                 gc.enable()
         return self.totals
-
-    def _log_load(self, t: float):
-        """One line of the utilisation log: requests in the engine as s2c counts them (submitted,
-        not collected) and, when the engine can say, what its scheduler is running and holding."""
-        state = self.engine.batch_state() or {}
-        self.load_log.write(f"{t:.2f},{self.engine.pending()},{state.get('running', '')},{state.get('waiting', '')}\n")
 
     def _admit(self, seq: int, item: tuple):
         ex_id, row = item[0], item[1]

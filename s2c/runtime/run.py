@@ -23,6 +23,7 @@ from s2c.compiler import ir
 from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
 from s2c.runtime.executor import Executor, NodeStats, RunOptions, TooManyErrors
+from s2c.runtime.load import LoadSampler, csv_sink
 from s2c.runtime.store import RunStore
 
 
@@ -110,14 +111,14 @@ def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str |
     store = RunStore.create(run_dir, cp, {"program_file": cp.program.file, "engine": getattr(engine, "name", "?"),
                                           "adapter": options.adapter, **(meta or {})})
     bars = _Progress(cp, console) if progress else None
-    load_log = open(run_dir / LOAD_LOG, "w", encoding="utf-8")
-    ex = Executor(cp, engine, cache=cache, options=options, store=store, progress=bars, load_log=load_log)
+    ex = Executor(cp, engine, cache=cache, options=options, store=store, progress=bars)
     t0 = time.time()
     stopped = None
     try:
         if bars:
             bars.start()
-        ex.run(rows)
+        with open(run_dir / LOAD_LOG, "w", encoding="utf-8") as f, LoadSampler(engine, csv_sink(f)):
+            ex.run(rows)
     except TooManyErrors as e:
         stopped = str(e)
     except KeyboardInterrupt:
@@ -126,7 +127,6 @@ def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str |
     finally:
         if bars:
             bars.stop()
-        load_log.close()
         store.close()
         skipped = list(skipped) + [f"duplicate id '{i}': the first row with this id was kept" for i in store.duplicates]
         summary = summarize(cp, engine, ex, len(skipped), time.time() - t0, options, meta, stopped)
