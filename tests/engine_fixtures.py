@@ -175,3 +175,22 @@ def chat_response(texts: list[str], prompt_tokens: int = 3, completion_tokens: i
         ],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": total},
     }
+
+
+def judge_script(bias_a: set[str]):
+    """A fake BSM judge: prefers the response that says 'good'; for questions in `bias_a` it
+    always answers [[A]] (position bias), which the swap rule must catch."""
+
+    def script(req, i):
+        t = req.messages[-1].content
+        if "Evaluation Plan" in t:
+            return "1. Helpfulness (branch-zeta)\n2. Accuracy (branch-eta)"
+        if "Evaluation of" in t and "[Evaluation of" not in t:
+            return "A: 6\nB: 6 (solve-theta)"
+        q = t.split("[User Question]\n")[1].split("\n")[0]
+        if q in bias_a:
+            return "merge-iota says [[A]]"
+        a = t.split("[The Start of Assistant A's Answer]\n")[1].split("\n")[0]
+        return "merge-kappa: [[A]]" if "good" in a else "merge-kappa: [[B]]"
+
+    return script

@@ -5,38 +5,20 @@ import json
 from pathlib import Path
 
 import pytest
+from engine_fixtures import judge_script
 
 from s2c.compiler.pipeline import load_program
 from s2c.distill.compile import compile_program
 from s2c.distill.curate import normalize
+from s2c.distill.write import split_of
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine
 from s2c.runtime.run import validate_rows
 from s2c.runtime.store import RunStore
-from s2c.distill.write import split_of
 
 HERE = Path(__file__).parent
 TWO_STEP = HERE / "fixtures" / "programs" / "two_step.s2"
 SAMPLES = HERE / "fixtures" / "programs" / "samples.s2"
-
-
-def judge_script(bias_a: set[str]):
-    """A fake BSM judge: prefers the response that says 'good'; for questions in `bias_a` it
-    always answers [[A]] (position bias), which the swap rule must catch."""
-
-    def script(req, i):
-        t = req.messages[-1].content
-        if "Evaluation Plan" in t:
-            return "1. Helpfulness (branch-zeta)\n2. Accuracy (branch-eta)"
-        if "Evaluation of" in t and "[Evaluation of" not in t:
-            return "A: 6\nB: 6 (solve-theta)"
-        q = t.split("[User Question]\n")[1].split("\n")[0]
-        if q in bias_a:
-            return "merge-iota says [[A]]"
-        a = t.split("[The Start of Assistant A's Answer]\n")[1].split("\n")[0]
-        return "merge-kappa: [[A]]" if "good" in a else "merge-kappa: [[B]]"
-
-    return script
 
 
 def rows_of(cp, raw):

@@ -21,7 +21,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+from engine_fixtures import judge_script
 
 import s2c.runtime.engines as engines
 from s2c.cli import EXIT_INTERNAL, main
@@ -75,22 +75,10 @@ def bsm_rows(n=6) -> list[dict]:
              "response_b": ("a bad answer ✗" if i % 2 else "a good answer ✓") + "\nünïcode"} for i in range(n)]
 
 
-def bsm_judge(req, i):
-    """test_compile.py's judge: prefers the response whose first line says 'good', whatever its
-    position, so every verdict survives the swap and every example is kept."""
-    t = req.messages[-1].content
-    if "Evaluation Plan" in t:
-        return "1. Helpfulness\n2. Accuracy"
-    if "Evaluation of" in t and "[Evaluation of" not in t:
-        return "A: 6\nB: 6"
-    a = t.split("[The Start of Assistant A's Answer]\n")[1].split("\n")[0]
-    return "merge: [[A]]" if "good" in a else "merge: [[B]]"
-
-
 def test_bsm_training_row_is_the_eval_request_byte_for_byte(tmp_path, monkeypatch):
     data = bsm_rows()
     src = write_jsonl(tmp_path / "bsm.jsonl", data)
-    compile_eng, eval_eng = FakeEngine(bsm_judge), FakeEngine(bsm_judge)
+    compile_eng, eval_eng = FakeEngine(judge_script(set())), FakeEngine(judge_script(set()))
     use_engine(monkeypatch, compile_eng, eval_eng)
     assert main(["compile", "bsm.s2", "--data", str(src), "--out", str(tmp_path / "ds"), *ENGINE]) == 0
     rows = read_jsonl(tmp_path / "ds" / "train.jsonl")
@@ -347,7 +335,7 @@ def bsm_eval(tmp_path, monkeypatch) -> Path:
         {"id": f"e{i}", "question": f"Question {i}", "label": "A" if i % 2 else "B",
          "response_a": "a good answer" if i % 2 else "a bad answer",
          "response_b": "a bad answer" if i % 2 else "a good answer"} for i in range(3)])
-    use_engine(monkeypatch, FakeEngine(bsm_judge))
+    use_engine(monkeypatch, FakeEngine(judge_script(set())))
     ev = tmp_path / "ev"
     assert main(["eval", "bsm.s2", "--data", str(src), "--out", str(ev), *ENGINE]) == 0
     return ev
@@ -360,7 +348,7 @@ def check_traces(system1: Path, system2: Path, capsys):
     assert "example e0" in out
     assert "Please act as an impartial judge" in out  # the System-1 prompt
     assert "1. Helpfulness" not in out and "1 engine calls" in out  # one call, no branch
-    assert "merge: [[B]]" in out  # its completion
+    assert "merge-kappa: [[B]]" in out  # its completion
 
     assert main(["trace", str(system2), "--example", "e1"]) == 0
     out = capsys.readouterr().out

@@ -37,9 +37,8 @@ from s2c.compiler.functions import Failed
 from s2c.compiler.system1 import render_request
 from s2c.compiler.templates import RENDER_ERRORS
 from s2c.runtime.cache import CallCache, call_key, engine_model
-from s2c.runtime.engines.base import Completion, EngineFailure, Request
+from s2c.runtime.engines.base import Completion, EngineFailure
 from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
-
 
 GC_SECONDS = 5.0  # the cyclic GC's period during a run
 

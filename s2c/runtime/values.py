@@ -29,12 +29,16 @@ class ExampleValues:
             read = self.cp.readers[(ref, ctx_loops)] = _reader(self.cp, ref, ctx_loops)
         return read(self, prefix)
 
+    def computed(self, node_id: str, p: tuple):
+        """One instance's value; reading one not yet computed is a bug in the scheduler."""
+        inst = self.store.get(node_id)
+        if inst is None or p not in inst:
+            raise KeyError(f"{node_id}{list(p)} read before it was computed")
+        return inst[p]
+
     def assemble(self, node: ir.Node, p: tuple):
         if len(p) == len(node.loops):
-            inst = self.store.get(node.id, {})
-            if p not in inst:
-                raise KeyError(f"{node.id}{list(p)} read before it was computed")  # scheduler bug
-            return inst[p]
+            return self.computed(node.id, p)
         loop = self.cp.loops[node.loops[len(p)]]
         items = self.lookup(loop.iterable, p, loop.loops)
         if isinstance(items, Failed):
@@ -115,14 +119,7 @@ def _reader(cp: ir.CheckedProgram, ref: ir.Ref, ctx_loops: tuple[str, ...]):
         if k < len(node.loops):  # read from outside some of its loops: a (nested) list
             return lambda vals, prefix: vals.assemble(node, prefix[:k])
         nid = node.id
-
-        def one(vals, prefix):
-            p = prefix[:k]
-            inst = vals.store.get(nid)
-            if inst is None or p not in inst:
-                raise KeyError(f"{nid}{list(p)} read before it was computed")  # scheduler bug
-            return inst[p]
-        return one
+        return lambda vals, prefix: vals.computed(nid, prefix[:k])
     loop = cp.loops[ref.loop]
     level = ctx_loops.index(loop.id)
     iterable = _reader(cp, loop.iterable, loop.loops)

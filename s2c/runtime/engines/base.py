@@ -28,7 +28,7 @@ __all__ = ["Completion", "EngineFailure", "Message", "Request", "Result", "Sampl
            "EngineError", "Engine", "Streaming", "BatchStream"]
 
 
-class Finished(NamedTuple):  # a tuple: made once per call, and a frozen dataclass costs 3x more
+class Finished(NamedTuple):  # made once per call: a tuple is cheaper to build than a frozen dataclass
     """One submitted request, finished."""
 
     tag: Hashable
