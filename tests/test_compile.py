@@ -8,7 +8,7 @@ import pytest
 from engine_fixtures import judge_script
 
 from s2c.compiler.pipeline import load_program
-from s2c.distill.compile import compile_program
+from s2c.distill.compile import compile_program, read_verdicts
 from s2c.distill.curate import normalize
 from s2c.distill.write import split_of
 from s2c.runtime.cache import CallCache
@@ -98,6 +98,12 @@ def test_majority_rule_keeps_strict_winners_above_threshold(tmp_path):
     assert res.rows["train"][0]["completion"][0]["content"] == "4"
     assert res.report["dropped_reasons"] == {"majority: winner share 0.40 < 0.60": 1,
                                              "majority: no strict winner": 1}
+    verdicts = read_verdicts(res.out)
+    assert list(verdicts) == ["q-strong", "q-weak", "q-tie"]  # input order
+    assert verdicts["q-strong"]["verdict"] == "kept"
+    assert verdicts["q-weak"] == {"example_id": "q-weak", "verdict": "dropped", "rule": "majority",
+                                  "reason": "majority: winner share 0.40 < 0.60", "node": None}
+    assert verdicts["q-tie"]["reason"] == "majority: no strict winner (tie)"
 
 
 def test_matches_rule_uses_the_gold_field(tmp_path):

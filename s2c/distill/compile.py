@@ -2,11 +2,16 @@
 
     rows -> with_perturbed (keep consistent) -> execute (run store) -> for each example in the
     store: judge (keep rules) -> build_rows (format) -> DatasetWriter (split, atomic) -> card
+
+Every original example's verdict goes to curation.jsonl, one line each, in input order:
+    {"example_id", "verdict": kept | dropped | failed | unparsed, "rule", "reason", "node"}
+(`s2c trace --dropped` and `s2c report` read it; report.json holds the counts).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,25 +71,31 @@ def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine,
     writer = DatasetWriter(out, val_split, seed)
     first_task = cp.tasks[0].name if cp.tasks else None
     store = RunStore.open(out / "run", cp)
+    verdicts = VerdictLog(out)
     for res in store.originals():
         report.inputs += 1
         if not res.ok:
             node = next(iter(res.failed), "?")
             (report.unparsed if res.status == "unparsed" else report.failed)[node] += 1
+            verdicts.add(res.id, res.status, reason=res.failed.get(node), node=node)
             continue
         perturbed = {s: other for s in cp.perturbations if (other := store.get(res.id + s)) is not None}
         v = judge(cp, res, perturbed)
         if not v.keep:
             report.dropped[v.rule] += 1
             report.reasons[_reason_class(v.reason)] += 1
+            verdicts.add(res.id, "dropped", rule=v.rule, reason=v.reason)
             continue
         if v.element_mask is not None:
             report.elements_dropped += v.element_mask.count(False)
         new = build_rows(cp, res, v, fmt, run_id, problems)
         if not new:
             report.failed["distill target"] += 1
+            verdicts.add(res.id, "failed", reason="no row could be built from the distill target",
+                         node="distill target")
             continue
         report.kept += 1
+        verdicts.add(res.id, "kept")
         writer.add(new)
         for r in new:
             if r["task"] == first_task and len(report.labels) < MAX_LABELS:
@@ -105,8 +116,40 @@ def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine,
         "row_problems": problems[:200],
     }
     rep = report.as_dict()
+    verdicts.close()
     sizes = writer.close(meta, rep)
     return CompileResult(out, sizes, rep, {**meta, "rows": {k: v["rows"] for k, v in sizes.items()}})
+
+
+CURATION = "curation.jsonl"
+
+
+class VerdictLog:
+    """curation.jsonl: each original example's verdict, written as it is judged and renamed into
+    place at the end (a compile stopped half-way leaves no partial file under the final name)."""
+
+    def __init__(self, out: Path):
+        self.path = out / CURATION
+        self.tmp = out / f".{CURATION}.tmp"
+        self.f = open(self.tmp, "w", encoding="utf-8")
+
+    def add(self, example_id: str, verdict: str, *, rule: str | None = None, reason: str | None = None,
+            node: str | None = None) -> None:
+        self.f.write(json.dumps({"example_id": example_id, "verdict": verdict, "rule": rule, "reason": reason,
+                                 "node": node}, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+
+def read_verdicts(folder: Path) -> dict[str, dict] | None:
+    """A compiled dataset's verdicts by example id, or None when `folder` has no curation.jsonl."""
+    path = Path(folder) / CURATION
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return {(rec := json.loads(line))["example_id"]: rec for line in f if line.strip()}
 
 
 def _reason_class(reason: str | None) -> str:
