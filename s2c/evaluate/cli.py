@@ -15,6 +15,7 @@ def cmd_eval(args) -> int:
     from s2c.compiler.pipeline import load_program
     from s2c.errors import S2Error
     from s2c.evaluate.evaluate import evaluate_system, resolve_adapter, systems_for
+    from s2c.evaluate.metrics import labels
     from s2c.evaluate.report import chart, table, write_results
 
     console = make_console()
@@ -54,7 +55,7 @@ def cmd_eval(args) -> int:
         meta = {"program": cp.name, "data": args.data, "examples": len(rows), "skipped_rows": len(problems),
                 "engine": engine.name, "model": engine.model_id("default"), "max_tokens_system1": args.max_tokens}
         write_results(out, results, meta)
-        chart(out / "results.png", results, cp)
+        chart(out / "results.png", [r.as_dict() for r in results], labels(cp.metrics), cp.name)
     console.print(table(results, cp, meta), soft_wrap=False)
     log(f"s2c: wrote {out}/results.json, {out}/results.png, {out}/predictions.jsonl; traces: "
         + ", ".join(f"s2c trace {r.run_dir}" for r in results))

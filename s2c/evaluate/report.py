@@ -8,7 +8,6 @@ from pathlib import Path
 from s2c.evaluate.metrics import labels
 
 
-
 def _fmt(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
@@ -49,31 +48,38 @@ def write_results(out: Path, results, meta: dict) -> None:
     os.replace(out / ".predictions.jsonl.tmp", out / "predictions.jsonl")
 
 
-def chart(path: Path, results, cp) -> None:
-    """Each metric per system, and generated tokens per input (log scale) beside it."""
+def chart(dest, systems: list[dict], names: list[str], title: str) -> None:
+    """Each metric per system, and generated tokens per input (log scale) beside it. `systems` are
+    results.json's entries; where one carries `ci` ({metric: [low, high]}, fractions; the fidelity
+    issue's CI maths fills it) the bars get error bars. `dest`: a path or a binary file; the format
+    follows the path's suffix, or SVG for a file object (the HTML report inlines it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = labels(cp.metrics)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    systems = [r.name for r in results]
+    labels_ = [r["name"] for r in systems]
     width = 0.8 / max(1, len(names))
     for j, n in enumerate(names):
-        vals = [100 * (r.metrics.get(n) or 0) for r in results]
+        vals = [100 * (r["metrics"].get(n) or 0) for r in systems]
         xs = [i + j * width for i in range(len(systems))]
-        axes[0].bar(xs, vals, width, label=n)
-    axes[0].set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(systems))], systems, rotation=15)
+        cis = [(r.get("ci") or {}).get(n) for r in systems]
+        err = None
+        if any(cis):
+            err = [[max(0.0, v - 100 * c[0]) if c else 0 for v, c in zip(vals, cis)],
+                   [max(0.0, 100 * c[1] - v) if c else 0 for v, c in zip(vals, cis)]]
+        axes[0].bar(xs, vals, width, label=n, yerr=err, capsize=4 if err else 0)
+    axes[0].set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(systems))], labels_, rotation=15)
     axes[0].set_ylabel("%")
     axes[0].set_ylim(0, 100)
     axes[0].legend(fontsize=8)
-    axes[0].set_title("task metrics")
-    axes[1].bar(systems, [max(r.mean_generated_tokens, 0.1) for r in results], color="gray")
+    axes[0].set_title("task metrics" + (" (95% CI)" if any(r.get("ci") for r in systems) else ""))
+    axes[1].bar(labels_, [max(r["mean_generated_tokens"], 0.1) for r in systems], color="gray")
     axes[1].set_yscale("log")
     axes[1].set_title("generated tokens per input")
     axes[1].tick_params(axis="x", rotation=15)
-    fig.suptitle(cp.name)
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(dest, dpi=100, **({} if isinstance(dest, (str, Path)) else {"format": "svg"}))
     plt.close(fig)
