@@ -99,6 +99,21 @@ def test_run_and_eval_folders(tmp_path, fake_engine, capsys):  # noqa: F811
     assert details[0]["answers"]["System 2"] == {"answer": "B", "correct": True}
 
 
+def test_without_its_program_file_the_report_still_shows_the_traces(tmp_path, capsys):
+    prog = tmp_path / "two_step.s2"
+    shutil.copy(TWO_STEP, prog)
+    cp = load_program(prog)
+    rows, _ = validate_rows(cp, ROWS[:2])
+    execute(cp, rows, FakeEngine(reply), tmp_path / "run", cache=CallCache(None), progress=False)
+    prog.unlink()
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert "could not be loaded" in capsys.readouterr().err
+    html = (tmp_path / "run" / "report.html").read_text()
+    index, details = page_data(html)
+    assert [(e["id"], e["correct"]) for e in index] == [("a", None), ("b", None)]
+    assert "Program graph" not in html and details[1]["trace"]["outputs"] == {"final": "7"}
+
+
 def test_not_a_report_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 1
     assert "no such folder" in capsys.readouterr().err
