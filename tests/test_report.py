@@ -107,7 +107,7 @@ def test_without_its_program_file_the_report_still_shows_the_traces(tmp_path, ca
     execute(cp, rows, FakeEngine(reply), tmp_path / "run", cache=CallCache(None), progress=False)
     prog.unlink()
     assert main(["report", str(tmp_path / "run")]) == 0
-    assert "could not be loaded" in capsys.readouterr().err
+    assert "does not load" in capsys.readouterr().err
     html = (tmp_path / "run" / "report.html").read_text()
     index, details = page_data(html)
     assert [(e["id"], e["correct"]) for e in index] == [("a", None), ("b", None)]

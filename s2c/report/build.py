@@ -24,6 +24,7 @@ from pathlib import Path
 
 from s2c.compiler import ir
 from s2c.errors import S2Error
+from s2c.runtime.trace_view import AnswerChecker
 
 CHUNK = 200  # examples per compressed trace chunk
 SHORT = 160  # characters of an output or gold value kept in the index
@@ -34,8 +35,12 @@ class Sources:
     kind: str  # "run" | "compile" | "eval"
     root: Path
     run_dir: Path  # the run store whose traces the report shows
-    cp: ir.CheckedProgram | None
+    checker: AnswerChecker  # the program the run executed (the graph), and how an answer is scored
     notes: list[str] = field(default_factory=list)  # what the report could not show, and why
+
+    @property
+    def cp(self) -> ir.CheckedProgram | None:
+        return self.checker.program
 
 
 @dataclass
@@ -75,29 +80,11 @@ def locate(path: str | Path) -> Sources:
 
     store = RunStore.open(run_dir)
     try:
-        meta = store.meta()
+        checker = AnswerChecker(store.meta())
     finally:
         store.close()
-    cp, notes = _program(meta)
-    return Sources(kind, root, run_dir, cp, notes)
-
-
-def _program(meta: dict) -> tuple[ir.CheckedProgram | None, list[str]]:
-    """The program the run executed, from the file it names; without it the report shows the traces
-    but neither the graph nor whether an output matches its gold answer."""
-    from s2c.compiler.pipeline import load_program
-
-    file = meta.get("program_file")
-    if not file:
-        return None, ["the run store names no program file: no graph, no correct/incorrect"]
-    try:
-        cp = load_program(file)
-    except S2Error as e:
-        return None, [f"program {file} could not be loaded ({e.diagnostic.message}): no graph, no correct/incorrect"]
-    if cp.name != meta.get("program"):
-        return None, [f"{file} now holds program '{cp.name}', the run ran '{meta.get('program')}': no graph, "
-                      + "no correct/incorrect"]
-    return cp, []
+    note = checker.program_note and f"{checker.program_note}: no graph, no correct/incorrect"
+    return Sources(kind, root, run_dir, checker, [note] if note else [])
 
 
 def _read_json(path: Path) -> dict | None:
@@ -181,17 +168,17 @@ def _examples(src: Sources, verdicts: dict | None, results: dict | None) -> Iter
 
     system1 = _system1_rows(src.root) if src.kind == "compile" else {}
     answers = _answers(src.root) if src.kind == "eval" else {}
-    metric = next((m for m in (src.cp.metrics if src.cp else []) if m.answer is not None and m.gold), None)
-    store = RunStore.open(src.run_dir, src.cp)
+    checker = src.checker
+    metric = checker.metrics[0] if checker.metrics else None
+    store = RunStore.open(src.run_dir, checker.system.program if checker.system else None)
     try:
-        rows = store.originals() if src.cp else ((None, t) for t in store.traces() if "~" not in t["example_id"])
+        rows = store.originals() if checker.system else ((None, t) for t in store.traces(originals=True))
         for res in rows:
-            res, trace = (res, res.trace) if src.cp else res
+            res, trace = (res, res.trace) if checker.system else res
             ex_id = trace["example_id"]
             gold = trace.get("gold") or {}
-            correct = None
-            if metric is not None and res is not None and gold.get(metric.gold) not in (None, ""):
-                correct = _correct(metric, _answer(metric, res), gold[metric.gold])
+            checks = checker.check(res) if checker.system else None
+            correct = next((c.correct for c in checks or () if c.correct is not None), None)
             v = (verdicts or {}).get(ex_id) or {}
             entry = {"id": ex_id, "status": trace["status"], "verdict": v.get("verdict"), "reason": v.get("reason"),
                      "group": reason_class(v["reason"]) if v.get("verdict") == "dropped" and v.get("reason") else None,
@@ -199,25 +186,19 @@ def _examples(src: Sources, verdicts: dict | None, results: dict | None) -> Iter
                      "tokens": trace.get("generated_tokens", 0)}
             detail = {"trace": trace, "system1": system1.get(ex_id, [])}
             if answers:
-                got = answers.get(ex_id, {})
-                detail["answers"] = {name: {"answer": a, "correct": _correct(metric, a, gold.get(metric.gold))
-                                            if metric and gold.get(metric.gold) not in (None, "") else None}
-                                     for name, a in got.items()}
+                scored = metric is not None and gold.get(metric.gold) not in (None, "")
+                detail["answers"] = {name: {"answer": a, "correct": _correct(metric, a, gold[metric.gold]) if scored
+                                            else None} for name, a in answers.get(ex_id, {}).items()}
             yield entry, detail
     finally:
         store.close()
 
 
-def _answer(metric: ir.MetricIR, res):
-    from s2c.distill.curate import value_of
-
-    return value_of(metric.answer, res)
-
-
 def _correct(metric: ir.MetricIR, answer, gold) -> bool:
+    """An eval system's answer as answers.jsonl holds it (a failure is {"failed"/"unparsed": ...})."""
     from s2c.evaluate.metrics import correct
 
-    if isinstance(answer, dict) and ({"failed", "unparsed"} & answer.keys()):  # a failure, as answers.jsonl holds it
+    if isinstance(answer, dict) and ({"failed", "unparsed"} & answer.keys()):
         return False
     return correct(metric.name, answer, gold)
 

@@ -44,11 +44,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_trace(args) -> int:
-    from s2c.runtime.trace_view import find_trace, render_trace
+    from s2c.runtime.trace_view import Selection, show
 
-    rec = find_trace(Path(args.run), args.example)
-    make_console(stderr=False).print(render_trace(rec, node=args.node, full=args.full))
-    return 0
+    sel = Selection(args.example, args.failed, args.dropped, args.limit)
+    return show(Path(args.run), sel, node=args.node, full=args.full, out=make_console(stderr=False),
+                log=make_console().print)
 
 
 def register(sub) -> None:
@@ -64,11 +64,23 @@ def register(sub) -> None:
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("trace", help="show one example's execution from a run folder",
-                       description="Show one example's execution: each node's prompt, completions and value.",
-                       epilog="example:\n  s2c trace runs/run-bsm-judgments --example q17 --node solve",
+                       description="Show an example's execution: each node's prompt, completions and value, its\n"
+                                   "gold answer and whether the output matches it (the eval metrics), and in a\n"
+                                   "compiled dataset folder its curation verdict. Which example was picked, and\n"
+                                   "why, goes to stderr.",
+                       epilog="examples:\n  s2c trace runs/run-bsm-judgments --example q17 --node solve\n"
+                              "  s2c trace runs/data-coin_flip_sc-coin_flip --dropped --limit 3",
                        formatter_class=fmt)
-    t.add_argument("run", metavar="RUN", help="a run folder (s2c run --out, a compile's DIR/run, an eval's DIR/system1 ...)")
-    t.add_argument("--example", default=None, help="example id (default: the first)")
+    t.add_argument("run", metavar="RUN", help="a run folder (s2c run --out, an eval's DIR/system1 ...) or a compiled "
+                                              "dataset folder (s2c compile --out DIR: DIR or DIR/run)")
+    pick = t.add_mutually_exclusive_group()
+    pick.add_argument("--example", default=None, metavar="ID",
+                      help="example id (default: the first ok example in input order)")
+    pick.add_argument("--failed", action="store_true", help="the examples whose status is failed or unparsed")
+    pick.add_argument("--dropped", action="store_true",
+                      help="the examples curation dropped, with rule and reason (a compiled dataset folder)")
+    t.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="--failed / --dropped: show the first N (default 10; 0: all)")
     t.add_argument("--node", default=None, help="only this node")
     t.add_argument("--full", action="store_true", help="do not truncate prompts and outputs")
     t.set_defaults(func=cmd_trace)

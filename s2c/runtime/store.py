@@ -30,9 +30,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 
@@ -115,7 +116,7 @@ class RunStore:
 
     # ------------------------------------------------------------ writing
     @classmethod
-    def create(cls, run_dir: Path, cp: ir.CheckedProgram, meta: dict) -> "RunStore":
+    def create(cls, run_dir: Path, cp: ir.CheckedProgram, meta: dict) -> RunStore:
         """A fresh store for a new run of `cp`. A store of another program stops the run: two
         programs in one folder would mix their examples."""
         path = Path(run_dir) / FILE
@@ -165,7 +166,7 @@ class RunStore:
 
     # ------------------------------------------------------------ reading
     @classmethod
-    def open(cls, run_dir: Path, cp: ir.CheckedProgram | None = None) -> "RunStore":
+    def open(cls, run_dir: Path, cp: ir.CheckedProgram | None = None) -> RunStore:
         path = Path(run_dir) / FILE if Path(run_dir).is_dir() else Path(run_dir)
         if not path.exists():
             raise S2Error(f"no run store at {path}", hint="pass the folder a run wrote (its --out)")
@@ -192,9 +193,20 @@ class RunStore:
         row = self.db.execute("SELECT * FROM examples WHERE id=?", (ex_id,)).fetchone()
         return self._result(row) if row else None
 
-    def ids(self, limit: int | None = None) -> list[str]:
-        q = "SELECT id FROM examples ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
-        return [r[0] for r in self.db.execute(q)]
+    def ids(self, limit: int | None = None, *, statuses: tuple[str, ...] | None = None,
+            originals: bool = False) -> list[str]:
+        """Example ids in input order: those with one of `statuses` (default any), only the
+        unperturbed ones with `originals`, at most `limit`."""
+        where = [f"status IN ({', '.join('?' * len(statuses))})"] if statuses else []
+        where += ["variant=''"] if originals else []
+        q = ("SELECT id FROM examples" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+             + (f" LIMIT {int(limit)}" if limit else ""))
+        return [r[0] for r in self.db.execute(q, statuses or ())]
+
+    def status_counts(self, originals: bool = False) -> dict[str, int]:
+        """How many examples (unperturbed ones with `originals`) have each status."""
+        q = "SELECT status, count(*) FROM examples" + (" WHERE variant=''" if originals else "") + " GROUP BY status"
+        return dict(self.db.execute(q).fetchall())
 
     def originals(self) -> Iterator[ExampleResult]:
         """The unperturbed examples in input order, one at a time."""
@@ -204,8 +216,11 @@ class RunStore:
         """Every example (perturbed copies after their original), in input order, one at a time."""
         return self._scan("SELECT * FROM examples ORDER BY seq")
 
-    def traces(self) -> Iterator[dict]:
-        for (t,) in self.db.execute("SELECT trace FROM examples ORDER BY seq"):
+    def traces(self, originals: bool = False) -> Iterator[dict]:
+        """Every example's trace (only the unperturbed ones with `originals`), in input order; no
+        program needed."""
+        q = "SELECT trace FROM examples" + (" WHERE variant=''" if originals else "") + " ORDER BY seq"
+        for (t,) in self.db.execute(q):
             yield _decode(t)
 
     def find_trace(self, ex_id: str) -> dict | None:
