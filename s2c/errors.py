@@ -37,9 +37,9 @@ class Diagnostic:
         head = f"{self.span}: " if self.span else ""
         out = [f"{head}{self.severity}: {self.message}"]
         if self.span and source is not None:
-            lines = source.splitlines()
+            lines = source_lines(source)
             if 1 <= self.span.line <= len(lines):
-                text = lines[self.span.line - 1].replace("\t", " ")
+                text = lines[self.span.line - 1].translate(_LINE_BREAKS)
                 gutter = str(self.span.line)
                 pad = " " * len(gutter)
                 width = 1
@@ -76,6 +76,18 @@ class CheckError(S2Error):
 
     def render(self, source: str | None = None) -> str:
         return render_all(self.diagnostics, self.sources)
+
+
+def source_lines(source: str) -> list[str]:
+    """The lines of a source file as the lexer counts them: split at "\\n" only (not at a form feed,
+    U+2028 or U+0085, which `str.splitlines` also breaks at), so line N is the line errors name."""
+    lines = [line.removesuffix("\r") for line in source.split("\n")]
+    return lines[:-1] if lines and not lines[-1] else lines  # like splitlines: no line after the last "\n"
+
+
+# Characters that end a line for str.splitlines (and for a terminal) but not for the lexer: shown as
+# a space in a quoted line, so the quote stays one line and the caret stays under its column.
+_LINE_BREAKS = str.maketrans({c: " " for c in "\t\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 def render_all(diagnostics: list[Diagnostic], sources: dict[str, str]) -> str:

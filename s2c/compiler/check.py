@@ -2,8 +2,9 @@
 
 Every problem is collected as a Diagnostic with a span; nothing stops at the first error except
 syntax errors (which the parser raises). Checks: undefined names (did-you-mean), template
-variables, list-vs-scalar mismatches, unknown functions and options, duplicate names, cycles in
-program composition, System-1 prompts that read intermediates or gold fields, unused values.
+variables, list-vs-scalar and number-vs-text mismatches, unknown functions and options, option and
+argument ranges, regex literals, duplicate names, cycles in program composition, the unrolling
+budget, System-1 prompts that read intermediates or gold fields, unused values.
 """
 from __future__ import annotations
 
@@ -17,11 +18,18 @@ from s2c.compiler import ir
 from s2c.compiler.functions import ANY, NUMBER, TEXT, Type
 from s2c.compiler.templates import analyze
 from s2c.dsl import ast as A
-from s2c.errors import Diagnostic, Span, did_you_mean
+from s2c.errors import Diagnostic, S2Error, Span, did_you_mean, source_lines
 from s2c.calls import Sampling
 from s2c.compiler.perturb import from_rule
 
 PARAM_TYPES = {"text": TEXT, "number": NUMBER, "list": TEXT.listed()}
+
+# What a program may unroll into (docs/language.md#limits). `repeat` copies its body, and nested
+# repeats multiply: three levels of `repeat 64` are 262,144 calls and minutes of checking. The
+# budget is checked before a repeat unrolls, from the statements it would copy.
+MAX_REPEAT = 64  # iterations of one repeat
+MAX_LLM_NODES = 1_000  # LLM calls in the unrolled program (a call in a for loop counts once)
+MAX_NODES = 10_000  # values of any kind in the unrolled program
 
 
 @dataclass
@@ -32,6 +40,7 @@ class _Scope:
     loops: tuple[str, ...]
     prefix: str  # node id prefix of an inlined program ("best/")
     suffix: str  # node id suffix of a repeat iteration ("#2")
+    once: bool = False  # inside a repeat over budget: each repeat's body is checked once, not unrolled
 
 
 class Checker:
@@ -164,6 +173,8 @@ class Checker:
         for prm in fn.params:
             if prm.name in lowered:
                 self.check_kind(prm, lowered[prm.name], scope.loops, call.func, (args | kwargs)[prm.name])
+        if fn.name in ("regex", "regex_all") and "pattern" in lowered:
+            self.check_regex(call.func, lowered, args | kwargs)
         pos = tuple(lowered[p.name] for p in fn.params if p.name in args)
         kws = tuple((p.name, lowered[p.name]) for p in fn.params if p.name in kwargs)
         return ir.FnCall(fn.name, pos, kws)
@@ -206,6 +217,44 @@ class Checker:
         elif prm.kind in ("text", "number", "scalar") and t.depth > 0:
             self.error(f"{func}(): '{prm.name}' needs a single value, but this is a {t}", span,
                        "to apply it to each element, use: for x in LIST: y = " + func + "(x, ...)")
+        elif prm.kind == "number" and t.base in ("text", "bool"):
+            self.error(f"{func}(): '{prm.name}' needs a number, but this is {_a(t)}", span,
+                       "write the number without quotes" if isinstance(src, A.Text)
+                       else "read a number from a text with number(...)")
+        elif prm.kind == "text" and t.base in ("number", "bool"):
+            self.error(f"{func}(): '{prm.name}' needs a text, but this is {_a(t)}", span,
+                       'write it in quotes: "..."' if isinstance(src, A.Literal) else "make it a text with wrap(...)")
+        elif prm.at_least is not None and isinstance(value, ir.Const) and t.base == "number" \
+                and (value.value != int(value.value) or value.value < prm.at_least):
+            self.error(f"{func}(): '{prm.name}' must be a whole number >= {prm.at_least}", span)
+
+    def check_regex(self, func: str, lowered: dict[str, ir.IRExpr], src: dict[str, A.Expr]):
+        """Compile a regex literal now, so that a bad one fails the check and not every example."""
+        pattern = lowered["pattern"]
+        if not (isinstance(pattern, ir.Const) and isinstance(pattern.value, str)):
+            if isinstance(pattern, ir.Const):  # not a literal: check_kind reported it
+                self.error(f"{func}(): 'pattern' must be a string (a regular expression in quotes)",
+                           src["pattern"].span)
+            return
+        try:
+            rx = re.compile(pattern.value)
+        except re.error as e:
+            self.error(f"{func}(): bad regular expression: {e.msg}" + (f" (at {e.pos + 1})" if e.pos else ""),
+                       _regex_span(src["pattern"], e.pos, self.sources),
+                       "Python's re syntax; to match a special character itself, put \\ before it")
+            return
+        except OverflowError as e:  # a{99999999999}
+            self.error(f"{func}(): bad regular expression: {e}", src["pattern"].span)
+            return
+        except RecursionError:  # only nesting makes the regex parser recurse this deep
+            self.error(f"{func}(): regular expression nested too deeply", src["pattern"].span)
+            return
+        group = lowered.get("group")
+        if "group" in src and isinstance(group, ir.Const) and isinstance(group.value, int) \
+                and not isinstance(group.value, bool) and group.value > rx.groups:
+            has = f"only {rx.groups}" if rx.groups else "no"
+            self.error(f"{func}(): group={group.value}, but the pattern has {has} group{'s' * (rx.groups != 1)}",
+                       src["group"].span, "group=0 is the whole match; each (...) in the pattern is a group")
 
     # ------------------------------------------------------------ templates
     def template_refs(self, text: A.Text, scope: _Scope, what: str, *, allowed: set[str] | None = None,
@@ -219,6 +268,11 @@ class Checker:
             self.error(f"{what}: template syntax error: {msg}", Span(self._file_of(text), fl, fc))
             self.unreadable_prompt = True
             return {}
+        for p in info.problems:
+            fl, fc = text.locate(p.line, p.col)
+            self.error(f"{what}: {p.message}", Span(self._file_of(text), fl, fc, fl, fc + p.width), p.hint)
+        if not info.complete:  # its variables are unknown: "never used" would be a guess
+            self.unreadable_prompt = True
         refs = {}
         for var, (tl, tc) in info.variables.items():
             fl, fc = text.locate(tl, tc)
@@ -261,7 +315,7 @@ class Checker:
 
     def _source_line(self, text: A.Text, line: int) -> str:
         src = self.sources.get(self._file_of(text), "")
-        lines = src.splitlines()
+        lines = source_lines(src)
         return lines[line - 1] if 0 < line <= len(lines) else ""
 
     def load_template_file(self, value: A.Expr, what: str) -> A.Text | None:
@@ -300,8 +354,11 @@ class Checker:
         self.nodes[node.id] = node
         scope.names[name] = ir.NodeRef(node.id)
 
-    def node_id(self, name: str, scope: _Scope) -> str:
-        return f"{scope.prefix}{name}{scope.suffix}"
+    def node_id(self, name: str, scope: _Scope, span: Span | None = None) -> str:
+        nid = f"{scope.prefix}{name}{scope.suffix}"
+        if scope.suffix and span and nid in self.nodes:  # a second repeat refining the same name
+            nid = f"{nid}@{span.line}"
+        return nid
 
     def lower_stmts(self, stmts, scope: _Scope, defined_here: set[str]):
         for s in stmts:
@@ -367,7 +424,7 @@ class Checker:
             n=n,
         )
         node = ir.Node(
-            id=self.node_id(s.target, scope), kind="llm", name=s.target, span=s.span,
+            id=self.node_id(s.target, scope, s.span), kind="llm", name=s.target, span=s.span,
             type=TEXT.listed() if n > 1 else TEXT, loops=scope.loops,
             deps=_ref_deps(refs.values(), self.loops), prompt=prompt, system=system, vars=refs,
             sampling=sampling, mode=str(opts.get("mode", "chat")), role=str(opts.get("role", "default")),
@@ -394,6 +451,23 @@ class Checker:
         if "temperature" in opts and opts["temperature"] < 0:
             bad("temperature", "temperature must be >= 0")
             opts.pop("temperature")
+        for name, (low, high, whole) in F.LLM_RANGES.items():
+            v = opts.get(name)
+            if v is None:
+                continue
+            if whole and v != int(v):
+                bad(name, f"{name} must be a whole number")
+                opts.pop(name)
+            elif v < low or v > high or (name == "top_p" and v == 0):
+                least = "more than" if name == "top_p" else "at least"
+                bad(name, f"{name} must be {least} {low} and at most {high}")
+                opts.pop(name)
+        if "stop" in opts and not (isinstance(opts["stop"], (str, tuple))):
+            bad("stop", 'stop must be a string or a list of strings: stop=["\\n\\n"]')
+            opts.pop("stop")
+        if "role" in opts and not isinstance(opts["role"], str):
+            bad("role", 'role must be a name in quotes: role="teacher"')
+            opts.pop("role")
         if opts.get("mode", "chat") not in ("chat", "completion"):
             bad("mode", f"mode must be \"chat\" or \"completion\", not {opts['mode']!r}")
             opts.pop("mode")
@@ -410,7 +484,7 @@ class Checker:
         expr = self.lower_expr(s.value, scope)
         t = self.expr_type(expr, scope.loops)
         deps = _ref_deps(ir.refs_of(expr), self.loops)
-        node = ir.Node(id=self.node_id(s.target, scope), kind="transform", name=s.target, span=s.span,
+        node = ir.Node(id=self.node_id(s.target, scope, s.span), kind="transform", name=s.target, span=s.span,
                        type=t, loops=scope.loops, deps=deps, expr=expr, origin_program=self.p.file)
         self.define(s.target, s.span, scope, node, defined_here)
 
@@ -436,7 +510,7 @@ class Checker:
             self.error(f"loop variable '{s.var}' shadows an existing name", s.span)
         loop = ir.Loop(loop_id, s.var, iterable, scope.loops, s.span)
         self.loops[loop_id] = loop
-        inner = _Scope(dict(scope.names), scope.loops + (loop_id,), scope.prefix, scope.suffix)
+        inner = _Scope(dict(scope.names), scope.loops + (loop_id,), scope.prefix, scope.suffix, scope.once)
         inner.names[s.var] = ir.ItemRef(loop_id)
         body_defined: set[str] = set()
         self.lower_stmts(s.body, inner, body_defined)
@@ -450,11 +524,13 @@ class Checker:
         if s.count < 1:
             self.error("repeat needs a count >= 1", s.span)
             return
-        if s.count > 64:
-            self.error(f"repeat {s.count}: at most 64 iterations are unrolled", s.span)
+        if s.count > MAX_REPEAT:
+            self.error(f"repeat {s.count}: at most {MAX_REPEAT} iterations are unrolled", s.span)
             return
-        for i in range(1, s.count + 1):
-            inner = _Scope(scope.names, scope.loops, scope.prefix, f"{scope.suffix}#{i}")
+        # An outer repeat budgeted this one. Over budget, the body is still checked, once.
+        once = scope.once or (not scope.suffix and not self.within_budget(s))
+        for i in range(1, (1 if once else s.count) + 1):
+            inner = _Scope(scope.names, scope.loops, scope.prefix, f"{scope.suffix}#{i}", once)
             iteration_defined: set[str] = set()
             n_diags = len(self.diags)
             self.lower_stmts(s.body, inner, iteration_defined)
@@ -463,10 +539,44 @@ class Checker:
                 self.diags[n_diags:] = [d for d in self.diags[n_diags:] if (d.message, d.span) not in seen]
             defined_here |= iteration_defined
 
+    def within_budget(self, s: A.Repeat) -> bool:
+        """Report a repeat that would unroll past MAX_LLM_NODES or MAX_NODES, before it unrolls."""
+        sizes: dict[Path, tuple[int, int]] = {}
+        calls, values = _unrolled([s], lambda name: self.program_size(self.programs.get(name), sizes, 1))
+        have_calls = sum(n.kind == "llm" for n in self.nodes.values())
+        for what, planned, have, limit in (("LLM calls", calls, have_calls, MAX_LLM_NODES),
+                                           ("values", values, len(self.nodes), MAX_NODES)):
+            if have + planned > limit:
+                before = f" after the {have:,} before it" if have else ""
+                self.error(f"repeat {s.count} unrolls into {planned:,} {what}{before}; "
+                           f"a program may have at most {limit:,}", s.span,
+                           "lower the repeat counts (nested repeats multiply), or sample once with llm(n=...)")
+                return False
+        return True
+
+    def program_size(self, sub: A.Program | None, sizes: dict, depth: int) -> tuple[int, int] | None:
+        """(LLM calls, values) a used program inlines into, its own `use`s included (read here, as
+        checking them waits until it is inlined); None for a name that is not a usable program."""
+        if sub is None:
+            return None
+        key = Path(sub.file).resolve()
+        if key not in sizes:
+            sizes[key] = (0, 1)  # while counting it: a cycle, which its own check reports
+            used: dict[str, A.Program] = {}
+            for u in (i for i in sub.items if isinstance(i, A.UseDecl)):
+                if depth < A.MAX_USE_DEPTH and self.resolver is not None:
+                    try:
+                        used[u.name] = self.resolver(u.name, u.path.value if u.path else None, sub)[0]
+                    except (OSError, S2Error):  # reported when that program is checked
+                        pass
+            calls, values = _unrolled(_statements(sub), lambda n: self.program_size(used.get(n), sizes, depth + 1))
+            sizes[key] = (calls, values + len(sub.inputs))
+        return sizes[key]
+
     def define_opaque(self, s: A.Assign, scope: _Scope, defined_here):
         """The result of a call that could not be checked: defined, of unknown type, so that one
         mistake gives one error."""
-        node = ir.Node(self.node_id(s.target, scope), "transform", s.target, s.span, ANY, scope.loops,
+        node = ir.Node(self.node_id(s.target, scope, s.span), "transform", s.target, s.span, ANY, scope.loops,
                        expr=ir.Const(None), origin_program=self.p.file)
         self.define(s.target, s.span, scope, node, defined_here)
         self.used.add(node.id)
@@ -483,7 +593,7 @@ class Checker:
             self.define_opaque(s, scope, defined_here)
             return
         sub_inputs = {p.name: p for p in sub.inputs}
-        prefix = f"{scope.prefix}{s.target}{scope.suffix}/"
+        prefix = f"{self.node_id(s.target, scope, s.span)}/"
         bound: dict[str, ir.Ref] = {}
         for kw in call.kwargs:
             if kw.name not in sub_inputs:
@@ -534,7 +644,7 @@ class Checker:
             return
         self.mark_used(out_ref)
         if isinstance(out_ref, ir.NodeRef):
-            node = ir.Node(self.node_id(s.target, scope), "transform", s.target, s.span,
+            node = ir.Node(self.node_id(s.target, scope, s.span), "transform", s.target, s.span,
                            self.type_of(out_ref, scope.loops), scope.loops, (out_ref.node,),
                            expr=ir.RefExpr(out_ref), origin_program=self.p.file)
             self.define(s.target, s.span, scope, node, defined_here)
@@ -571,17 +681,27 @@ class Checker:
             self.error(f"program '{item.name}' not found", item.path.span if item.path else item.span, str(e))
             self.broken_programs.add(item.name)
             return
-        except Exception as e:  # S2Error from parsing the used program
-            from s2c.errors import S2Error
-
-            if isinstance(e, S2Error):
-                self.diags.append(e.diagnostic)
-                self.broken_programs.add(item.name)
-                return
-            raise
-        if path in self.stack:
+        except IsADirectoryError as e:
+            self.error(f"use {item.name}: {e}", item.path.span if item.path else item.span,
+                       f'name the program file: use {item.name} from "lib/{item.name}.s2"')
+            self.broken_programs.add(item.name)
+            return
+        except S2Error as e:  # the used program does not parse, or cannot be read
+            d = e.diagnostic
+            if d.span is None:  # nothing to point at in that file: point at the `use` line
+                d = Diagnostic(d.severity, f"use {item.name}: {d.message}", item.span, d.hint)
+            self.diags.append(d)
+            self.broken_programs.add(item.name)
+            return
+        if Path(path).resolve() in {Path(p).resolve() for p in self.stack}:  # "d/../a.s2" is a.s2
             chain = " -> ".join(Path(p).name for p in (*self.stack, path))
             self.error(f"program composition has a cycle: {chain}", item.span)
+            self.broken_programs.add(item.name)
+            return
+        if len(self.stack) >= A.MAX_USE_DEPTH:
+            chain = " -> ".join(Path(p).name for p in (*self.stack, path))
+            self.error(f"programs compose at most {A.MAX_USE_DEPTH} deep: {chain}", item.span,
+                       "use the innermost programs directly from an outer one")
             self.broken_programs.add(item.name)
             return
         self.sources[path] = sub.source
@@ -870,6 +990,25 @@ class Checker:
                           "use it, make it an output, or remove it")
 
 
+def _a(t: Type) -> str:
+    return "text" if t.base == "text" else f"a {t.base}"
+
+
+def _regex_span(lit: A.Expr, pos: int | None, sources: dict[str, str]) -> Span | None:
+    """The character of a regex literal an error is at, when the literal is written as its value
+    (one line, no escapes); else the whole literal."""
+    span = lit.span
+    if not (isinstance(lit, A.Text) and span and not lit.long and pos is not None and span.end_line == span.line):
+        return span
+    line = source_lines(sources.get(span.file, ""))[span.line - 1:span.line] or [""]
+    written = line[0][span.col - 1 : (span.end_col or 1) - 1]
+    quote = written.find('"') + 1
+    if written[quote:-1] != lit.value:
+        return span
+    col = span.col + quote + pos
+    return Span(span.file, span.line, col, span.line, col + 1)
+
+
 # jinja names some tokens in words; what they look like in a template
 _JINJA_TOKENS = {"end of print statement": "}}", "end of statement block": "%}"}
 
@@ -885,6 +1024,32 @@ def _jinja_error_col(msg: str, template: str, line: int) -> int:
             return i + 1
     return 1
 
+
+
+def _statements(p: A.Program) -> list:
+    return [i for i in p.items if isinstance(i, (A.LLMAssign, A.Assign, A.For, A.Repeat))]
+
+
+def _unrolled(stmts, size_of) -> tuple[int, int]:
+    """(LLM calls, values) that statements become once every repeat is unrolled; `size_of(name)`
+    is that of a used program, or None when `name` is not one."""
+    calls = values = 0
+    for s in stmts:
+        c, v = 0, 1
+        if isinstance(s, A.LLMAssign):
+            c = 1
+        elif isinstance(s, A.For):
+            c, v = _unrolled(s.body, size_of)
+            v += 1  # the items of the loop
+        elif isinstance(s, A.Repeat):
+            c, v = _unrolled(s.body, size_of)
+            k = s.count if 1 <= s.count <= MAX_REPEAT else 0
+            c, v = k * c, k * v
+        elif isinstance(s, A.Assign) and isinstance(s.value, A.Call):
+            c, v = size_of(s.value.func) or (0, 0)
+            v += 1
+        calls, values = calls + c, values + v
+    return calls, values
 
 
 def _ref_deps(refs, loops: dict[str, ir.Loop]) -> tuple[str, ...]:

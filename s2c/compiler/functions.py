@@ -67,6 +67,7 @@ class Param:
     name: str
     kind: str  # text | number | list | scalar | any | literal
     default: Any = ...  # ... = required
+    at_least: int | None = None  # a whole number >= this (checked when written as a literal)
 
     @property
     def required(self) -> bool:
@@ -290,9 +291,9 @@ P = Param
 FUNCTIONS: dict[str, Function] = {
     f.name: f
     for f in [
-        Function("regex", (P("text", "text"), P("pattern", "literal"), P("group", "number", 1)), _const(TEXT), _regex,
+        Function("regex", (P("text", "text"), P("pattern", "literal"), P("group", "number", 1, 0)), _const(TEXT), _regex,
                  "The last match of a regular expression; its group 1 if it has one. Fails when nothing matches."),
-        Function("regex_all", (P("text", "text"), P("pattern", "literal"), P("group", "number", 1)), _const(TEXT.listed()), _regex_all,
+        Function("regex_all", (P("text", "text"), P("pattern", "literal"), P("group", "number", 1, 0)), _const(TEXT.listed()), _regex_all,
                  "Every match of a regular expression, as a list."),
         Function("after", (P("text", "text"), P("marker", "text")), _const(TEXT), _after,
                  "The text after the last occurrence of a marker, stripped. Fails when the marker is absent."),
@@ -300,9 +301,9 @@ FUNCTIONS: dict[str, Function] = {
                  "The text before the first occurrence of a marker, stripped. Fails when the marker is absent."),
         Function("lines", (P("text", "text"),), _const(TEXT.listed()), _lines,
                  "The non-blank lines of a text, stripped, with list bullets (-, *, 1., (1)) removed."),
-        Function("take", (P("list", "list"), P("k", "number")), _same(0), _take,
+        Function("take", (P("list", "list"), P("k", "number", ..., 0)), _same(0), _take,
                  "The first k elements of a list."),
-        Function("at", (P("list", "list"), P("index", "number")), _elem(0), _at,
+        Function("at", (P("list", "list"), P("index", "number", ..., 0)), _elem(0), _at,
                  "The element at a 0-based index (e.g. a number() read from a model's answer). "
                  "Fails when the index is out of range."),
         Function("first", (P("list", "list"),), _elem(0), _first, "The first element of a list."),
@@ -351,6 +352,16 @@ LLM_OPTIONS: dict[str, tuple[str, Any]] = {
     "role": ("literal", "default"),  # the model role, bound at run time with --role NAME=MODEL
     "system": ("text", None),  # a jinja template too
     "template": ("literal", None),  # a template file next to the program, instead of an inline prompt
+}
+
+# The numeric llm options' ranges: name -> (lowest, highest, whole number only). Past them a value is a
+# typo, or one an engine would refuse after the run has started.
+LLM_RANGES: dict[str, tuple[float, float, bool]] = {
+    "temperature": (0, 2, False),  # what OpenAI-compatible servers accept
+    "top_p": (0, 1, False),  # a probability mass (0 itself is refused: more than 0)
+    "max_tokens": (1, 1_000_000, True),  # more than any model's context
+    "n": (1, 1_000, True),  # samples per call; each is a request
+    "seed": (0, 2**32 - 1, True),  # what every engine's generator takes
 }
 
 # Curation rules in `distill: keep RULE(...)`.

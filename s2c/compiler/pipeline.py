@@ -43,6 +43,8 @@ def resolver(name: str, path: str | None, importer: Program) -> tuple[Program, s
     here = Path(importer.file).parent
     candidates = [here / path] if path else [here / f"{name}.s2", builtin_dir() / f"{name}.s2"]
     for c in candidates:
+        if c.is_dir():
+            raise IsADirectoryError(f"{c} is a directory, not a .s2 file")
         if c.exists():
             return parse_file(c), str(c)
     raise FileNotFoundError("looked in: " + ", ".join(str(c) for c in candidates))

@@ -10,6 +10,17 @@ from typing import Any, Union
 
 from s2c.errors import Span
 
+# ---------------------------------------------------------------- limits of the language
+# Documented in docs/language.md#limits. Each keeps s2c's recursive stages (the tree transformer, the
+# checker, jinja's parser and code generator) far from Python's recursion limit, and each is far
+# beyond what a program written by hand needs.
+MAX_BLOCK_DEPTH = 16  # for / repeat inside one another; also {% if %}, {% for %}... in a template
+#                       (the Python code jinja generates allows 20 nested loops)
+MAX_EXPR_DEPTH = 32  # calls, lists and dicts inside one another; in a template also brackets,
+#                      filters, attributes and operators (jinja's parser takes ~14 frames a level)
+MAX_USE_DEPTH = 8  # programs using programs using programs...: each level inlines a whole checker
+MAX_NUMBER = 10**15  # the size of a number literal: exact as a float; no option or argument needs more
+
 
 def _span():
     return field(default=None, compare=False, repr=False)

@@ -8,15 +8,16 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
 from lark.indenter import Indenter
 
 from s2c.dsl import ast as A
-from s2c.errors import S2Error, Span
+from s2c.errors import S2Error, Span, source_lines
 
 # What a user sees instead of a terminal name.
 TERMINAL_NAMES = {
@@ -53,6 +54,16 @@ def _human(term: str) -> str:
     return term
 
 
+class _BadDedent(Exception):
+    """A line dedented to a column no enclosing block uses (lark's DedentError, with a position)."""
+
+    def __init__(self, nl: Token, indent: int, levels: tuple[int, ...]):
+        super().__init__(f"dedent to {indent}")
+        self.line = nl.end_line  # the _NL token ends with the indentation of the next line
+        self.col = len(nl.rsplit("\n", 1)[1]) + 1
+        self.indent, self.levels = indent, levels
+
+
 class _S2Indenter(Indenter):
     NL_type = "_NL"
     OPEN_PAREN_types = ["LPAR", "LSQB", "LBRACE"]
@@ -60,6 +71,14 @@ class _S2Indenter(Indenter):
     INDENT_type = "_INDENT"
     DEDENT_type = "_DEDENT"
     tab_len = 4
+
+    def handle_NL(self, token: Token):
+        if self.paren_level == 0:
+            indent_str = token.rsplit("\n", 1)[1]
+            indent = indent_str.count(" ") + indent_str.count("\t") * self.tab_len
+            if indent < self.indent_level[-1] and indent not in self.indent_level:
+                raise _BadDedent(token, indent, tuple(self.indent_level))
+        yield from super().handle_NL(token)
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,6 +141,17 @@ def make_text(tok: Token, file: str) -> A.Text:
 
 
 # ---------------------------------------------------------------- tree -> AST
+def _number(tok: Token, file: str) -> int | float:
+    """A number literal, at most MAX_NUMBER in size (1e999 would be infinite, and a 5,000-digit
+    integer is more than Python converts)."""
+    digits = tok.lstrip("-").split(".")[0].split("e")[0].split("E")[0]
+    v = float(tok) if any(c in tok for c in ".eE") else int(tok) if len(digits) <= 16 else math.inf
+    if not abs(v) <= A.MAX_NUMBER:
+        raise S2Error(f"number out of range: {str(tok)[:20]}", _tok_span(tok, file),
+                      f"a number in a program is at most {A.MAX_NUMBER:.0e} in size".replace("e+", "e"))
+    return v
+
+
 def _span(meta, file: str) -> Span | None:
     if getattr(meta, "empty", True):
         return None
@@ -149,8 +179,7 @@ class _ToAST(Transformer):
         return make_text(tok, self.file)
 
     def number(self, meta, tok):
-        v = float(tok) if any(c in tok for c in ".eE") else int(tok)
-        return A.Literal(v, _tok_span(tok, self.file))
+        return A.Literal(_number(tok, self.file), _tok_span(tok, self.file))
 
     def bool(self, meta, tok):
         return A.Literal(str(tok) == "true", _tok_span(tok, self.file))
@@ -216,7 +245,7 @@ class _ToAST(Transformer):
         return A.For(str(var), iterable, tuple(body), self._s(meta))
 
     def repeat_stmt(self, meta, count, *body):
-        return A.Repeat(int(count), tuple(body), self._s(meta))
+        return A.Repeat(_number(count, self.file), tuple(body), self._s(meta))
 
     def output_decl(self, meta, name, value):
         return A.Output(str(name), value, _tok_span(name, self.file))
@@ -295,6 +324,8 @@ def _unexpected_character(lines: list[str], line: int, col: int, file: str) -> S
         hint = "strings use double quotes: \"...\" or a \"\"\"block\"\"\""
     elif ch == "\t":
         hint = "indent with spaces"
+    elif ch and not ch.isprintable():
+        hint = f"an invisible character (U+{ord(ch):04X}); delete it"
     return S2Error(f"unexpected character {ch!r}", span, hint)
 
 
@@ -333,7 +364,7 @@ def _syntax_hint(tok: Token, expected: list[str], lines: list[str], line: int) -
 
 
 def _syntax_error(e: UnexpectedInput, text: str, file: str) -> S2Error:
-    lines = text.splitlines()
+    lines = source_lines(text)
     line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
     if isinstance(e, UnexpectedCharacters):
         return _unexpected_character(lines, line, col, file)
@@ -372,6 +403,41 @@ def _syntax_error(e: UnexpectedInput, text: str, file: str) -> S2Error:
     return S2Error(msg, Span(file, line, col, line, col + width), hint)
 
 
+def _dedent_error(e: _BadDedent, text: str, file: str) -> S2Error:
+    code = _line(source_lines(text), e.line)
+    levels = [str(n) for n in reversed(e.levels)]
+    levels = " or ".join([", ".join(levels[:-1]), levels[-1]] if len(levels) > 1 else levels)
+    return S2Error(f"this line is indented by {e.indent}, which lines up with no enclosing block",
+                   Span(file, e.line, e.col, e.line, e.col + max(1, len(code.strip()))),
+                   f"indent it by {levels} spaces, like the lines of the block it belongs to")
+
+
+# Nodes of the parse tree that nest: a limit on each kind keeps the recursive stages after the parser
+# (the transformer below, the checker, the printer) within Python's recursion limit.
+_EXPR_NODES = {"call", "list", "dict"}
+_BLOCK_NODES = {"for_stmt", "repeat_stmt", "task_for"}
+
+
+def _check_nesting(tree: Tree, file: str) -> None:
+    """Raise S2Error at the first expression or block nested past the limits (an iterative walk:
+    the LALR parser builds any depth without recursion, but a recursive walk would not survive)."""
+    stack = [(tree, 0, 0)]
+    while stack:
+        node, exprs, blocks = stack.pop()
+        exprs += node.data in _EXPR_NODES
+        blocks += node.data in _BLOCK_NODES
+        if exprs > A.MAX_EXPR_DEPTH or blocks > A.MAX_BLOCK_DEPTH:
+            what, limit = (("expression", A.MAX_EXPR_DEPTH) if exprs > A.MAX_EXPR_DEPTH
+                           else ("block", A.MAX_BLOCK_DEPTH))
+            hint = ("name an inner part first: x = ..., then use x" if what == "expression"
+                    else "split the work into programs and compose them with use")
+            kinds = "calls, lists and dictionaries" if what == "expression" else "for and repeat blocks"
+            raise S2Error(f"{what} nested too deeply: {kinds} nest at most {limit} deep",
+                          Span(file, node.meta.line, node.meta.column, node.meta.line, node.meta.column + 1),
+                          hint)
+        stack.extend((c, exprs, blocks) for c in reversed(node.children) if isinstance(c, Tree))
+
+
 def parse(text: str, file: str = "<string>") -> A.Program:
     """Source text -> Program. Raises S2Error (with file:line:col) at the first syntax error."""
     if not text.endswith("\n"):
@@ -380,6 +446,9 @@ def parse(text: str, file: str = "<string>") -> A.Program:
         tree = _lark().parse(text)
     except UnexpectedInput as e:
         raise _syntax_error(e, text, file) from None
+    except _BadDedent as e:
+        raise _dedent_error(e, text, file) from None
+    _check_nesting(tree, file)
     try:
         header, items = _ToAST(file).transform(tree)
     except VisitError as e:
@@ -395,6 +464,11 @@ def parse_file(path: str | Path) -> A.Program:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise S2Error(f"no such program file: {path}") from None
+    except IsADirectoryError:
+        raise S2Error(f"{path} is a directory, not a program file",
+                      hint=f"name a .s2 file, e.g. {path / 'NAME.s2'}") from None
+    except OSError as e:  # permission denied, a broken device: the file cannot be read
+        raise S2Error(f"cannot read program file {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise S2Error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     return parse(text, str(path))

@@ -1,0 +1,386 @@
+"""Hostile programs never reach a traceback: each gets a located error (file:line:col, the source
+line, a caret, a hint) and exit code 1 from `s2c check`, never 70 (s2c's internal error).
+
+Each test writes a small program, runs `s2c check` (or `s2c graph`) on it from its own folder, and
+asserts where the error points and what it says. Programs at the limits check clean.
+"""
+from __future__ import annotations
+
+import pytest
+
+from s2c.cli import EXIT_INTERNAL, main
+from s2c.compiler import functions as F
+from s2c.compiler.check import MAX_LLM_NODES, MAX_NODES
+from s2c.compiler.pipeline import check_file
+from s2c.compiler.templates import render
+from s2c.dsl.ast import MAX_BLOCK_DEPTH, MAX_EXPR_DEPTH, MAX_USE_DEPTH
+
+HEAD = 'program p "x"\ninput q\n'
+
+
+@pytest.fixture
+def s2c(tmp_path, monkeypatch, capsys):
+    """run(source, *command) -> (exit code, stderr) of `s2c COMMAND p.s2`, from tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(source: str, command: str = "check", name: str = "p.s2") -> tuple[int, str]:
+        (tmp_path / name).write_text(source, encoding="utf-8")
+        rc = main([command, name])
+        assert rc != EXIT_INTERNAL
+        return rc, capsys.readouterr().err
+
+    return run
+
+
+def located(err: str, where: str, phrase: str, line_text: str | None = None) -> None:
+    """`where` (p.s2:LINE:COL) heads an error with `phrase`, quoting `line_text` if given."""
+    head = next((l for l in err.splitlines() if l.startswith(f"{where}: error: ")), None)
+    assert head is not None, err
+    assert phrase in head, head
+    if line_text is not None:
+        n = where.split(":")[1]
+        assert f"{n} | {line_text}" in err.splitlines(), err
+
+
+# ---------------------------------------------------------------- 1. inconsistent dedent
+def test_dedent_to_no_enclosing_block_in_a_for_body(s2c):
+    src = HEAD + 'for x in take(lines(q), 3):\n        a = llm() """{{ x }}"""\n      b = lower(a)\noutput a\n'
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:5:7", "this line is indented by 6, which lines up with no enclosing block",
+            "      b = lower(a)")
+    assert "indent it by 8 or 0 spaces" in err
+
+
+def test_dedent_to_no_enclosing_block_in_eval(s2c):
+    src = (HEAD + 'gold answer\na = llm() """{{ q }}"""\noutput a\neval:\n    metric exact_match(a, answer)\n'
+           '  parse = lower(completion)\n')
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:8:3", "lines up with no enclosing block")
+
+
+def test_dedent_to_no_enclosing_block_in_distill(s2c):
+    src = (HEAD + 'a = llm(n=3) """{{ q }}"""\nb = vote(a)\noutput b\ndistill:\n    task t(target=b) """{{ q }}"""\n'
+           '  keep majority(a)\n')
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:8:3", "lines up with no enclosing block")
+
+
+def test_dedent_inside_a_distill_loop_names_every_level(s2c):
+    src = (HEAD + 'a = llm(n=3) """{{ q }}"""\noutput a\ndistill:\n    for x in a:\n        task t(target=x) """{{ q }}"""\n'
+           '      task u(target=x) """{{ q }}"""\n')
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:8:7", "indented by 6")
+    assert "indent it by 8, 4 or 0 spaces" in err
+
+
+# ---------------------------------------------------------------- 2. deep nesting
+def test_deep_parentheses_in_a_template(s2c):
+    src = HEAD + 'a = llm() """{{ ' + "(" * 70 + "q" + ")" * 70 + ' }}"""\noutput a\n'
+    rc, err = s2c(src)
+    assert rc == 1
+    col = len('a = llm() """{{ ') + MAX_EXPR_DEPTH + 1  # the first bracket past the limit
+    located(err, f"p.s2:3:{col}", f"template nested too deeply: expressions nest at most {MAX_EXPR_DEPTH}")
+
+
+def test_deep_if_blocks_in_a_template(s2c):
+    src = HEAD + 'a = llm() """' + "{% if q %}" * 400 + "x" + "{% endif %}" * 400 + '"""\noutput a\n'
+    rc, err = s2c(src)
+    assert rc == 1
+    col = len('a = llm() """') + MAX_BLOCK_DEPTH * len("{% if q %}") + 1
+    located(err, f"p.s2:3:{col}", f"blocks nest at most {MAX_BLOCK_DEPTH} deep")
+
+
+@pytest.mark.parametrize("expr", ["q" + "|lower" * 3000, "not " * 1000 + "q", " + ".join(["q"] * 3000),
+                                  "q" + ".a" * 3000])
+def test_chains_without_brackets_in_a_template(s2c, expr):
+    rc, err = s2c(HEAD + 'a = llm() """\n{{ ' + expr + ' }}\n"""\noutput a\n')
+    assert rc == 1
+    located(err, "p.s2:4:1", "template nested too deeply")
+
+
+def test_deep_calls_lists_and_fors_in_a_program(s2c):
+    calls = HEAD + "a = " + "lower(" * 400 + "q" + ")" * 400 + "\noutput a\n"
+    rc, err = s2c(calls)
+    assert rc == 1
+    located(err, f"p.s2:3:{5 + 6 * MAX_EXPR_DEPTH}", "expression nested too deeply")
+
+    lists = HEAD + "a = " + "[" * 1000 + "q" + "]" * 1000 + "\noutput a\n"
+    rc, err = s2c(lists)
+    assert rc == 1
+    located(err, f"p.s2:3:{5 + MAX_EXPR_DEPTH}", "expression nested too deeply")
+
+    fors = HEAD + "".join("    " * i + f"for x{i} in lines(q):\n" for i in range(400)) + "    " * 400 + \
+        "a = lower(q)\noutput a\n"
+    rc, err = s2c(fors)
+    assert rc == 1
+    located(err, f"p.s2:{3 + MAX_BLOCK_DEPTH}:{4 * MAX_BLOCK_DEPTH + 1}", "block nested too deeply")
+
+
+def test_programs_and_templates_at_the_limits_check_and_render(s2c):
+    n = MAX_EXPR_DEPTH
+    template = "{% if q %}" * MAX_BLOCK_DEPTH + "{{ q" + "|lower" * n + " }}{{ " + "(" * n + "q" + ")" * n + " }}" + \
+        "{{ " + "[" * (n - 1) + "q" + "]" * (n - 1) + "|length }}" + "{% endif %}" * MAX_BLOCK_DEPTH
+    fors = "".join("    " * i + f"for x{i} in lines(q):\n" for i in range(MAX_BLOCK_DEPTH))
+    body = "    " * MAX_BLOCK_DEPTH
+    src = (HEAD + fors + body + f'a = llm() """{template}"""\n'
+           + body + "b = " + "lower(" * (MAX_EXPR_DEPTH - 2) + "join([a])" + ")" * (MAX_EXPR_DEPTH - 2) + "\n"
+           + "output b\n")
+    rc, err = s2c(src)
+    assert (rc, err) == (0, "")
+    assert render(template, {"q": "Yes"}) == "yesYes1"
+
+
+def test_use_chains_compose_to_a_limit_and_aliased_cycles_are_cycles(s2c, tmp_path):
+    for i in range(1, MAX_USE_DEPTH + 2):
+        (tmp_path / f"p{i}.s2").write_text(f'program p{i} "x"\ninput q\nuse p{i + 1}\nb = p{i + 1}(q=q)\noutput b\n'
+                                           if i <= MAX_USE_DEPTH else f'program p{i} "x"\ninput q\noutput q\n')
+    rc, err = s2c('program p0 "x"\ninput q\nuse p1\nb = p1(q=q)\noutput b\n')
+    assert rc == 1
+    located(err, f"p{MAX_USE_DEPTH - 1}.s2:3:5", f"programs compose at most {MAX_USE_DEPTH} deep")
+
+    (tmp_path / "d").mkdir()
+    rc, err = s2c('program a "x"\ninput q\nuse a from "d/../a.s2"\nb = a(q=q)\noutput b\n', name="a.s2")
+    assert rc == 1
+    located(err, "a.s2:3:5", "program composition has a cycle: a.s2 -> a.s2")
+
+
+# ---------------------------------------------------------------- 3. numeric ranges
+def test_an_infinite_number_is_out_of_range(s2c):
+    rc, err = s2c(HEAD + 'a = llm(max_tokens=1e999) """{{ q }}"""\noutput a\n')
+    assert rc == 1
+    located(err, "p.s2:3:20", "number out of range: 1e999", 'a = llm(max_tokens=1e999) """{{ q }}"""')
+
+
+@pytest.mark.parametrize("literal", ["1e999", "-1e999", "1e16", "9" * 5000])
+def test_huge_literals_in_function_arguments(s2c, literal):
+    rc, err = s2c(HEAD + f"a = take(lines(q), {literal})\noutput a\n")
+    assert rc == 1
+    located(err, "p.s2:3:20", "number out of range")
+
+
+@pytest.mark.parametrize("count", ["9" * 17, "9" * 5000])  # 5,000 digits: more than Python's int() takes
+def test_huge_repeat_count(s2c, count):
+    rc, err = s2c(HEAD + f'repeat {count}:\n    a = llm() """{{{{ q }}}}"""\noutput a\n')
+    assert rc == 1
+    located(err, "p.s2:3:8", "number out of range")
+
+
+@pytest.mark.parametrize("option, value, phrase", [
+    ("max_tokens", "2000000", "max_tokens must be at least 1 and at most 1000000"),
+    ("max_tokens", "2.5", "max_tokens must be a whole number"),
+    ("n", "5000", "n must be at least 1 and at most 1000"),
+    ("temperature", "3", "temperature must be at least 0 and at most 2"),
+    ("top_p", "0", "top_p must be more than 0 and at most 1"),
+    ("top_p", "1.5", "top_p must be more than 0 and at most 1"),
+    ("seed", "-1", "seed must be at least 0 and at most 4294967295"),
+    ("seed", "0.5", "seed must be a whole number"),
+    ("stop", "5", "stop must be a string or a list of strings"),
+    ("role", "3", "role must be a name in quotes"),
+])
+def test_llm_option_ranges(s2c, option, value, phrase):
+    rc, err = s2c(HEAD + f'a = llm({option}={value}) """{{{{ q }}}}"""\noutput a\n')
+    assert rc == 1
+    located(err, f"p.s2:3:{len(f'a = llm({option}=') + 1}", phrase)
+
+
+def test_llm_ranges_are_the_documented_ones():
+    assert F.LLM_RANGES == {"temperature": (0, 2, False), "top_p": (0, 1, False), "max_tokens": (1, 1_000_000, True),
+                            "n": (1, 1_000, True), "seed": (0, 2**32 - 1, True)}
+
+
+@pytest.mark.parametrize("call, col", [("take(xs, -1)", 14), ("take(xs, 1.5)", 14), ("at(xs, -2)", 12),
+                                       ('regex(q, "(a)", group=-1)', 27)])
+def test_whole_number_arguments(s2c, call, col):
+    rc, err = s2c(HEAD + f"xs = lines(q)\na = {call}\noutput a\n")
+    assert rc == 1
+    located(err, f"p.s2:4:{col}", "must be a whole number >= 0")
+
+
+# ---------------------------------------------------------------- 4. directories
+def test_use_from_a_directory(s2c):
+    rc, err = s2c(HEAD + 'use x from "/etc"\nb = x(q=q)\noutput b\n')
+    assert rc == 1
+    located(err, "p.s2:3:12", "use x: /etc is a directory, not a .s2 file", 'use x from "/etc"')
+
+
+def test_check_a_directory(tmp_path, capsys):
+    assert main(["check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path} is a directory, not a program file")
+
+
+def test_unreadable_program_file(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    path = tmp_path / "p.s2"
+    path.write_text(HEAD + "output q\n")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)  # root reads a chmod 000 file anyway
+    assert main(["check", str(path)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: cannot read program file {path}: Permission denied")
+
+
+# ---------------------------------------------------------------- 5. jinja filters, tests and loop
+def test_unknown_filter_in_check_and_graph(s2c):
+    src = HEAD + 'a = llm() """{{ q | shout }}"""\noutput a\n'
+    for command in ("check", "graph"):
+        rc, err = s2c(src, command)
+        assert rc == 1
+        located(err, "p.s2:3:21", "prompt of 'a': unknown filter 'shout'", 'a = llm() """{{ q | shout }}"""')
+        assert "did you mean 'sort'?" in err
+
+
+def test_unknown_filter_in_a_distill_prompt(s2c):
+    src = HEAD + 'a = llm() """{{ q }}"""\noutput a\ndistill:\n    task t(target=a) """{{ q | uper }}"""\n'
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:6:32", "System-1 prompt of task 't': unknown filter 'uper'")
+    assert "did you mean 'upper'?" in err
+
+
+def test_unknown_test(s2c):
+    rc, err = s2c(HEAD + 'a = llm() """{% if q is shouty %}x{% endif %}"""\noutput a\n')
+    assert rc == 1
+    located(err, "p.s2:3:25", "unknown test 'shouty'")
+
+
+def test_loop_outside_a_jinja_loop(s2c):
+    src = HEAD + 'a = llm() """\n{% for x in q %}{{ loop.index }}{% endfor %}\n{{ loop.index }}\n"""\noutput a\n'
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:5:4", "'loop' is only defined inside a {% for %} block")
+    assert err.count("error: ") == 1  # the one inside the loop is fine
+
+
+def test_include_in_a_prompt(s2c):
+    rc, err = s2c(HEAD + 'a = llm() """{% include "other.j2" %}{{ q }}"""\noutput a\n')
+    assert rc == 1
+    located(err, "p.s2:3:14", "{% include %} cannot load other templates")
+
+
+# ---------------------------------------------------------------- 6. the unrolling budget
+def test_nested_repeats_fail_before_unrolling(s2c, tmp_path):
+    src = (HEAD + 'repeat 64:\n    repeat 64:\n        repeat 64:\n            a = llm() """{{ q }}"""\n'
+           "output a\n")
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:3:1", f"repeat 64 unrolls into 262,144 LLM calls; a program may have at most {MAX_LLM_NODES:,}")
+    assert err.count("error: ") == 1  # no follow-on errors: the body is checked once
+    cp = check_file(tmp_path / "p.s2")
+    assert len(cp.nodes) == 2  # q and one copy of a: nothing was unrolled
+
+
+def test_repeats_share_one_budget(s2c):
+    one = 'repeat 60:\n    a = llm() """{{ q }}"""\n'
+    rc, err = s2c(HEAD + one * 17 + "output a\n")
+    assert rc == 1
+    located(err, f"p.s2:{3 + 2 * 16}:1", "repeat 60 unrolls into 60 LLM calls after the 960 before it")
+
+
+def test_the_budget_counts_every_value(s2c):
+    src = HEAD + "a = q\nrepeat 64:\n    repeat 64:\n        repeat 64:\n            a = lower(a)\noutput a\n"
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:4:1", f"into 262,144 values after the 2 before it; a program may have at most {MAX_NODES:,}")
+
+
+# ---------------------------------------------------------------- 7. quoted lines after odd line breaks
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\u0085", "\f"])
+def test_quoted_line_is_the_line_named(s2c, char):
+    rc, err = s2c(f'program p "x"\n# a{char}b\ninput q\na = lower(qq)\noutput a\n')
+    assert rc == 1
+    located(err, "p.s2:4:11", "undefined name 'qq'", "a = lower(qq)")
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\f"])
+def test_quoted_line_of_a_syntax_error_is_the_line_named(s2c, char):
+    rc, err = s2c(f'program p "x"\n# a{char}b\ninput q\na = = q\noutput a\n')
+    assert rc == 1
+    located(err, "p.s2:4:5", "unexpected '='", "a = = q")
+
+
+def test_invisible_character_is_named(s2c):
+    rc, err = s2c(HEAD + "\u2028a = lower(q)\noutput a\n")
+    assert rc == 1
+    located(err, "p.s2:3:1", "unexpected character", " a = lower(q)")
+    assert "U+2028" in err
+
+
+# ---------------------------------------------------------------- 8. regexes and literal types
+@pytest.mark.parametrize("pattern, col, phrase", [
+    ('"["', 15, "bad regular expression: unterminated character set"),
+    ('"*x"', 15, "bad regular expression: nothing to repeat"),
+    ('"a(b"', 16, "bad regular expression: missing ), unterminated subpattern (at 2)"),
+    ('"x\\\\"', 14, "bad regular expression: bad escape (end of pattern)"),  # \\ is one backslash
+    ('"a{99999999999}"', 14, "the repetition number is too large"),
+    ('"' + "(" * 2000 + ")" * 2000 + '"', 14, "regular expression nested too deeply"),
+])
+def test_regex_is_compiled_at_check_time(s2c, pattern, col, phrase):
+    rc, err = s2c(HEAD + f"a = regex(q, {pattern})\noutput a\n")
+    assert rc == 1
+    located(err, f"p.s2:3:{col}", phrase)
+
+
+def test_regex_group_beyond_the_pattern(s2c):
+    rc, err = s2c(HEAD + 'a = regex(q, "a", group=3)\nb = regex_all(q, "(a)", group=2)\noutput a\noutput b\n')
+    assert rc == 1
+    located(err, "p.s2:3:25", "regex(): group=3, but the pattern has no groups")
+    located(err, "p.s2:4:31", "regex_all(): group=2, but the pattern has only 1 group")
+
+
+def test_bad_regex_in_eval_parse(s2c):
+    src = HEAD + 'gold answer\na = llm() """{{ q }}"""\noutput a\neval:\n    parse = regex(completion, "(A|B")\n'
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:7:32", "bad regular expression: missing ), unterminated subpattern")
+
+
+def test_literal_of_the_wrong_type(s2c):
+    rc, err = s2c(HEAD + 'xs = lines(q)\na = take(xs, "5")\nb = at(xs, q)\nc = lower(3)\nd = take(xs, true)\n'
+                  "output a\noutput b\noutput c\noutput d\n")
+    assert rc == 1
+    located(err, "p.s2:4:14", "take(): 'k' needs a number, but this is text")
+    assert "write the number without quotes" in err
+    located(err, "p.s2:5:12", "at(): 'index' needs a number, but this is text")
+    assert "read a number from a text with number(...)" in err
+    located(err, "p.s2:6:11", "lower(): 'text' needs a text, but this is a number")
+    located(err, "p.s2:7:14", "take(): 'k' needs a number, but this is a bool")
+
+
+def test_backslash_b_in_a_plain_string_is_a_word_boundary(s2c, tmp_path):
+    """Only \\n \\t \\" \\\\ are escapes, so "\\bword\\b" reaches re as written: no warning needed."""
+    rc, err = s2c(HEAD + 'a = regex(q, "\\bword\\b")\nb = regex(q, r"\\bword\\b")\noutput a\noutput b\n')
+    assert (rc, err) == (0, "")
+    cp = check_file(tmp_path / "p.s2")
+    assert cp.nodes["a"].expr.args[1].value == cp.nodes["b"].expr.args[1].value == r"\bword\b"
+    assert F.FUNCTIONS["regex"].impl("a sword, a word.", r"\bword\b") == "word"
+
+
+def test_two_repeats_refining_one_name_get_distinct_ids(s2c, tmp_path):
+    """Both repeats used to write a#1 and a#2: the second overwrote the first and the graph had a cycle."""
+    src = HEAD + 'a = llm() """{{ q }}"""\nrepeat 2:\n    a = llm() """{{ a }}"""\nrepeat 2:\n    a = llm() """{{ a }}!"""\noutput a\n'
+    for command in ("check", "graph"):
+        rc, err = s2c(src, command)
+        assert (rc, err) == (0, "")
+    cp = check_file(tmp_path / "p.s2")
+    assert [n for n in cp.nodes if n.startswith("a")] == ["a", "a#1", "a#2", "a#1@7", "a#2@7"]
+    assert cp.nodes["a#1@7"].deps == ("a#2",)
+    assert cp.outputs["a"].node == "a#2@7"
+
+
+def test_the_budget_counts_the_calls_of_used_programs_and_theirs(s2c, tmp_path):
+    calls = "".join(f'c{i} = llm() """{{{{ q }}}} {i}"""\n' for i in range(20))
+    (tmp_path / "b.s2").write_text('program b "x"\ninput q\n' + calls + "out = join([" +
+                                   ", ".join(f"c{i}" for i in range(20)) + "])\noutput out\n")
+    (tmp_path / "a.s2").write_text('program a "x"\ninput q\nuse b\nx = b(q=q)\noutput x\n')
+    rc, err = s2c(HEAD + "use a\nrepeat 60:\n    r = a(q=q)\noutput r\n")
+    assert rc == 1
+    located(err, "p.s2:4:1", "repeat 60 unrolls into 1,200 LLM calls; a program may have at most 1,000")
+    assert sum(n.kind == "llm" for n in check_file(tmp_path / "p.s2").nodes.values()) == 20  # one copy
