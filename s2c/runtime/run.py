@@ -8,13 +8,15 @@ A run directory holds:
   rows.json      rows that were skipped, with why
   load.csv       the engine's load every quarter second: requests in flight (s2c's count) and,
                  with vLLM, how many its scheduler runs in the batch and holds waiting
+  engine.log     what the engine and its libraries printed (written by the CLI, s2c/cliutil.py)
 """
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,15 +105,21 @@ def exit_code(summary: dict) -> int:
 
 def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str | os.PathLike, *,
             cache: CallCache, options: RunOptions = RunOptions(), skipped: list[str] = (),
-            meta: dict | None = None, progress: bool = True, console=None) -> RunOutcome:
+            meta: dict | None = None, progress: bool | float = True, console=None) -> RunOutcome:
     """Run `cp` over `rows` into `run_dir`: run.sqlite (every finished example), summary.json,
-    rows.json (skipped rows). Raises S2Error when --max-errors stops the run."""
+    rows.json (skipped rows). Raises S2Error when --max-errors stops the run.
+
+    progress: bars on a terminal, elsewhere a plain line every PROGRESS_EVERY seconds (True) or
+    every `progress` seconds (a number); False for none."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore.create(run_dir, cp, {"program_file": cp.program.file, "engine": getattr(engine, "name", "?"),
                                           "adapter": options.adapter, **(meta or {})})
-    bars = _Progress(cp, console) if progress else None
+    bars = _Progress(cp, engine, console, PROGRESS_EVERY if progress is True else progress) if progress else None
     ex = Executor(cp, engine, cache=cache, options=options, store=store, progress=bars)
+    if bars:
+        rows = bars.follow(rows, ex.totals)
+    startup0 = _startup_seconds(engine)  # an engine serving several runs (eval) starts in one of them
     t0 = time.time()
     stopped = None
     try:
@@ -129,7 +137,8 @@ def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str |
             bars.stop()
         store.close()
         skipped = list(skipped) + [f"duplicate id '{i}': the first row with this id was kept" for i in store.duplicates]
-        summary = summarize(cp, engine, ex, len(skipped), time.time() - t0, options, meta, stopped)
+        summary = summarize(cp, engine, ex, len(skipped), time.time() - t0, _startup_seconds(engine) - startup0,
+                            options, meta, stopped)
         _write_json(run_dir / "summary.json", summary)
         if skipped:
             _write_json(run_dir / "rows.json", {"skipped": skipped})
@@ -139,7 +148,13 @@ def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str |
     return RunOutcome(run_dir, summary, dict(ex.stats), cp)
 
 
-def summarize(cp, engine, ex: Executor, n_skipped: int, seconds: float, options: RunOptions, meta, stopped) -> dict:
+def _startup_seconds(engine) -> float:
+    """Seconds a lazily started engine took to start so far (0 for one started before the run)."""
+    return getattr(engine, "startup_seconds", 0.0)
+
+
+def summarize(cp, engine, ex: Executor, n_skipped: int, seconds: float, startup: float, options: RunOptions,
+              meta, stopped) -> dict:
     """summary.json (schema in docs/reliability.md)."""
     total = NodeStats()
     for s in ex.stats.values():
@@ -170,6 +185,7 @@ def summarize(cp, engine, ex: Executor, n_skipped: int, seconds: float, options:
         "generated_tokens_per_example": round(total.generated_tokens / n, 2),
         "calls_per_example": round(total.samples / n, 2),
         "wall_seconds": round(seconds, 2),
+        "engine_startup_seconds": round(startup, 2),
         "generated_tokens_per_second": round(total.generated_tokens / seconds, 1) if seconds > 0 else 0.0,
         "nodes": {nid: s.as_dict() for nid, s in ex.stats.items()},
         "failures": {nid: dict(s.failed) for nid, s in ex.stats.items() if s.failed},
@@ -186,26 +202,71 @@ def _write_json(path: Path, data: Any):
     os.replace(tmp, path)
 
 
-class _Progress:
-    """One rich progress bar per LLM node: calls done / known so far, generated tokens/s."""
+PROGRESS_EVERY = 30.0  # seconds between plain progress lines off a terminal: a CI log stays short
 
-    def __init__(self, cp, console=None):
+
+class _Progress:
+    """What a run shows while it runs, from one set of counts: on a terminal, rich bars (examples
+    done, and per LLM node the calls done / known so far); elsewhere (CI, nohup, a pipe) a plain
+    line every `every` seconds:
+
+        s2c: 12/32 examples · 96 calls · 20 in flight · 210 tok/s · ETA 1m40s
+
+    The total is the number of rows when it is known up front, else known once the input is read
+    to its end ("12/40+ examples": 40 read so far). Rates and ETA leave out the engine's start-up."""
+
+    def __init__(self, cp, engine, console=None, every: float = PROGRESS_EVERY):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.console = console or Console(stderr=True)
+        self.engine = engine
+        self.every = every
+        self.bars = self.console.is_terminal or os.environ.get("S2C_PROGRESS") == "1"
+        # redirect_*=False: what others print to sys.stdout/stderr stays where it was sent (engine.log)
         self.p = Progress(TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[tps]}"), TimeElapsedColumn(), console=self.console,
-                          transient=False, disable=not self.console.is_terminal and os.environ.get("S2C_PROGRESS") != "1")
+                          transient=False, disable=not self.bars, redirect_stdout=False, redirect_stderr=False)
+        self.examples_task = self.p.add_task("examples", total=None, tps="")
         self.tasks = {n.id: self.p.add_task(n.id, total=0, tps="") for n in cp.llm_nodes()}
         self.t0 = time.time()
-        self.tokens = 0
+        self.startup0 = _startup_seconds(engine)
+        self.tokens = self.calls = 0
         self.totals: dict[str, int] = {}
+        self.run_totals = None  # the executor's RunTotals: examples finished
+        self.read = 0  # rows taken from the input so far
+        self.total: int | None = None  # rows in all, once known
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="s2c-progress", daemon=True)
+
+    def follow(self, rows: Iterable[tuple], run_totals) -> Iterator[tuple]:
+        """`rows`, counted as the executor reads them; `run_totals` gives the examples finished."""
+        self.run_totals = run_totals
+        self.total = len(rows) if hasattr(rows, "__len__") else None
+        return self._count(rows)
+
+    def _count(self, rows):
+        for item in rows:
+            self.read += 1
+            yield item
+        self.total = self.read
 
     def start(self):
         self.p.start()
+        self._ticker.start()  # refreshes the examples bar, or prints the plain line
 
     def stop(self):
+        self._stop.set()
+        if self._ticker.is_alive():
+            self._ticker.join()
+        if self.bars:
+            self._tick()
         self.p.stop()
 
     def add_total(self, nid, k):
@@ -214,8 +275,53 @@ class _Progress:
 
     def advance(self, nid, tokens):
         self.tokens += tokens
-        tps = self.tokens / max(1e-6, time.time() - self.t0)
+        self.calls += 1
+        tps = self.tokens / max(1e-6, self.working_seconds())
         self.p.update(self.tasks[nid], advance=1, tps=f"{tps:,.0f} tok/s")
+
+    def working_seconds(self) -> float:
+        """Seconds since the run started, less the engine's start-up."""
+        return time.time() - self.t0 - (_startup_seconds(self.engine) - self.startup0)
+
+    def _tick_loop(self):
+        while not self._stop.wait(0.5 if self.bars else self.every):
+            self._tick()
+
+    def _tick(self):
+        if self.bars:
+            self.p.update(self.examples_task, completed=self.done(), total=self.total)
+        else:
+            self.console.print(self.line(), markup=False, emoji=False)
+
+    def done(self) -> int:
+        return self.run_totals.examples if self.run_totals is not None else 0
+
+    def line(self) -> str:
+        done = self.done()
+        parts = [f"{done}/{self.total} examples" if self.total is not None else f"{done}/{self.read}+ examples",
+                 f"{self.calls} calls"]
+        in_flight = self.engine.pending()  # requests finish as a whole: long ones show here first
+        if in_flight:
+            parts.append(f"{in_flight} in flight")
+        if getattr(self.engine, "starting", False):
+            parts.append("engine starting")
+        else:
+            seconds = self.working_seconds()
+            if self.tokens and seconds > 0:
+                parts.append(f"{self.tokens / seconds:,.0f} tok/s")
+            if self.total is not None and 0 < done < self.total:
+                parts.append(f"ETA {_duration((self.total - done) * seconds / done)}")
+        return "s2c: " + " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    """1m40s, 45s, 2h03m."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def token_table(summary: dict):
@@ -233,6 +339,8 @@ def token_table(summary: dict):
         t.add_row(nid, str(s["engine_calls"]), str(s["cache_hits"]), f"{s['prompt_tokens']:,}",
                   f"{s['generated_tokens']:,}", f"{s['generated_tokens'] / n:,.1f}", f"{s['seconds']:.1f}",
                   str(s["failed"]), str(s["unparsed"]))
+    if summary.get("engine_startup_seconds"):  # the lazily started engine's start-up, charged to no node
+        t.add_row("engine start-up", "", "", "", "", "", f"{summary['engine_startup_seconds']:.1f}", "", "")
     t.add_row("[bold]total", f"[bold]{summary['engine_calls']}", str(summary["cache_hits"]),
               f"{summary['prompt_tokens']:,}", f"[bold]{summary['generated_tokens']:,}",
               f"[bold]{summary['generated_tokens_per_example']:,.1f}", f"{summary['wall_seconds']:.1f}",

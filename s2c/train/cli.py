@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+
+from s2c.cliutil import add_output_args
 
 DESCRIPTION = """\
 Fine-tune a LoRA adapter on the dataset folder `s2c compile` wrote (TRL SFT: the loss is on
 the completion only, and each row's loss is scaled by its 'weight'). Writes OUT/adapter,
 OUT/train_config.json, OUT/loss_log.jsonl, OUT/loss.png and OUT/checkpoints/; running the
-same command again resumes from the last checkpoint."""
+same command again resumes from the last checkpoint. What transformers, TRL and torch print goes
+to OUT/train.log (-v: to the console)."""
 
 EXAMPLE = """\
 example:
@@ -42,30 +45,39 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", metavar="S", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start over even if OUT/checkpoints holds a checkpoint")
+    add_output_args(p, progress=False)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
     """Train; print the adapter folder on stdout (progress and messages go to stderr)."""
-    from s2c.train.sft import train
+    from s2c.cliutil import console, engine_output, screen
+    from s2c.train.sft import default_out, train
 
-    result = train(
-        args.dataset_dir,
-        model=args.model,
-        out=args.out,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        lr=args.lr,
-        lora_r=args.lora_r,
-        lora_alpha=2 * args.lora_r,  # the usual alpha/r = 2 scaling, so --lora-r alone changes capacity
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        max_length=args.max_length,
-        save_steps=args.save_steps,
-        seed=args.seed,
-        resume=args.resume,
-        log=lambda message: print(message, file=sys.stderr),
-    )
-    print(result.adapter_dir)
+    out = Path(args.out) if args.out else default_out(args.dataset_dir)
+    err = console()
+    with engine_output(out / TRAIN_LOG, args.verbose, err, what="train"):
+        result = train(
+            args.dataset_dir,
+            model=args.model,
+            out=out,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            lr=args.lr,
+            lora_r=args.lora_r,
+            lora_alpha=2 * args.lora_r,  # the usual alpha/r = 2 scaling, so --lora-r alone changes capacity
+            batch_size=args.batch_size,
+            grad_accum=args.grad_accum,
+            max_length=args.max_length,
+            save_steps=args.save_steps,
+            seed=args.seed,
+            resume=args.resume,
+            log=lambda message: print(message, file=screen()),
+            console=err,
+        )
+    print(result.adapter_dir, file=screen(stderr=False))
     return 0
+
+
+TRAIN_LOG = "train.log"  # what transformers, TRL and torch print, in the output folder

@@ -29,8 +29,9 @@ def read_loss_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def make_callbacks(loss_log: Path, log):
-    """[LossLogCallback, ProgressCallback], built on first use (transformers is imported here)."""
+def make_callbacks(loss_log: Path, log, console=None):
+    """[LossLogCallback, ProgressCallback], built on first use (transformers is imported here).
+    The bar goes to `console` (default: a rich console on stderr)."""
     from transformers import TrainerCallback
 
     class LossLogCallback(TrainerCallback):
@@ -48,7 +49,7 @@ def make_callbacks(loss_log: Path, log):
         def __init__(self):
             from rich.console import Console
 
-            self.console = Console(stderr=True)
+            self.console = console or Console(stderr=True)
             self.bar = self.task = None
             self.max_steps = 0
 

@@ -84,10 +84,11 @@ def default_out(dataset_dir) -> Path:
 
 def train(dataset_dir, *, model=None, out=None, epochs=1.0, max_steps=-1, lr=2e-4, lora_r=16,
           lora_alpha=32, lora_dropout=0.05, batch_size=4, grad_accum=1, max_length=256, seed=0,
-          save_steps=50, resume=True, log=print, callbacks=()) -> TrainResult:
+          save_steps=50, resume=True, log=print, callbacks=(), console=None) -> TrainResult:
     """Check the dataset, fine-tune a LoRA adapter on it, write the output folder (see module doc).
 
-    `callbacks` are extra `transformers.TrainerCallback`s. Raises `S2Error` for bad input.
+    `callbacks` are extra `transformers.TrainerCallback`s; the progress bar goes to `console` (a
+    rich Console; default stderr). Raises `S2Error` for bad input.
     """
     settings = TrainSettings(epochs, max_steps, lr, lora_r, lora_alpha, lora_dropout, batch_size,
                              grad_accum, max_length, seed, save_steps)
@@ -101,7 +102,7 @@ def train(dataset_dir, *, model=None, out=None, epochs=1.0, max_steps=-1, lr=2e-
     _write_json(paths.config, {**config, "status": "running"})
 
     trainer = build_trainer(data, ref.path, settings, paths.checkpoints, log,
-                            [*make_callbacks(paths.loss_log, log), *callbacks])
+                            [*make_callbacks(paths.loss_log, log, console), *callbacks])
     started = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

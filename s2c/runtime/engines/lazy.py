@@ -4,11 +4,14 @@ Re-running a finished command (or re-compiling with a changed keep rule) is serv
 the call cache; starting vLLM for it would cost ~35 s on a CPU for nothing. The model identities
 that cache keys need come from the model folders, without loading anything. If the engine then
 cannot start, the EngineError stops the run like an eager start would.
+
+The start-up is timed (`startup_seconds`) and said in one line through `log`, so that a run can
+report it apart from the nodes' seconds.
 """
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Callable
+import time
+from collections.abc import Callable, Hashable
 
 from s2c.runtime.engines.base import Engine, Finished, Request, Streaming
 from s2c.runtime.engines.local import RoleModels
@@ -16,11 +19,15 @@ from s2c.runtime.model import ModelRef
 
 
 class LazyEngine(Streaming, RoleModels):
-    def __init__(self, name: str, refs: dict[str, ModelRef], factory: Callable[[], Engine]):
+    def __init__(self, name: str, refs: dict[str, ModelRef], factory: Callable[[], Engine],
+                 log: Callable[[str], object] | None = None):
         self.name = name
         self._refs = refs
         self._factory = factory
+        self._log = log
         self._engine: Engine | None = None
+        self.starting = False  # True while the factory runs
+        self.startup_seconds = 0.0  # how long the start took; 0 until the engine has started
 
     @property
     def started(self) -> bool:
@@ -28,8 +35,19 @@ class LazyEngine(Streaming, RoleModels):
 
     def submit(self, tag: Hashable, request: Request) -> None:
         if self._engine is None:
-            self._engine = self._factory()
+            self._start()
         self._engine.submit(tag, request)
+
+    def _start(self) -> None:
+        t0 = time.perf_counter()
+        self.starting = True
+        try:
+            self._engine = self._factory()
+        finally:
+            self.starting = False
+        self.startup_seconds = time.perf_counter() - t0
+        if self._log:
+            self._log(f"s2c: engine started in {self.startup_seconds:.1f} s")
 
     def collect(self) -> list[Finished]:
         return self._engine.collect() if self._engine is not None else []

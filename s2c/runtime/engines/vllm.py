@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 from collections.abc import Hashable
 from pathlib import Path
@@ -212,7 +213,23 @@ class VLLMEngine(Streaming, RoleModels):
         lora_id = self._lora_ids.setdefault(key, len(self._lora_ids) + 1)  # vLLM ids start at 1
         return LoRARequest(lora_name=key, lora_int_id=lora_id, lora_path=key)
 
+    def preemptions(self) -> int:
+        """Requests vLLM preempted so far (all models): its KV cache was full, so they were set
+        aside and computed again later. vLLM's own logs say it only at INFO level."""
+        from vllm.v1.metrics.reader import Counter
+
+        llm = next(iter(self._llms.values()), None)
+        if llm is None:
+            return 0
+        return sum(int(m.value) for m in llm.get_metrics()  # one registry for every LLM in this process
+                   if isinstance(m, Counter) and m.name == "vllm:num_preemptions")
+
     def close(self) -> None:
+        preempted = self.preemptions()
+        if preempted:  # in vLLM's log (s2c's engine.log), where the CLI's summary line finds it
+            logging.getLogger("vllm.s2c").warning(
+                "s2c: vLLM preempted %d requests because its KV cache was full; they were computed again. "
+                "A larger KV cache avoids it (on CPU: VLLM_CPU_KVCACHE_SPACE, in GiB)", preempted)
         for llm in self._llms.values():
             with contextlib.suppress(Exception):  # already gone: closing must never fail
                 llm.llm_engine.engine_core.shutdown()
