@@ -117,6 +117,19 @@ def test_unparseable_answer_fails_that_value_and_the_run_goes_on(tmp_path):
     assert out.summary["failures"] == {}
     assert out.summary["unparsed_reasons"] == {"verdict": {"regex(): no match for /\\[\\[(A|B|C)\\]\\]/ in the text": 1}}
     assert out.summary["nodes"]["verdict"]["unparsed"] == 1 and out.summary["nodes"]["verdict"]["failed"] == 0
+    # and the table a run prints keeps them in their own columns
+    from rich.console import Console
+
+    from s2c.runtime.run import token_table
+
+    con = Console(record=True, width=200, file=open(os.devnull, "w"))  # noqa: SIM115
+    con.print(token_table(out.summary))
+    table = con.export_text().splitlines()
+    header = next(line for line in table if "node" in line)
+    assert re.findall(r"failed|unparsed", header) == ["failed", "unparsed"]
+    verdict = next(line for line in table if line.strip("│ ").startswith("verdict"))
+    cells = [c.strip() for c in verdict.split("│")[1:-1]]
+    assert cells[-2:] == ["0", "1"]  # failed 0, unparsed 1
 
 
 def test_engine_failure_is_recorded_and_dependents_skipped(tmp_path):
