@@ -1,6 +1,7 @@
 """The executor above the engine: batching, cache, resume, failures, traces (scripted fake engine)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -122,7 +123,7 @@ def test_unparseable_answer_fails_that_value_and_the_run_goes_on(tmp_path):
 
     from s2c.runtime.run import token_table
 
-    con = Console(record=True, width=200, file=open(os.devnull, "w"))  # noqa: SIM115
+    con = Console(record=True, width=200, file=io.StringIO())
     con.print(token_table(out.summary))
     table = con.export_text().splitlines()
     header = next(line for line in table if "node" in line)
