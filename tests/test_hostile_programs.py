@@ -384,3 +384,78 @@ def test_the_budget_counts_the_calls_of_used_programs_and_theirs(s2c, tmp_path):
     assert rc == 1
     located(err, "p.s2:4:1", "repeat 60 unrolls into 1,200 LLM calls; a program may have at most 1,000")
     assert sum(n.kind == "llm" for n in check_file(tmp_path / "p.s2").nodes.values()) == 20  # one copy
+
+
+# ---------------------------------------------------------------- 9. found by the fuzz (test_fuzz_programs.py)
+@pytest.mark.parametrize("key", ["[1]", '{"a": 1}', "[]"])
+def test_a_dictionary_key_that_is_a_list(s2c, key):
+    """A list or dictionary as a key used to be a TypeError (unhashable) in the checker."""
+    rc, err = s2c(HEAD + f"a = {{{key}: 2}}\noutput a\n")
+    assert rc == 1
+    located(err, "p.s2:3:6", "a dictionary key must be a single value: text, a number, true, false or none")
+
+
+def test_shuffle_that_is_not_a_name(s2c):
+    src = (HEAD + 'a = llm(n=3) """{{ q }}"""\nb = vote(a)\noutput b\ndistill:\n    task t(target=b) """{{ q }}"""\n'
+           '    keep consistent(b, shuffle=["q"])\n')
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:8:10", 'shuffle= takes one input name in quotes: shuffle="choices"')
+
+
+@pytest.mark.parametrize("path, phrase", [
+    ("x" * 5000, "use x: cannot open " + "x" * 80 + ": File name too long"),
+    ("/dev/zero", "use x: /dev/zero is not a regular file"),  # read forever
+    ("/dev/stdin", "use x: /dev/stdin is not a regular file"),  # waits for input
+])
+def test_use_from_a_path_that_is_no_program_file(s2c, path, phrase):
+    rc, err = s2c(HEAD + f'use x from "{path}"\nb = x(q=q)\noutput b\n')
+    assert rc == 1
+    located(err, "p.s2:3:12", phrase)
+
+
+@pytest.mark.parametrize("path, phrase", [
+    ("a\x00b", "template file 'a\x00b' not found next to the program"),  # a ValueError from open()
+    ("/dev/zero", "cannot read template file '/dev/zero': not a regular file"),
+    ("d", "cannot read template file 'd': Is a directory"),
+    ("bin.j2", "cannot read template file 'bin.j2': 'utf-8' codec can't decode byte 0xff"),
+])
+def test_template_file_that_cannot_be_read(s2c, tmp_path, path, phrase):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "bin.j2").write_bytes(b"{{ q }}\xff")
+    rc, err = s2c(HEAD + f'a = llm(template="{path}")\noutput a\n')
+    assert rc == 1
+    located(err, "p.s2:3:18", f"prompt of 'a': {phrase}")
+
+
+def test_repeats_around_a_repeat_with_a_bad_count_are_budgeted(s2c, tmp_path):
+    """The inner `repeat 0` unrolls into nothing, but each copy of it is still visited: 64 ** 4
+    visits (minutes) unless the budget counts them."""
+    src = HEAD + "".join("    " * i + "repeat 64:\n" for i in range(4)) + "    " * 4 + "repeat 0:\n" + \
+        "    " * 5 + 'a = llm() """{{ q }}"""\noutput q\n'
+    rc, err = s2c(src)
+    assert rc == 1
+    located(err, "p.s2:3:1", "repeat 64 unrolls into 16,777,216 values")
+    located(err, "p.s2:7:17", "repeat needs a count >= 1")
+
+
+@pytest.mark.parametrize("option", ["temperature", "top_p", "max_tokens", "n"])
+def test_llm_option_none(s2c, option):
+    """`temperature=none` used to reach `none < 0`: a TypeError."""
+    rc, err = s2c(HEAD + f'a = llm({option}=none) """{{{{ q }}}}"""\noutput a\n')
+    assert rc == 1
+    located(err, f"p.s2:3:{len(f'a = llm({option}=') + 1}", f"llm(): '{option}' must be a number")
+
+
+def test_llm_seed_none_is_no_seed(s2c, tmp_path):
+    rc, err = s2c(HEAD + 'a = llm(seed=none) """{{ q }}"""\noutput a\n')
+    assert (rc, err) == (0, "")
+    assert check_file(tmp_path / "p.s2").nodes["a"].sampling.seed is None
+
+
+def test_a_value_in_nested_repeats_is_reported_unused_once(s2c):
+    """Each outer copy of the inner repeat used to warn again: 64 identical warnings."""
+    rc, err = s2c(HEAD + "a = q\nrepeat 64:\n    repeat 64:\n        b = lower(a)\n        a = lower(a)\noutput a\n")
+    assert rc == 0
+    assert err.count("warning: value 'b' is never used") == 1, err
+    assert "p.s2:6:9: warning: value 'b' is never used" in err.splitlines()

@@ -9,6 +9,7 @@ budget, System-1 prompts that read intermediates or gold fields, unused values.
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,10 @@ class Checker:
                 kv, vv = self.lower_expr(k, scope), self.lower_expr(v, scope)
                 if not (isinstance(kv, ir.Const) and isinstance(vv, ir.Const)):
                     self.error("dictionary keys and values must be literals", k.span)
+                    continue
+                if isinstance(kv.value, (list, dict)):  # a key is looked up by its value: one value
+                    self.error("a dictionary key must be a single value: text, a number, true, false or none",
+                               k.span, 'e.g. map={"A": "B", "B": "A"}')
                     continue
                 out[kv.value] = vv.value
             return ir.Const(out)
@@ -325,10 +330,15 @@ class Checker:
             return None
         path = Path(self.p.file).parent / value.value
         try:
-            body = path.read_text(encoding="utf-8")
-        except OSError:
-            self.error(f"{what}: template file '{value.value}' not found next to the program", value.span,
-                       f"looked for {path}")
+            body = _read_regular_file(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self.error(f"{what}: template file '{value.value[:80]}' not found next to the program", value.span,
+                       f"looked for {str(path)[:200]}")
+            self.unreadable_prompt = True
+            return None
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            self.error(f"{what}: cannot read template file '{value.value[:80]}': {reason}", value.span)
             self.unreadable_prompt = True
             return None
         self.sources[str(path)] = body
@@ -438,8 +448,10 @@ class Checker:
             self.error(f"llm(): {msg}", kw.value.span if hasattr(kw.value, "span") else kw.span)
 
         for name in ("temperature", "top_p", "max_tokens", "n", "seed"):
-            v = opts.get(name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            if name not in opts or (name == "seed" and opts[name] is None):  # seed=none: unseeded
+                continue
+            v = opts[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):  # also `none`: it has no default to mean
                 bad(name, f"'{name}' must be a number")
                 opts.pop(name)
         if "n" in opts and (opts["n"] < 1 or opts["n"] != int(opts["n"])):
@@ -689,7 +701,8 @@ class Checker:
         except S2Error as e:  # the used program does not parse, or cannot be read
             d = e.diagnostic
             if d.span is None:  # nothing to point at in that file: point at the `use` line
-                d = Diagnostic(d.severity, f"use {item.name}: {d.message}", item.span, d.hint)
+                d = Diagnostic(d.severity, f"use {item.name}: {d.message}", item.path.span if item.path else item.span,
+                               d.hint)
             self.diags.append(d)
             self.broken_programs.add(item.name)
             return
@@ -924,7 +937,9 @@ class Checker:
                 for f in swap:
                     if f not in self.input_names:
                         self.error(f"swap=: '{f}' is not an input", rule.span, did_you_mean(f, self.input_names))
-        if shuffle is not None and shuffle not in self.input_names:
+        if shuffle is not None and not isinstance(shuffle, str):
+            self.error('shuffle= takes one input name in quotes: shuffle="choices"', rule.span)
+        elif shuffle is not None and shuffle not in self.input_names:
             self.error(f"shuffle=: '{shuffle}' is not an input", rule.span, did_you_mean(str(shuffle), self.input_names))
         m = out.get("map")
         if m is not None and not (isinstance(m, dict) and all(isinstance(v, str) for v in m.values())):
@@ -980,14 +995,31 @@ class Checker:
     def unused(self):
         if self.unreadable_prompt:
             return
+        warned: set[Span | None] = set()  # nested repeats copy a statement many times: warn once
         for node in self.nodes.values():
             if node.internal or node.origin_program != self.p.file or node.id in self.used:
                 continue
             if node.kind == "input":
                 self.warn(f"input '{node.name}' is never used", node.span)
-            elif "#" not in node.id or node.id.endswith(f"#{1}"):
+            elif ("#" not in node.id or node.id.endswith(f"#{1}")) and node.span not in warned:
+                warned.add(node.span)
                 self.warn(f"value '{node.name}' is never used", node.span,
                           "use it, make it an output, or remove it")
+
+
+def _read_regular_file(path: Path) -> str:
+    """A UTF-8 text file's content. Else FileNotFoundError (also for a name with a NUL in it),
+    IsADirectoryError, OSError for a device or pipe (/dev/zero would be read forever, /dev/stdin
+    would wait for input), or UnicodeDecodeError."""
+    try:
+        mode = path.stat().st_mode
+    except ValueError:  # a NUL in the name: no such file can exist
+        raise FileNotFoundError(2, "No such file", str(path)) from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    if not stat.S_ISREG(mode):
+        raise OSError(0, "not a regular file", str(path))
+    return path.read_text(encoding="utf-8")
 
 
 def _a(t: Type) -> str:
@@ -1044,7 +1076,9 @@ def _unrolled(stmts, size_of) -> tuple[int, int]:
         elif isinstance(s, A.Repeat):
             c, v = _unrolled(s.body, size_of)
             k = s.count if 1 <= s.count <= MAX_REPEAT else 0
-            c, v = k * c, k * v
+            # a repeat with a bad count is reported, not unrolled; the visit still counts, so that
+            # 64 x 64 x 64 x 64 repeats around a `repeat 0` are over budget, not 16.7M visits
+            c, v = (k * c, k * v) if k else (0, 1)
         elif isinstance(s, A.Assign) and isinstance(s.value, A.Call):
             c, v = size_of(s.value.func) or (0, 0)
             v += 1

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from s2c.compiler.check import check
@@ -43,10 +44,17 @@ def resolver(name: str, path: str | None, importer: Program) -> tuple[Program, s
     here = Path(importer.file).parent
     candidates = [here / path] if path else [here / f"{name}.s2", builtin_dir() / f"{name}.s2"]
     for c in candidates:
-        if c.is_dir():
+        try:
+            mode = c.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the path
+            continue
+        except OSError as e:  # a name too long, a loop of links, permission denied on a folder
+            raise S2Error(f"cannot open {str(c)[:80]}: {e.strerror}") from None
+        if stat.S_ISDIR(mode):
             raise IsADirectoryError(f"{c} is a directory, not a .s2 file")
-        if c.exists():
-            return parse_file(c), str(c)
+        if not stat.S_ISREG(mode):  # /dev/zero would be read forever, /dev/stdin would wait for input
+            raise S2Error(f"{c} is not a regular file", hint="name a .s2 file")
+        return parse_file(c), str(c)
     raise FileNotFoundError("looked in: " + ", ".join(str(c) for c in candidates))
 
 
