@@ -430,7 +430,7 @@ def test_template_file_that_cannot_be_read(s2c, tmp_path, path, phrase):
 
 def test_repeats_around_a_repeat_with_a_bad_count_are_budgeted(s2c, tmp_path):
     """The inner `repeat 0` unrolls into nothing, but each copy of it is still visited: 64 ** 4
-    visits (minutes) unless the budget counts them."""
+    visits (about a minute) unless the budget counts them."""
     src = HEAD + "".join("    " * i + "repeat 64:\n" for i in range(4)) + "    " * 4 + "repeat 0:\n" + \
         "    " * 5 + 'a = llm() """{{ q }}"""\noutput q\n'
     rc, err = s2c(src)
