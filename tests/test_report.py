@@ -119,6 +119,17 @@ def test_not_a_report_folder_is_a_clear_error(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 1
     assert "is not a run, compiled dataset or eval folder" in capsys.readouterr().err
+    (tmp_path / "run.sqlite").write_text("not a database")
+    assert main(["report", str(tmp_path)]) == 1
+    assert "is not a readable run store" in capsys.readouterr().err
+
+
+def test_a_compiled_dataset_named_by_its_run_folder_is_reported_as_the_dataset(tmp_path):
+    ds = compiled(tmp_path)
+    assert main(["report", str(ds / "run")]) == 0
+    index, details = page_data((ds / "run" / "report.html").read_text())
+    assert [e["verdict"] for e in index] == ["kept", "dropped", "unparsed", "failed"]
+    assert details[0]["system1"]  # the dataset's rows, found from DIR/run
 
 
 def chromium():

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from s2c.compiler import ir
 from s2c.errors import S2Error
-from s2c.runtime.trace_view import AnswerChecker
+from s2c.runtime.store import FILE
+from s2c.runtime.trace_view import AnswerChecker, open_folder, open_store
 
 CHUNK = 200  # examples per compressed trace chunk
 SHORT = 160  # characters of an output or gold value kept in the index
@@ -65,20 +66,17 @@ def locate(path: str | Path) -> Sources:
     if not root.is_dir():
         raise S2Error(f"{root}: no such folder", hint="pass a run folder, a compiled dataset or an eval folder")
     if (root / "results.json").exists():
-        runs = [root / "system2"] + sorted(p.parent for p in root.glob("*/run.sqlite"))
-        run_dir, kind = next((p for p in runs if (p / "run.sqlite").exists()), None), "eval"
+        runs = [root / "system2"] + sorted(p.parent for p in root.glob(f"*/{FILE}"))
+        run_dir, kind = next((p for p in runs if (p / FILE).exists()), None), "eval"
         if run_dir is None:
             raise S2Error(f"{root}: an eval folder without any system's run store", hint="re-run s2c eval")
-    elif (root / "meta.json").exists() and (root / "run" / "run.sqlite").exists():
-        run_dir, kind = root / "run", "compile"
-    elif (root / "run.sqlite").exists():
-        run_dir, kind = root, "run"
+    elif (root / FILE).exists() or (root / "run" / FILE).exists():
+        folder = open_folder(root)  # trace's resolution: a run, or a compiled dataset as DIR or DIR/run
+        run_dir, kind, root = folder.run, "compile" if folder.compiled else "run", folder.compiled or folder.run
     else:
         raise S2Error(f"{root} is not a run, compiled dataset or eval folder (no run.sqlite, meta.json or "
                       "results.json in it)", hint="pass the --out of s2c run, s2c compile or s2c eval")
-    from s2c.runtime.store import RunStore
-
-    store = RunStore.open(run_dir)
+    store = open_store(run_dir)  # a damaged run.sqlite is a located error, not a traceback
     try:
         checker = AnswerChecker(store.meta())
     finally:

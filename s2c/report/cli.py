@@ -13,10 +13,11 @@ def cmd_report(args) -> int:
     from s2c.report.build import write_report
 
     dest, report = write_report(args.dir, args.out)
+    log = console().print
     for note in report.notes:
-        console().print(f"s2c: report: {note}")
-    console().print(f"s2c: wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB, {len(report.index)} examples); "
-                    "open it in a browser, it needs no network")
+        log(f"s2c: report: {note}", markup=False)
+    log(f"s2c: wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB, {len(report.index)} examples); "
+                    "open it in a browser, it needs no network", markup=False)
     return 0
 
 
