@@ -498,7 +498,7 @@ def test_jsonl_reports_malformed_lines_and_keeps_ids_stable(tmp_path):
     ]
     assert ds.rows == [
         {"question": "q1", "n": "3", "id": "data-train-0"},
-        {"question": "q5", "n": "", "tags": ["a", "b"], "meta": {"k": 1}, "ok": "True", "id": "data-train-3"},
+        {"question": "q5", "tags": ["a", "b"], "meta": {"k": 1}, "ok": "True", "id": "data-train-3"},  # null: missing
     ]
     assert ds.locations == [f"{path}:1: row 1", f"{path}:5: row 4"]
 
@@ -593,7 +593,7 @@ def test_require_moves_rows_without_a_field_to_problems(tmp_path):
     path.write_text('{"question": "a", "answer": "1"}\n{"question": "b"}\n')
     ds = load_source(str(path)).require(["question", "answer"])
     assert [r["question"] for r in ds.rows] == ["a"]
-    assert ds.problems == [f"{path}:2: row 2: field 'answer' is missing; skipped"]
+    assert ds.problems == [f"{path}:2: row 2: field 'answer' is missing or null; skipped"]
     with pytest.raises(S2Error) as e:
         load_source(str(path)).require(["questoin"])
     assert "no row has the field 'questoin'" in str(e.value)

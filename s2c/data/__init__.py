@@ -20,6 +20,7 @@ Readers and converters are plain modules: files (local), hub (Hugging Face), syn
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
 from s2c.data import files, hub
@@ -69,15 +70,16 @@ def load_source(
     _check_mapping(mapping)
     head, sep, tail = spec.partition(":")
     if head in sources():
-        return _named(sources()[head], tail if sep else None, spec, split, limit, mapping, seed)
+        ds = _named(sources()[head], tail if sep else None, spec, split, limit, mapping, seed)
+        return replace(ds, origin=f"the named source {head}" + (f" read from {tail}" if files.looks_like_path(tail) else ""))
     if files.looks_like_path(spec):
         req = Request(files.stem(spec), split or "train", seed)
-        return _finish(files.read(spec, req), req, spec, limit, mapping)
+        return replace(_finish(files.read(spec, req), req, spec, limit, mapping), origin=f"the local file {spec}")
     if "/" not in head:
         near = did_you_mean(head, sources())
         if near:
             raise S2Error(f"unknown data source '{head}'", hint=near)
-    return _hub(spec, split, limit, mapping, seed)
+    return replace(_hub(spec, split, limit, mapping, seed), origin=f"the Hugging Face Hub dataset {spec}")
 
 
 def _named(source: Source, arg, spec, split, limit, mapping, seed) -> DataSet:
@@ -106,7 +108,9 @@ def _hub(spec, split, limit, mapping, seed) -> DataSet:
         raise S2Error(f"'{spec}': a Hub dataset is ID, ID:SPLIT or ID:CONFIG:SPLIT")
     repo, config = parts[0], (parts[1] if len(parts) == 3 else None)
     req = Request(repo.split("/")[-1], _split(parts[-1] if len(parts) > 1 else None, split, "train", spec), seed)
-    records = hub.read(repo, config, req.split, hint=HUB_HINT)
+    taken = (f"'{spec}' is not a local file or folder, nor a named source ({', '.join(sources())}), so s2c "
+             "took it as a Hugging Face Hub id; ")
+    records = hub.read(repo, config, req.split, hint=taken + HUB_HINT)
     return _finish(records, req, spec, limit, mapping, label=repo)
 
 

@@ -24,7 +24,8 @@ def looks_like_path(text: str) -> bool:
     return (
         text.lower().endswith(EXTENSIONS)
         or text.startswith(("/", "./", "../", "~"))
-        or os.path.isfile(text)
+        or os.path.exists(text)  # a folder too: an error here, never a Hub lookup
+        or ("/" in text and os.path.isdir(text.split("/", 1)[0]))  # data/typo: under a local folder
     )
 
 

@@ -23,6 +23,7 @@ class DataSet:
     rows: list[dict]
     problems: list[str] = field(default_factory=list)  # rows skipped, each with its location
     locations: list[str] = field(default_factory=list)  # where each row came from, for messages
+    origin: str = ""  # what the spec was taken as: "local file x.jsonl", "Hugging Face Hub dataset ..."
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -48,7 +49,7 @@ class DataSet:
             missing = [f for f in fields if f not in row]
             loc = self.locations[i] if i < len(self.locations) else f"{self.name}: row {i + 1}"
             if missing:
-                problems.append(f"{loc}: field '{missing[0]}' is missing; skipped")
+                problems.append(f"{loc}: field '{missing[0]}' is missing or null; skipped")
             else:
                 keep.append(row)
                 where.append(loc)
@@ -117,9 +118,8 @@ def apply_mapping(records: Iterable[Record], mapping: dict[str, str], req: Reque
 
 
 def coerce(value):
-    """Field values are strings; lists and dicts stay as they are, None becomes ''."""
-    if value is None:
-        return ""
+    """Field values are strings; lists and dicts stay as they are. (Nulls never get here: `finish`
+    drops them, so a null field is a missing one.)"""
     if isinstance(value, (str, list, dict)):
         return value
     return str(value)
@@ -130,7 +130,7 @@ def finish(records: Iterable[Record], req: Request, *, name: str, limit: int | N
     rows, where, seen = [], [], {}
     if limit != 0:
         for rec in records:
-            row = {k: coerce(v) for k, v in rec.row.items()}
+            row = {k: coerce(v) for k, v in rec.row.items() if v is not None}  # null = missing
             rid = row.get("id")
             if not isinstance(rid, str) or not rid.strip():
                 rid = f"{name}-{req.split}-{rec.index}"

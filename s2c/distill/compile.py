@@ -19,7 +19,7 @@ from s2c.compiler import ir
 from s2c.compiler.functions import normalize
 from s2c.distill.curate import CurationReport, judge
 from s2c.distill.rows import build_rows
-from s2c.distill.write import DatasetWriter
+from s2c.distill.write import DatasetWriter, jsonl_line
 from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import execute
 from s2c.runtime.store import RunStore
@@ -135,8 +135,8 @@ class VerdictLog:
 
     def add(self, example_id: str, verdict: str, *, rule: str | None = None, reason: str | None = None,
             node: str | None = None) -> None:
-        self.f.write(json.dumps({"example_id": example_id, "verdict": verdict, "rule": rule, "reason": reason,
-                                 "node": node}, ensure_ascii=False) + "\n")
+        self.f.write(jsonl_line({"example_id": example_id, "verdict": verdict, "rule": rule, "reason": reason,
+                                 "node": node}))
 
     def close(self) -> None:
         self.f.close()

@@ -17,6 +17,12 @@ from pathlib import Path
 PARQUET_BATCH = 1024  # rows per Parquet row group
 
 
+def jsonl_line(obj) -> str:
+    """One JSON Lines line, UTF-8 as written, except U+2028 and U+2029: valid raw inside a JSON
+    string, but a line break to str.splitlines and JavaScript, so they are escaped."""
+    return json.dumps(obj, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
+
+
 def split_of(example_id: str, val_fraction: float, seed: int) -> str:
     if not val_fraction:
         return "train"
@@ -37,7 +43,7 @@ class _Split:
         self.last_example = None
 
     def add(self, row: dict) -> None:
-        self.f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.f.write(jsonl_line(row))
         self.rows += 1
         if row["example_id"] != self.last_example:  # an example's rows arrive together
             self.examples += 1

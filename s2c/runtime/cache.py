@@ -14,6 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from s2c.errors import S2Error
 from s2c.runtime.engines.base import Completion, Request
 
 SCHEMA = """
@@ -58,11 +59,17 @@ class CallCache:
         self.path = str(path) if path else None
         self.db = None
         if self.path:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path, timeout=30)
+                self.db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
+            except (OSError, sqlite3.Error) as e:
+                if self.db is not None:
+                    self.db.close()
+                raise S2Error(f"call cache {self.path}: {_why_unusable(self.path, e)}",
+                              hint="pass another file with --cache, or --no-cache") from None
 
     def get(self, key: str, n: int) -> dict[int, Completion]:
         if self.db is None:
@@ -94,6 +101,19 @@ class CallCache:
         if self.db is not None:
             self.db.close()
             self.db = None
+
+
+def _why_unusable(path: str, e: Exception) -> str:
+    if os.path.isdir(path):
+        return f"is a folder; the cache is one file, e.g. {os.path.join(path, 'calls.sqlite')}"
+    blocker = next((str(a) for a in Path(path).parents if a.exists() and not a.is_dir()), None)
+    if blocker:
+        return f"{blocker} is a file, so the cache cannot be made under it"
+    if isinstance(e, sqlite3.DatabaseError) and "not a database" in str(e):
+        return "is not an SQLite file (s2c does not overwrite it)"
+    if isinstance(e, OSError):
+        return f"cannot make its folder ({e.strerror or e})"
+    return f"cannot be opened for writing ({e})"
 
 
 def default_cache_path() -> Path:
