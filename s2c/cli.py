@@ -16,6 +16,8 @@ EXIT_INTERNAL = 70  # a bug in s2c (EX_SOFTWARE): the traceback is in the log fi
 
 
 def cmd_check(args) -> int:
+    from rich.text import Text
+
     from s2c.compiler.pipeline import check_file
 
     out = console(stderr=False)
@@ -33,8 +35,8 @@ def cmd_check(args) -> int:
             failed += 1
         elif not args.quiet:
             g = cp.graph.graph
-            out.print(f"[green]ok[/] {path}: {len(cp.llm_nodes())} LLM calls in the program, "
-                      f"{g['calls_per_input']} per input, {g['stages']} stage{'s' * (g['stages'] != 1)}")
+            out.print(Text.assemble(("ok", "green"), f" {path}: {len(cp.llm_nodes())} LLM calls in the program, "
+                                    f"{g['calls_per_input']} per input, {g['stages']} stage{'s' * (g['stages'] != 1)}"))
     return 1 if failed else 0
 
 
@@ -55,9 +57,7 @@ def cmd_graph(args) -> int:
 
     cp = load_program(args.file)
     if args.format == "tree":
-        from rich.console import Console
-
-        Console(highlight=False).print(render.to_tree(cp))
+        console(stderr=False).print(render.to_tree(cp))
     else:
         text = {"json": render.to_json, "dot": render.to_dot, "mermaid": render.to_mermaid}[args.format](cp.graph)
         sys.stdout.write(text)

@@ -10,6 +10,7 @@ import io
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from s2c.errors import S2Error
@@ -53,13 +54,17 @@ def screen(stderr: bool = True) -> io.TextIOBase:
 
 def console(stderr: bool = True):
     """A console on the user's stderr (or stdout); wide enough for the tables when output is not
-    a terminal (logs, CI). It keeps the terminal while `engine_output` is in force."""
+    a terminal (logs, CI). It keeps the terminal while `engine_output` is in force.
+
+    Markup is off: a string prints exactly as it is, so user text (ids, model outputs, paths, a
+    server's error) that holds `[/x]` or `[bold]` can neither crash a command nor turn into style.
+    Style is given explicitly, as `rich.text.Text`: `Text.assemble(("ok", "green"), f" {path}")`."""
     from rich.console import Console
 
     stream = screen(stderr)
     # measured now: once fds 1 and 2 go to engine.log, rich could no longer ask the terminal
     width = (os.get_terminal_size(stream.fileno()).columns or 80) if stream.isatty() else 140
-    return Console(file=stream, highlight=False, emoji=False, width=width)  # no :x: -> emoji in paths
+    return Console(file=stream, markup=False, highlight=False, emoji=False, width=width)  # no :x: -> emoji in paths
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -116,6 +121,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="read program input FIELD from data column COLUMN")
     g.add_argument("--limit", type=int, default=None, help="the first N rows")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-field-chars", type=int, default=None, metavar="N",
+                   help="skip rows whose program input is longer than N characters (default 100,000)")
 
 
 def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
@@ -152,22 +159,32 @@ def open_engine(args, cp, log, **extra):
     return engine
 
 
-def open_cache(args):
-    from s2c.runtime.cache import CallCache, default_cache_path
+def cache_path(args) -> Path | None:
+    """The call cache file --cache names (default ~/.cache/s2c/calls.sqlite); None with --no-cache."""
+    from s2c.runtime.cache import default_cache_path
 
-    return CallCache(None if args.no_cache else (args.cache or default_cache_path()))
+    return None if args.no_cache else Path(args.cache or default_cache_path())
+
+
+def open_cache(args):
+    from s2c.runtime.cache import CallCache
+
+    return CallCache(cache_path(args))
 
 
 def load_rows(args, cp, log):
     from s2c.data import load_source
-    from s2c.runtime.run import validate_rows
+    from s2c.runtime.run import MAX_FIELD_CHARS, validate_rows
 
     ds = load_source(args.data, split=args.split, limit=args.limit, mapping=parse_pairs(args.map, "--map") or None,
                      seed=args.seed)
-    rows, problems = validate_rows(cp, ds.rows, args.data)
+    rows, problems = validate_rows(cp, ds.rows, args.data, locations=ds.locations,
+                                   max_field_chars=args.max_field_chars or MAX_FIELD_CHARS)
     problems = list(ds.problems) + problems
+    log(f"s2c: data: {len(rows)} rows from {ds.origin}, split {ds.split}"
+        + (f" ({len(problems)} skipped)" if problems else ""), soft_wrap=True)
     for p in problems[:20]:
-        log(f"s2c: skipped {p}")
+        log(f"s2c: {p}", soft_wrap=True)  # one line each, however long
     if len(problems) > 20:
         log(f"s2c: ... and {len(problems) - 20} more skipped rows (see rows.json in the run folder)")
     if not rows:
@@ -184,9 +201,41 @@ def default_out(kind: str, program: str, data: str) -> Path:
 def run_options(args):
     from s2c.runtime.executor import RunOptions
 
-    if args.chunk_size < 1:
-        raise S2Error(f"--chunk-size {args.chunk_size}: must be at least 1")
     return RunOptions(window=args.chunk_size, max_errors=args.max_errors, refresh=frozenset(args.refresh))
+
+
+def check_run_args(args, kind: str) -> Path:
+    """What run, compile and eval check before they read any data or start an engine: the numbers,
+    the output folder and the call cache. Returns the output folder (--out, or the default for
+    `kind`), made and known to be writable."""
+    from s2c.runtime.cache import CallCache
+
+    for flag, value, least in (("--chunk-size", args.chunk_size, 1), ("--max-errors", args.max_errors, 0),
+                               ("--limit", args.limit, 0), ("--max-field-chars", args.max_field_chars, 1)):
+        if value is not None and value < least:
+            raise S2Error(f"{flag} {value}: must be at least {least}")
+    out = Path(args.out) if args.out else default_out(kind, args.program, args.data)
+    check_out(out)
+    CallCache(cache_path(args)).close()  # opening it is the check: a folder, not SQLite, unwritable
+    return out
+
+
+def check_out(out: Path, flag: str = "--out") -> None:
+    """Make the output folder now, and prove a file can be written in it: a bad --out is an error
+    before anything slow starts, not a traceback after it."""
+    if out.exists() and not out.is_dir():
+        raise S2Error(f"{flag} {out}: is a file, not a folder", hint=f"pass a folder path, e.g. {flag} {out}.d")
+    blocker = next((a for a in out.parents if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise S2Error(f"{flag} {out}: {blocker} is a file, so no folder can be made under it",
+                      hint="pass a path whose parent folders are folders")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise S2Error(f"{flag} {out}: cannot write there ({e.strerror or e})",
+                      hint="pass a folder you can write to") from None
 
 
 LOCK = ".s2c.lock"
@@ -265,7 +314,7 @@ def engine_output(log_file: Path, verbose: bool, console, what: str = "engine"):
                 log_file.unlink()
         note = log_note(log_file, what)
         if note:
-            console.print(note, markup=False, emoji=False)
+            console.print(note)
 
 
 def _on_fd(stream, fd: int) -> bool:

@@ -241,9 +241,9 @@ def test_bad_rows_are_reported_with_row_and_field_and_skipped():
     good, problems = validate_rows(cp, rows, "data.jsonl")
     assert [i for i, _ in good] == ["ok"]
     assert problems == [
-        "data.jsonl: row 1 (id m): field 'response_b' is missing",
-        "data.jsonl: row 2 (id t): field 'question' should be text, got a list",
-        "data.jsonl: row 3 (id ok): duplicate id 'ok'",
+        "data.jsonl: row 2 (id m): field 'response_b' is missing or null; skipped",
+        "data.jsonl: row 3 (id t): field 'question' should be text, got a list; skipped",
+        "data.jsonl: row 4 (id ok): duplicate id 'ok'; skipped",
     ]
 
 

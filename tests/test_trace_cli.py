@@ -37,7 +37,7 @@ def wide_console(monkeypatch):
     """No wrapping: the lines the tests look for stay whole."""
     from rich.console import Console
 
-    monkeypatch.setattr(runtime_cli, "make_console", lambda stderr=True: Console(stderr=stderr, highlight=False, width=1000))
+    monkeypatch.setattr(runtime_cli, "make_console", lambda stderr=True: Console(stderr=stderr, markup=False, highlight=False, width=1000))
 
 
 def fake() -> FakeEngine:

@@ -62,29 +62,31 @@ def _where(cp: CheckedProgram, attrs: dict) -> str:
 
 
 def to_tree(cp: CheckedProgram):
-    """A rich Tree: stages of LLM calls, each with the transforms that follow it."""
+    """A rich Tree: stages of LLM calls, each with the transforms that follow it. Labels are
+    `Text`, not markup: the program's description, paths and expressions print as written."""
+    from rich.text import Text
     from rich.tree import Tree
 
     g = cp.graph
     gg = g.graph
     est = f"{gg['calls_per_input']} LLM calls per input" + ("" if gg["bounded"] else " (unbounded lists assumed 5 long)")
-    root = Tree(f"[bold]{cp.name}[/] — {cp.program.header.description.value}\n"
-                f"[dim]inputs: {', '.join(p.name for p in cp.inputs)} · {gg['stages']} stage{'s' * (gg['stages'] != 1)} · {est} · "
-                f"≤ {gg['max_generated_tokens_per_input']} generated tokens per input[/]")
+    facts = (f"inputs: {', '.join(p.name for p in cp.inputs)} · {gg['stages']} stage{'s' * (gg['stages'] != 1)} · "
+             f"{est} · ≤ {gg['max_generated_tokens_per_input']} generated tokens per input")
+    root = Tree(Text.assemble((cp.name, "bold"), f" — {cp.program.header.description.value}\n", (facts, "dim")))
     shown: set[str] = set()
     for i, group in enumerate(stages(g), 1):
-        st = root.add(f"[bold cyan]stage {i}[/]")
+        st = root.add(Text(f"stage {i}", style="bold cyan"))
         for nid in group:
             a = g.nodes[nid]
             deps = [p for p in g.predecessors(nid)]
             calls = a["n"]
-            branch = st.add(f"[bold]{_label(g, nid)}[/]  [dim]{_where(cp, a)} · max_tokens {a['max_tokens']}"
-                            f"{' · T=' + str(a['temperature']) if a['temperature'] else ''}"
-                            f" · reads {', '.join(deps) or '-'}[/]")
+            facts = (f"{_where(cp, a)} · max_tokens {a['max_tokens']}"
+                     f"{' · T=' + str(a['temperature']) if a['temperature'] else ''} · reads {', '.join(deps) or '-'}")
+            branch = st.add(Text.assemble((_label(g, nid), "bold"), "  ", (facts, "dim")))
             for f in a["fanout"]:
-                branch.add(f"[magenta]fan-out[/] {f}")
+                branch.add(Text.assemble(("fan-out", "magenta"), f" {f}"))
             if calls > 1:
-                branch.add(f"[magenta]samples[/] n={calls}")
+                branch.add(Text.assemble(("samples", "magenta"), f" n={calls}"))
             shown.add(nid)
             for succ in nx.dfs_preorder_nodes(g, nid):
                 # a transform goes under the last LLM call it depends on: everything it reads
@@ -92,16 +94,16 @@ def to_tree(cp: CheckedProgram):
                 if succ != nid and g.nodes[succ]["kind"] == "transform" and succ not in shown and \
                         all(p == nid or p in shown or g.nodes[p]["kind"] == "input" for p in g.predecessors(succ)):
                     sa = g.nodes[succ]
-                    branch.add(f"{_label(g, succ)} [dim]{_where(cp, sa)}[/]" +
-                               (f" [magenta]({'; '.join(sa['fanout'])})[/]" if sa["fanout"] else ""))
+                    fanout = (" ", (f"({'; '.join(sa['fanout'])})", "magenta")) if sa["fanout"] else ()
+                    branch.add(Text.assemble(_label(g, succ), " ", (_where(cp, sa), "dim"), *fanout))
                     shown.add(succ)
     outs = ", ".join(cp.outputs)
-    root.add(f"[bold green]output[/] {outs}")
+    root.add(Text.assemble(("output", "bold green"), f" {outs}"))
     if cp.tasks:
-        d = root.add(f"[bold yellow]distill[/] format={cp.format}")
+        d = root.add(Text.assemble(("distill", "bold yellow"), f" format={cp.format}"))
         for t in cp.tasks:
-            d.add(f"task {t.name} (weight {t.weight:g})" + (f" per item of {t.each.var}" if t.each else "")
-                  + (f", after {', '.join(t.after)}" if t.after else ""))
+            d.add(Text(f"task {t.name} (weight {t.weight:g})" + (f" per item of {t.each.var}" if t.each else "")
+                       + (f", after {', '.join(t.after)}" if t.after else "")))
         for k in cp.keeps:
-            d.add(f"keep {k.rule}")
+            d.add(Text(f"keep {k.rule}"))
     return root

@@ -12,7 +12,9 @@ EXAMPLE = """example:
 
 
 def cmd_compile(args) -> int:
-    from s2c.cliutil import ENGINE_LOG, console as make_console, default_out, engine_output, load_rows, open_cache, \
+    from rich.text import Text
+
+    from s2c.cliutil import ENGINE_LOG, check_run_args, console as make_console, engine_output, load_rows, open_cache, \
         open_engine, own, progress_setting, run_options
     from s2c.compiler.pipeline import load_program
     from s2c.distill.compile import compile_program
@@ -28,8 +30,8 @@ def cmd_compile(args) -> int:
     if not 0 <= args.val_split < 1:
         raise S2Error("--val-split must be in [0, 1)")
     progress = progress_setting(args)
+    out = check_run_args(args, "data")
     ds, rows, problems = load_rows(args, cp, log)
-    out = Path(args.out) if args.out else default_out("data", args.program, args.data)
     with own(out), engine_output(out / "run" / ENGINE_LOG, args.verbose, console):  # beside the run it served
         args.log_dir = out
         engine = open_engine(args, cp, log)
@@ -46,15 +48,15 @@ def cmd_compile(args) -> int:
         summary = json.loads((out / "run" / "summary.json").read_text())
         console.print(token_table(summary))
         r = res.report
-        log(f"[bold]curation[/]: {r['inputs']} inputs, [green]{r['kept']} kept[/], {r['failed']} failed, "
-            f"{r['unparsed']} unparsed, "
-            + ", ".join(f"{n} dropped by {rule}" for rule, n in r["dropped_per_rule"].items()))
+        log(Text.assemble(("curation", "bold"), f": {r['inputs']} inputs, ", (f"{r['kept']} kept", "green"),
+                          f", {r['failed']} failed, {r['unparsed']} unparsed, "
+                          + ", ".join(f"{n} dropped by {rule}" for rule, n in r["dropped_per_rule"].items())))
         for reason, n in list(r["dropped_reasons"].items())[:5]:
             log(f"  {n} × {reason}")
         if r["label_distribution"]:
             log(f"  kept labels: {r['label_distribution']}")
         for w in r["warnings"]:
-            log(f"[yellow]warning:[/] {w}")
+            log(Text.assemble(("warning:", "yellow"), f" {w}"))
         sizes = ", ".join(f"{k} {v['rows']} rows" for k, v in res.sizes.items())
         log(f"s2c: wrote {out} ({sizes}, format {res.meta['format']}); traces: s2c trace {out} [--dropped]; all of it: s2c report {out}")
     return exit_code(summary)  # the engine's warnings, if any, were named last (engine_output)

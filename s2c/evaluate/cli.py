@@ -10,7 +10,7 @@ EXAMPLE = """example:
 
 
 def cmd_eval(args) -> int:
-    from s2c.cliutil import ENGINE_LOG, console as make_console, default_out, engine_output, load_rows, open_cache, \
+    from s2c.cliutil import ENGINE_LOG, check_run_args, console as make_console, engine_output, load_rows, open_cache, \
         open_engine, own, progress_setting, run_options
     from s2c.compiler.pipeline import load_program
     from s2c.errors import S2Error
@@ -36,8 +36,8 @@ def cmd_eval(args) -> int:
     systems = systems_for(cp, adapters, system1=not args.no_system1, system2=not args.no_system2,
                           max_tokens=args.max_tokens)
     progress = progress_setting(args)
+    out = check_run_args(args, "eval")
     ds, rows, problems = load_rows(args, cp, log)
-    out = Path(args.out) if args.out else default_out("eval", args.program, args.data)
     results = []
     with own(out), engine_output(out / ENGINE_LOG, args.verbose, console):  # one engine serves every system
         args.log_dir = out

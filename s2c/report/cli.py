@@ -15,9 +15,9 @@ def cmd_report(args) -> int:
     dest, report = write_report(args.dir, args.out)
     log = console().print
     for note in report.notes:
-        log(f"s2c: report: {note}", markup=False)
+        log(f"s2c: report: {note}")
     log(f"s2c: wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB, {len(report.index)} examples); "
-                    "open it in a browser, it needs no network", markup=False)
+        "open it in a browser, it needs no network")
     return 0
 
 

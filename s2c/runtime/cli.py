@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from s2c.cliutil import ENGINE_LOG, add_data_args, add_engine_args, console as make_console, default_out, \
+from s2c.cliutil import ENGINE_LOG, add_data_args, add_engine_args, check_run_args, console as make_console, \
     engine_output, load_rows, open_cache, open_engine, own, progress_setting, run_options
 
 RUN_EXAMPLE = """example:
@@ -13,6 +13,8 @@ RUN_EXAMPLE = """example:
 
 
 def cmd_run(args) -> int:
+    from rich.text import Text
+
     from s2c.compiler.pipeline import load_program
     from s2c.runtime.run import execute, exit_code, token_table
 
@@ -20,8 +22,8 @@ def cmd_run(args) -> int:
     log = console.print
     progress = progress_setting(args)
     cp = load_program(args.program)
+    out = check_run_args(args, "run")
     ds, rows, problems = load_rows(args, cp, log)
-    out = Path(args.out) if args.out else default_out("run", args.program, args.data)
     with own(out), engine_output(out / ENGINE_LOG, args.verbose, console):
         args.log_dir = out
         engine = open_engine(args, cp, log)
@@ -40,7 +42,7 @@ def cmd_run(args) -> int:
         for kind, table in (("failed", s["failures"]), ("unparsed", s["unparsed_reasons"])):
             for nid, reasons in table.items():
                 for reason, k in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]:
-                    log(f"  [yellow]{nid}[/] {kind}: {k} × {reason}")
+                    log(Text.assemble("  ", (nid, "yellow"), f" {kind}: {k} × {reason}"))
     return exit_code(s)  # the engine's warnings, if any, were named last (engine_output)
 
 

@@ -29,53 +29,66 @@ from s2c.runtime.load import LoadSampler, csv_sink
 from s2c.runtime.store import RunStore
 
 
-def validate_rows(cp: ir.CheckedProgram, rows: list[dict], source: str = "data") -> tuple[list[tuple[str, dict]], list[str]]:
-    """Check every row against the declared inputs. Bad rows are reported (row number, field) and
-    skipped; the others run."""
+# The longest value a declared input may have, in characters (a list input: its JSON). Longer
+# fields are nearly always a mistake (a file's whole text in one cell); no model's context holds
+# them, and sending them costs minutes of prompt processing. `--max-field-chars` raises it.
+MAX_FIELD_CHARS = 100_000
+
+
+def validate_rows(cp: ir.CheckedProgram, rows: list[dict], source: str = "data", *,
+                  locations: list[str] | None = None, max_field_chars: int = MAX_FIELD_CHARS,
+                  ) -> tuple[list[tuple[str, dict]], list[str]]:
+    """Check every row against the declared inputs. A bad row is reported with where it came from
+    (`locations[i]`, e.g. "data.jsonl:30: row 30", from the DataSet; else "SOURCE: row N",
+    1-based), its id, the field and why, and skipped; the others run. A null is a missing field."""
     good, problems = [], []
     seen: set[str] = set()
     for i, row in enumerate(rows):
-        ex_id = str(row.get("id", f"row-{i}"))
-        where = f"{source}: row {i} (id {ex_id})"
-        if not isinstance(row, dict):
-            problems.append(f"{where}: not an object")
-            continue
-        bad = None
-        fixed = dict(row)
-        for p in cp.inputs:
-            v = row.get(p.name)
-            if v is None:
-                bad = f"{where}: field '{p.name}' is missing"
-                break
-            if p.type == "list":
-                if isinstance(v, str):
-                    try:
-                        v = json.loads(v)
-                    except ValueError:
-                        v = None
-                if not isinstance(v, list):
-                    bad = f"{where}: field '{p.name}' should be a list, got {type(row[p.name]).__name__}"
-                    break
-                fixed[p.name] = v
-            elif p.type == "number":
-                try:
-                    fixed[p.name] = float(v)
-                except (TypeError, ValueError):
-                    bad = f"{where}: field '{p.name}' should be a number, got {v!r:.40}"
-                    break
-            elif isinstance(v, (list, dict)):
-                bad = f"{where}: field '{p.name}' should be text, got a {type(v).__name__}"
-                break
-            else:
-                fixed[p.name] = str(v)
+        ex_id = str(row.get("id", f"row-{i}")) if isinstance(row, dict) else f"row-{i}"
+        loc = locations[i] if locations and i < len(locations) else f"{source}: row {i + 1}"
+        where = f"{loc} (id {ex_id})"
+        fixed, bad = _inputs(cp, row, max_field_chars) if isinstance(row, dict) else (None, "not an object")
         if bad is None and ex_id in seen:
-            bad = f"{where}: duplicate id '{ex_id}'"
+            bad = f"duplicate id '{ex_id}'"
         if bad:
-            problems.append(bad)
+            problems.append(f"{where}: {bad}; skipped")
             continue
         seen.add(ex_id)
         good.append((ex_id, fixed))
     return good, problems
+
+
+def _inputs(cp: ir.CheckedProgram, row: dict, max_chars: int) -> tuple[dict | None, str | None]:
+    """(the row with its inputs coerced to their declared types, None), or (None, why it cannot run)."""
+    fixed = dict(row)
+    for p in cp.inputs:
+        v = row.get(p.name)
+        if v is None:
+            return None, f"field '{p.name}' is missing or null"
+        if p.type == "list":
+            if isinstance(v, str):
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    v = None
+            if not isinstance(v, list):
+                return None, f"field '{p.name}' should be a list, got {type(row[p.name]).__name__}"
+            size = len(json.dumps(v, ensure_ascii=False))
+        elif p.type == "number":
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                return None, f"field '{p.name}' should be a number, got {v!r:.40}"
+            size = 0
+        elif isinstance(v, (list, dict)):
+            return None, f"field '{p.name}' should be text, got a {type(v).__name__}"
+        else:
+            v = str(v)
+            size = len(v)
+        if size > max_chars:
+            return None, f"field '{p.name}' is {size:,} characters, over the limit of {max_chars:,} (--max-field-chars)"
+        fixed[p.name] = v
+    return fixed, None
 
 
 @dataclass
@@ -326,6 +339,7 @@ def _duration(seconds: float) -> str:
 
 def token_table(summary: dict):
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title=f"{summary['program']} · {summary['examples']} examples · engine {summary['engine']}",
               title_justify="left")
@@ -341,8 +355,8 @@ def token_table(summary: dict):
                   str(s["failed"]), str(s["unparsed"]))
     if summary.get("engine_startup_seconds"):  # the lazily started engine's start-up, charged to no node
         t.add_row("engine start-up", "", "", "", "", "", f"{summary['engine_startup_seconds']:.1f}", "", "")
-    t.add_row("[bold]total", f"[bold]{summary['engine_calls']}", str(summary["cache_hits"]),
-              f"{summary['prompt_tokens']:,}", f"[bold]{summary['generated_tokens']:,}",
-              f"[bold]{summary['generated_tokens_per_example']:,.1f}", f"{summary['wall_seconds']:.1f}",
+    t.add_row(Text("total", "bold"), Text(f"{summary['engine_calls']}", "bold"), str(summary["cache_hits"]),
+              f"{summary['prompt_tokens']:,}", Text(f"{summary['generated_tokens']:,}", "bold"),
+              Text(f"{summary['generated_tokens_per_example']:,.1f}", "bold"), f"{summary['wall_seconds']:.1f}",
               f"{summary['failed']} ex", f"{summary['unparsed']} ex")
     return t

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
+from rich.text import Text
 
 from s2c.compiler import ir
 from s2c.compiler.system1 import ANSWER, system1_program
@@ -236,14 +236,14 @@ def show(path: Path, sel: Selection, *, node: str | None, full: bool, out, log) 
             raise S2Error(f"{folder.run}: the run has no finished example yet")
         ids = _select(store, folder, verdicts, sel, log)
         if checker.note:
-            log(f"[yellow]note[/]: {escape(checker.note)}")
+            log(Text.assemble(("note", "yellow"), f": {checker.note}"))
         for i, ex_id in enumerate(ids):
             rec = get_trace(store, ex_id)
             checks, note = None, checker.note
             if checker.system is not None:
                 checks = checker.check(store.get(ex_id))
                 if checker.note != note:
-                    log(f"[yellow]note[/]: {escape(checker.note)}")
+                    log(Text.assemble(("note", "yellow"), f": {checker.note}"))
             if i:
                 out.print()
             out.print(render_trace(rec, node, full, checks=checks, verdict=_verdict_of(ex_id, verdicts)))
@@ -262,7 +262,7 @@ def _select(store: RunStore, folder: Folder, verdicts: dict | None, sel: Selecti
         return _dropped(verdicts, limit, log)
     ex_id, why = pick_default(store)
     others = "--example ID, --failed" + (", --dropped" if folder.compiled else "")
-    log(f"showing example {escape(ex_id)} ({why}; {others} to pick others)")
+    log(f"showing example {ex_id} ({why}; {others} to pick others)")
     return [ex_id]
 
 
@@ -319,24 +319,28 @@ def _verdict_of(ex_id: str, verdicts: dict | None) -> tuple[dict, str | None] | 
     return (verdicts[source], source) if "~" in ex_id and source in verdicts else None
 
 
-def _cut(text, full: bool, n: int = 300) -> str:
+def _cut(text, full: bool, n: int = 300) -> Text:
+    """`text` (JSON for a value that is not a string) as it is, cut at `n` characters unless `full`."""
     s = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False)
-    s = s.replace("[", "\\[")  # rich markup
-    return s if full or len(s) <= n else s[:n] + f"… [dim](+{len(s) - n} chars, --full)[/]"
+    if full or len(s) <= n:
+        return Text(s)
+    return Text.assemble(s[:n], "… ", (f"(+{len(s) - n} chars, --full)", "dim"))
 
 
 def render_trace(rec: dict, node: str | None = None, full: bool = False, *, checks: list[AnswerCheck] | None = None,
                  verdict: tuple[dict, str | None] | None = None):
     """The example's tree: inputs, each node's instances, outputs, then gold (scored by `checks`
-    where given) and the curation `verdict` (with the original's id for a perturbed copy)."""
+    where given) and the curation `verdict` (with the original's id for a perturbed copy). Every
+    label is a `Text`: ids, prompts, outputs and errors print as they are, on any console."""
     from rich.tree import Tree
 
-    status = {"ok": "[green]ok[/]", "unparsed": "[yellow]unparsed[/]"}.get(rec["status"], "[red]failed[/]")
-    root = Tree(f"[bold]example {rec['example_id']}[/] {status} · {rec.get('engine_calls', 0)} engine calls · "
-                f"{rec.get('generated_tokens', 0)} generated tokens")
-    inputs = root.add("[bold]inputs[/]")
+    status = {"ok": ("ok", "green"), "unparsed": ("unparsed", "yellow")}.get(rec["status"], ("failed", "red"))
+    root = Tree(Text.assemble((f"example {rec['example_id']}", "bold"), " ", status,
+                              f" · {rec.get('engine_calls', 0)} engine calls · "
+                              f"{rec.get('generated_tokens', 0)} generated tokens"))
+    inputs = root.add(Text("inputs", "bold"))
     for k, v in rec.get("inputs", {}).items():
-        inputs.add(f"{k}: {_cut(v, full, 200)}")
+        inputs.add(Text.assemble(f"{k}: ", _cut(v, full, 200)))
     nodes = rec.get("nodes", {})
     if node is not None and node not in nodes:
         raise S2Error(f"no node '{node}' in this trace", hint=f"nodes: {', '.join(nodes)}")
@@ -344,59 +348,59 @@ def render_trace(rec: dict, node: str | None = None, full: bool = False, *, chec
         if node is not None and nid != node:
             continue
         insts = tr.get("instances", [])
-        br = root.add(f"[bold cyan]{nid}[/] [dim]{tr['kind']} · {len(insts)} instance(s)[/]")
+        br = root.add(Text.assemble((nid, "bold cyan"), " ", (f"{tr['kind']} · {len(insts)} instance(s)", "dim")))
         for inst in insts:
             idx = inst.get("index") or []
-            label = f"[magenta]{nid}{idx}[/]" if idx else f"[magenta]{nid}[/]"
-            ib = br.add(label) if (len(insts) > 1 or idx) else br
+            ib = br.add(Text(f"{nid}{idx}" if idx else nid, "magenta")) if (len(insts) > 1 or idx) else br
             if "messages" in inst:
                 for m in inst["messages"]:
-                    ib.add(f"[dim]{m['role']}:[/] {_cut(m['content'], full)}")
+                    ib.add(Text.assemble((f"{m['role']}:", "dim"), " ", _cut(m["content"], full)))
             elif "prompt" in inst:
-                ib.add(f"[dim]prompt:[/] {_cut(inst['prompt'], full)}")
+                ib.add(Text.assemble(("prompt:", "dim"), " ", _cut(inst["prompt"], full)))
             for j, c in enumerate(inst.get("completions", [])):
                 tag = f"sample {j}" if len(inst["completions"]) > 1 else "completion"
-                ib.add(f"[green]{tag}:[/] {_cut(c, full)}")
+                ib.add(Text.assemble((f"{tag}:", "green"), " ", _cut(c, full)))
             if "value" in inst:
-                ib.add(f"[yellow]value:[/] {_cut(inst['value'], full)}")
+                ib.add(Text.assemble(("value:", "yellow"), " ", _cut(inst["value"], full)))
             if inst.get("error"):
-                ib.add(f"[red]error:[/] {inst['error']}")
+                ib.add(Text.assemble(("error:", "red"), f" {inst['error']}"))
             if "generated_tokens" in inst:
-                ib.add(f"[dim]tokens: {inst.get('prompt_tokens', 0)} prompt, {inst['generated_tokens']} generated"
-                       f"{', cached' if inst.get('cached') else ''}[/]")
+                ib.add(Text(f"tokens: {inst.get('prompt_tokens', 0)} prompt, {inst['generated_tokens']} generated"
+                            f"{', cached' if inst.get('cached') else ''}", "dim"))
     if node is None:
-        out = root.add("[bold green]outputs[/]")
+        out = root.add(Text("outputs", "bold green"))
         for k, v in rec.get("outputs", {}).items():
-            out.add(f"{k}: {_cut(v, full)}")
+            out.add(Text.assemble(f"{k}: ", _cut(v, full)))
         for k, v in rec.get("failed", {}).items():
-            root.add(f"[red]failed[/] {k}: {_cut(v, full)}")
+            root.add(Text.assemble(("failed", "red"), f" {k}: ", _cut(v, full)))
     for c in checks or ():
         root.add(_check_line(c, full))
     scored = {c.gold_field for c in checks or ()}
     for k, v in (rec.get("gold") or {}).items():
         if k not in scored:
-            root.add(f"[bold]gold[/] {k}: {_cut(v, full)}")
+            root.add(Text.assemble(("gold", "bold"), f" {k}: ", _cut(v, full)))
     if verdict is not None:
         root.add(_verdict_line(*verdict))
     return root
 
 
-def _check_line(c: AnswerCheck, full: bool) -> str:
+def _check_line(c: AnswerCheck, full: bool) -> Text:
     bad = find_failed(c.answer)
-    answer = (f"[red]({'unparsed' if bad.unparsed else 'failed'}: {_cut(bad.reason, full)})[/]" if bad is not None
-              else _cut(to_json(c.answer), full))
-    score = ("[dim]not scored: no gold value[/]" if c.correct is None
-             else "[green]✓ correct[/]" if c.correct else "[red]✗ incorrect[/]")
-    gold = "[dim](none)[/]" if c.gold is None else _cut(c.gold, full)
-    return f"[bold]gold[/] {c.gold_field}: {gold} · {c.answered_by}: {answer} · {score} ({c.metric})"
+    answer = (Text.assemble(f"({'unparsed' if bad.unparsed else 'failed'}: ", _cut(bad.reason, full), ")", style="red")
+              if bad is not None else _cut(to_json(c.answer), full))
+    score = (Text("not scored: no gold value", "dim") if c.correct is None
+             else Text("✓ correct", "green") if c.correct else Text("✗ incorrect", "red"))
+    gold = Text("(none)", "dim") if c.gold is None else _cut(c.gold, full)
+    return Text.assemble(("gold", "bold"), f" {c.gold_field}: ", gold, f" · {c.answered_by}: ", answer, " · ", score,
+                         f" ({c.metric})")
 
 
-def _verdict_line(v: dict, original: str | None) -> str:
-    who = f"[bold]curation[/] (with its original {escape(original)})" if original else "[bold]curation[/]"
-    reason = escape(v.get("reason") or "")
+def _verdict_line(v: dict, original: str | None) -> Text:
+    who = Text.assemble(("curation", "bold"), f" (with its original {original})" if original else "")
+    reason = v.get("reason") or ""
     if v["verdict"] == "kept":
-        return f"{who}: [green]kept[/] (its rows are in the dataset)"
+        return Text.assemble(who, ": ", ("kept", "green"), " (its rows are in the dataset)")
     if v["verdict"] == "dropped":
-        return f"{who}: [yellow]dropped[/] by rule {escape(str(v.get('rule')))}: {reason}"
-    where = f" at {escape(v['node'])}" if v.get("node") else ""
-    return f"{who}: [red]{escape(v['verdict'])}[/]{where}" + (f": {reason}" if reason else "")
+        return Text.assemble(who, ": ", ("dropped", "yellow"), f" by rule {v.get('rule')}: {reason}")
+    where = f" at {v['node']}" if v.get("node") else ""
+    return Text.assemble(who, ": ", (v["verdict"], "red"), where + (f": {reason}" if reason else ""))

@@ -52,10 +52,11 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Train; print the adapter folder on stdout (progress and messages go to stderr)."""
-    from s2c.cliutil import console, engine_output, screen
+    from s2c.cliutil import check_out, console, engine_output, screen
     from s2c.train.sft import default_out, train
 
     out = Path(args.out) if args.out else default_out(args.dataset_dir)
+    check_out(out)  # before train.log goes there
     err = console()
     with engine_output(out / TRAIN_LOG, args.verbose, err, what="train"):
         result = train(
