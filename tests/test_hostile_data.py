@@ -203,3 +203,9 @@ def test_a_name_that_is_nothing_local_says_it_was_taken_as_a_hub_id(tmp_path, ca
     err = capsys.readouterr().err
     assert "'nothere' is not a local file or folder, nor a named source (coin_flip," in err
     assert "so s2c took it as a Hugging Face Hub id" in err
+
+
+@pytest.mark.parametrize("command", ["run", "compile", "eval"])
+def test_a_program_path_that_is_a_folder_is_a_clear_error(tmp_path, capsys, command):
+    assert main([command, str(tmp_path), "--data", "coin_flip", "--out", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path} is a directory, not a program file")
