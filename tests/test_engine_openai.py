@@ -19,7 +19,7 @@ from engine_fixtures import (
     free_port,
     vllm_server,
 )
-from helpers.llm_server import reply_text, serve
+from helpers.llm_server import Fault, reply_text, serve
 
 import s2c.runtime.engines.openai as openai_module
 from s2c.runtime.engines import describe, make_engine
@@ -218,6 +218,33 @@ def test_invalid_json_and_transport_errors_are_retried_with_their_reasons():
         assert done.retries == ("invalid JSON", "ReadTimeout")
 
 
+def test_a_200_without_a_completion_is_retried_then_a_failure_that_says_why():
+    broken = [
+        {"choices": []},
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "stop"}]},
+        {"object": "chat.completion", "output": "no choices"},
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}], "usage": "lots"},
+    ]
+
+    def script(path, body, attempt):
+        if "prompt" in body:  # completions: a null text, always
+            return 200, {"choices": [{"index": 0, "text": None, "finish_reason": "length"}]}, {}
+        return (200, broken[attempt], {}) if attempt < len(broken) else ok(path, body, attempt)
+
+    with ScriptedServer(script) as server:
+        engine = engine_for(server, retries=4)
+        engine.submit("chat", chat("q"))
+        [done] = engine.collect()
+        assert done.result[0].text == "reply to q"
+        assert done.retries == ("empty choices", "null content", "unexpected shape", "unexpected shape")
+        engine.retries = 1
+        engine.submit("text", Request(prompt="p"))
+        [done] = engine.collect()
+        assert isinstance(done.result, EngineFailure) and done.retries == ("null content",)
+        assert done.result.reason == ("null content in a 200 reply: text is null (finish_reason 'length') "
+                                      "(gave up after 2 attempts)")
+
+
 def test_a_bug_in_a_worker_is_raised_by_collect(monkeypatch):
     def broken(data, request):
         raise ZeroDivisionError("a bug in s2c")
@@ -254,7 +281,7 @@ def test_collect_hands_results_over_in_finishing_order_and_generate_keeps_reques
 
 @pytest.fixture
 def echo(tmp_path):
-    """Start tests/helpers/llm_server.py with `echo(delay=..., fail_every=...)`; yields (url, log)."""
+    """Start tests/helpers/llm_server.py with `echo(delay=..., faults=[...])`; yields (url, log)."""
     numbers = itertools.count()
     with contextlib.ExitStack() as stack:
         def start(**options):
@@ -303,7 +330,7 @@ def test_generate_on_the_streaming_engine_keeps_request_order(echo):
 
 
 def test_server_faults_are_retried_and_reported_in_finished_retries(echo):
-    url, log = echo(fail_every=3)
+    url, log = echo(faults=[Fault("http503", every=3)])
     engine = OpenAIEngine("echo-model", base_url=url, concurrency=2, backoff=0.01)
     for i in range(6):
         engine.submit(i, chat(f"q{i}"))

@@ -1,6 +1,7 @@
 """An OpenAI-compatible test server, stdlib only, run as its own process:
 
-    python tests/helpers/llm_server.py --port 0 --port-file PORT --delay 0.1 --log LOG [--fail-every K]
+    python tests/helpers/llm_server.py --port 0 --port-file PORT --delay 0.1 --log LOG \
+        [--fault KIND:WHEN[:TEXT] ...] [--slow-seconds S]
 
 It serves one model, "echo-model", on 127.0.0.1: GET /v1/models, POST /v1/chat/completions and
 POST /v1/completions. Replies are deterministic functions of the prompt, shaped for BSM: a prompt
@@ -15,12 +16,37 @@ tell which calls a killed client had in flight:
     {"t": 1718000000.22, "n": 7, "key": "...", "event": "done", "status": 200}
 
 "recv" is logged when a POST has been read, "done" once its reply is written and flushed, "fault"
-instead of "done" for a reply a fault mode chose, "aborted" when the client was gone before the
-reply could be written. `n` numbers the POSTs from 1.
+instead of "done" for a reply a fault mode chose (with "fault": KIND), "aborted" when the client
+was gone before the reply could be written. `n` numbers the POSTs from 1.
 
-Tests start it with `serve(tmp_path, delay=..., log=...)`, a context manager that yields the
-base URL. Fault modes hang off `Faults.reply` (one hook, called for every POST before its normal
-reply); only --fail-every K (HTTP 503 on every K-th POST) exists so far.
+Fault modes (--fault, repeatable; serve(faults=[Fault(...)])) answer a POST instead of the normal
+reply. KIND is what goes wrong:
+
+    http400 http429 http500 http503   that status; the error body's message is the same for every
+                                      request of a kind and holds rich markup ("[bold]", a stray
+                                      "[/x]") that a console must print as written; 429 carries
+                                      Retry-After: RETRY_AFTER seconds
+    bad-json       200 whose body is not JSON
+    truncated      200 whose Content-Length promises more than is sent; then the connection closes
+    empty-choices  200 with "choices": []
+    null-content   200 whose message.content (chat) or text (completions) is null
+    wrong-shape    200 whose JSON has no "choices" at all
+    slow           the normal reply, after --slow-seconds (longer than the client's timeout)
+
+WHEN says which POSTs it hits, deterministically:
+
+    first=N   the first N attempts of each distinct request (counted per request key on this
+              server): with N <= the client's retries a retry succeeds; with N > them the call
+              fails for good, and a rerun against the same server gets the good reply
+    every=K   every K-th POST (the server's count, all requests together)
+    always    every attempt: the call fails for good until a server without the fault serves it
+
+TEXT, if given, restricts the fault to requests whose prompt contains it (so one row of a run can
+be the faulty one). Faults are tried in order and the first that hits answers, so
+"http500:first=1" then "null-content:first=2" gives a 500, then a null content, then the reply.
+
+Tests start it with `serve(tmp_path, delay=..., log=..., faults=[...])`, a context manager that
+yields the base URL.
 """
 from __future__ import annotations
 
@@ -33,8 +59,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -43,7 +70,7 @@ FACTORS = ("Helpfulness", "Relevance", "Accuracy", "Depth", "Clarity", "Harmless
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
          "kilo", "lima", "mike", "november", "oscar", "papa")
 
-Reply = tuple[int, dict, dict]  # status, JSON body, extra headers
+Reply = tuple[int, dict | bytes, dict]  # status, JSON body (or raw bytes), extra headers
 
 
 def request_key(body: dict) -> str:
@@ -77,9 +104,16 @@ def complete(text: str, body: dict) -> tuple[str, str, int]:
     return text, "stop", len(words)
 
 
+def prompt_text(path: str, body: dict) -> str:
+    """The text a reply is derived from: the messages' contents, one per line, or the prompt."""
+    if path.endswith("/chat/completions"):
+        return "\n".join(m.get("content") or "" for m in body.get("messages") or () if isinstance(m, dict))
+    return str(body.get("prompt", ""))
+
+
 def completion_body(path: str, body: dict, key: str) -> dict:
     chat = path.endswith("/chat/completions")
-    prompt = "\n".join(m.get("content") or "" for m in body["messages"]) if chat else body.get("prompt", "")
+    prompt = prompt_text(path, body)
     choices, generated = [], 0
     for i in range(int(body.get("n") or 1)):
         text, reason, tokens = complete(reply_text(prompt, i), body)
@@ -97,16 +131,88 @@ def completion_body(path: str, body: dict, key: str) -> dict:
     }
 
 
+RETRY_AFTER = "0.2"  # seconds, on an injected 429: short, so that tests honouring it stay fast
+MARKUP = "[bold]not bold[/bold] and a stray [/x] must print as written"
+ERRORS = {"http400": "invalid_request_error", "http429": "rate_limit_exceeded", "http500": "internal_error",
+          "http503": "overloaded"}
+KINDS = (*ERRORS, "bad-json", "truncated", "empty-choices", "null-content", "wrong-shape", "slow")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault mode: what goes wrong (`kind`), on which POSTs, for which prompts. The command
+    line spells it KIND:WHEN[:TEXT] (see the module docstring); `str` and `parse` convert."""
+
+    kind: str
+    first: int = 0  # the first N attempts of each request key
+    every: int = 0  # every K-th POST
+    match: str = ""  # only prompts containing this text ("": all)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(KINDS)}")
+        if self.first and self.every:
+            raise ValueError("a fault hits the first N attempts or every K-th POST, not both")
+
+    def __str__(self) -> str:
+        when = f"first={self.first}" if self.first else f"every={self.every}" if self.every else "always"
+        return f"{self.kind}:{when}" + (f":{self.match}" if self.match else "")
+
+    @classmethod
+    def parse(cls, spec: str) -> Fault:
+        kind, _, rest = spec.partition(":")
+        when, _, match = rest.partition(":")
+        name, _, number = when.partition("=")
+        if when == "always":
+            return cls(kind, match=match)
+        if name in ("first", "every") and number.isdigit() and int(number) > 0:
+            return cls(kind, match=match, **{name: int(number)})
+        raise ValueError(f"{spec!r}: expected KIND:WHEN[:TEXT], WHEN one of always, first=N, every=K")
+
+    def hits(self, n: int, attempt: int, prompt: str) -> bool:
+        """Does it answer POST number `n`, the `attempt`-th (from 1) of its request key?"""
+        if self.match not in prompt:
+            return False
+        if self.first:
+            return attempt <= self.first
+        return not self.every or n % self.every == 0
+
+
 class Faults:
-    """Where fault modes live: `reply` may answer a POST instead of the normal reply."""
+    """Picks the fault, if any, that answers a POST; counts each request key's attempts."""
 
-    def __init__(self, fail_every: int = 0):
-        self.fail_every = fail_every
+    def __init__(self, faults: tuple[Fault, ...], slow_s: float):
+        self.faults = faults
+        self.slow_s = slow_s
+        self.lock = threading.Lock()
+        self.attempts: dict[str, int] = {}
 
-    def reply(self, n: int, path: str, body: dict) -> Reply | None:
-        if self.fail_every and n % self.fail_every == 0:
-            return 503, {"error": {"message": f"injected fault: request {n}", "type": "overloaded"}}, {}
-        return None
+    def pick(self, n: int, key: str, prompt: str) -> Fault | None:
+        with self.lock:
+            attempt = self.attempts[key] = self.attempts.get(key, 0) + 1
+        return next((f for f in self.faults if f.hits(n, attempt, prompt)), None)
+
+    def reply(self, fault: Fault, good: Reply) -> Reply:
+        """What `fault` sends instead of `good` (the normal 200 reply to the same POST)."""
+        kind, body = fault.kind, good[1]
+        if kind in ERRORS:
+            error = {"error": {"message": f"injected {kind}: {MARKUP}", "type": ERRORS[kind]}}
+            return int(kind[4:]), error, {"Retry-After": RETRY_AFTER} if kind == "http429" else {}
+        if kind == "bad-json":
+            return 200, b'{"choices": [{"index": 0, <html>502 Bad Gateway</html>', {}
+        if kind == "truncated":
+            whole = json.dumps(body).encode()
+            return 200, whole[: len(whole) // 2], {"Content-Length": str(len(whole))}
+        if kind == "empty-choices":
+            return 200, {**body, "choices": []}, {}
+        if kind == "null-content":
+            nulled = [{**c, "message": {**c["message"], "content": None}} if "message" in c else {**c, "text": None}
+                      for c in body["choices"]]
+            return 200, {**body, "choices": nulled}, {}
+        if kind == "wrong-shape":
+            return 200, {"id": body["id"], "object": "chat.completion", "output": "no choices here"}, {}
+        time.sleep(self.slow_s)  # slow: the client has given up by now
+        return good
 
 
 class State:
@@ -157,16 +263,17 @@ def make_handler(state: State):
             n, key = state.next_serial(), request_key(body)
             state.log("recv", n, key)
             time.sleep(state.delay)
-            status, payload, headers = self._answer(n, key, body)
-            if self._send(status, payload, headers):
-                state.log("done" if status == 200 else "fault", n, key, status=status)
-            else:
-                state.log("aborted", n, key, status=status)
-
-        def _answer(self, n: int, key: str, body: dict) -> Reply:
-            fault = state.faults.reply(n, self.path, body)
+            status, payload, headers = reply = self._answer(body, key)
+            fault = state.faults.pick(n, key, prompt_text(self.path, body)) if status == 200 else None
             if fault is not None:
-                return fault
+                status, payload, headers = state.faults.reply(fault, reply)
+            extra = {"status": status, **({"fault": fault.kind} if fault else {})}
+            if not self._send(status, payload, headers):
+                state.log("aborted", n, key, **extra)
+            else:
+                state.log("fault" if fault or status != 200 else "done", n, key, **extra)
+
+        def _answer(self, body: dict, key: str) -> Reply:
             if self.path not in ("/v1/chat/completions", "/v1/completions"):
                 return 404, {"error": {"message": f"no route {self.path}"}}, {}
             if body.get("model") != MODEL:
@@ -175,18 +282,22 @@ def make_handler(state: State):
                 return 400, {"error": {"message": "messages is required"}}, {}
             return 200, completion_body(self.path, body, key), {}
 
-        def _send(self, status: int, payload: dict, headers: dict | None = None) -> bool:
-            """Write the reply; False if the client has gone away."""
-            data = json.dumps(payload).encode()
+        def _send(self, status: int, payload: dict | bytes, headers: dict | None = None) -> bool:
+            """Write the reply; False if the client has gone away. A Content-Length in `headers`
+            that promises more than `payload` holds (a truncated reply) closes the connection
+            after what there is."""
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            headers = {"Content-Length": str(len(data)), **(headers or {})}
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in (headers or {}).items():
+                for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
                 self.wfile.flush()
+                if int(headers["Content-Length"]) > len(data):
+                    self.close_connection = True
                 return True
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
@@ -205,15 +316,19 @@ class Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(folder: Path, *, delay: float = 0.0, log: Path | None = None, fail_every: int = 0,
-          startup_s: float = 20.0) -> Iterator[str]:
-    """Run this server as a subprocess while the block runs; yields its base URL (".../v1")."""
+def serve(folder: Path, *, delay: float = 0.0, log: Path | None = None, faults: Sequence[Fault] = (),
+          slow_s: float | None = None, port: int = 0, startup_s: float = 20.0) -> Iterator[str]:
+    """Run this server as a subprocess while the block runs; yields its base URL (".../v1").
+    `faults` and `slow_s` are --fault and --slow-seconds (module docstring). `port` (0: a free
+    one) lets a restarted server take its predecessor's URL, which is part of the call cache's key."""
     port_file = Path(tempfile.mkdtemp(prefix="llm-server-", dir=folder)) / "port"
-    cmd = [sys.executable, __file__, "--port", "0", "--port-file", str(port_file), "--delay", str(delay)]
+    cmd = [sys.executable, __file__, "--port", str(port), "--port-file", str(port_file), "--delay", str(delay)]
     if log is not None:
         cmd += ["--log", str(log)]
-    if fail_every:
-        cmd += ["--fail-every", str(fail_every)]
+    for fault in faults:
+        cmd += ["--fault", str(fault)]
+    if slow_s is not None:
+        cmd += ["--slow-seconds", str(slow_s)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + startup_s
@@ -234,15 +349,26 @@ def serve(folder: Path, *, delay: float = 0.0, log: Path | None = None, fail_eve
         proc.stderr.close()
 
 
+def fault_arg(spec: str) -> Fault:
+    try:
+        return Fault.parse(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="OpenAI-compatible test server (deterministic replies)")
     p.add_argument("--port", type=int, default=0, help="0: pick a free port")
     p.add_argument("--port-file", default=None, help="write the port here once listening")
     p.add_argument("--delay", type=float, default=0.0, help="seconds each POST takes")
     p.add_argument("--log", default=None, help="append a JSON line per request event")
-    p.add_argument("--fail-every", type=int, default=0, metavar="K", help="HTTP 503 on every K-th POST")
+    p.add_argument("--fault", action="append", type=fault_arg, default=[], metavar="KIND:WHEN[:TEXT]",
+                   help=f"answer some POSTs with a fault; KIND one of {', '.join(KINDS)}; WHEN always, "
+                        "first=N (attempts of each request) or every=K (POSTs); TEXT: only prompts containing it")
+    p.add_argument("--slow-seconds", type=float, default=5.0, metavar="S", help="how long a 'slow' fault waits")
     args = p.parse_args(argv)
-    server = Server(("127.0.0.1", args.port), make_handler(State(args.delay, args.log, Faults(args.fail_every))))
+    faults = Faults(tuple(args.fault), args.slow_seconds)
+    server = Server(("127.0.0.1", args.port), make_handler(State(args.delay, args.log, faults)))
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w") as f:

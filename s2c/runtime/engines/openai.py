@@ -5,11 +5,18 @@
 
 Each submitted request is one HTTP call on a thread pool (`concurrency` at a time, the pool
 lives as long as the engine); `collect` hands back every call that has finished, as soon as it
-has, so the executor can cache each result the moment it exists. Connection errors, timeouts,
-429, 5xx and a 200 whose body is not JSON are retried with exponential backoff (`retries`
-times, honouring Retry-After); each retry's reason ("HTTP 503", "ReadTimeout") is reported in
-`Finished.retries`. A request that still fails becomes an EngineFailure and the others go on;
-an exception of any other kind in a worker is a bug, and `collect` re-raises it.
+has, so the executor can cache each result the moment it exists.
+
+An attempt fails, and is retried with exponential backoff (`retries` times, honouring
+Retry-After), on a connection error, a timeout or a cut-off body (reason: httpx's name for it,
+"ReadTimeout", "RemoteProtocolError"), on 408, 429 and 5xx ("HTTP 503"), and on a 200 that holds
+no completion: a body that is not JSON ("invalid JSON"), `"choices": []` ("empty choices"), a
+message.content or text that is null ("null content"), JSON of another shape ("unexpected
+shape"). Each retry's reason is reported in `Finished.retries`. A request that still fails, or
+gets another 4xx (not retried: it would fail the same way), becomes an EngineFailure naming
+what went wrong, and the others go on; so nothing but real completions reaches the executor,
+which caches only those, and a rerun redoes exactly the calls that failed. An exception of any
+other kind in a worker is a bug, and `collect` re-raises it.
 
 Token counts come from the response's `usage`; with n > 1 the server reports one total for all
 samples: a vLLM server is asked for each sample's token ids (exact counts), other servers'
@@ -184,8 +191,7 @@ class OpenAIEngine(Streaming):
         path, body = self._body(request)
         retries: list[str] = []
         try:
-            data = self._post(path, body, retries)
-            return _completions(data, request), tuple(retries)
+            return self._post(path, body, request, retries), tuple(retries)
         except _Failed as e:
             return EngineFailure(str(e)), tuple(retries)
 
@@ -210,14 +216,15 @@ class OpenAIEngine(Streaming):
         body["prompt"] = request.prompt or ""
         return "/completions", body
 
-    def _post(self, path: str, body: dict, retries: list[str]) -> dict:
-        """POST with retries; appends the reason of each retried attempt to `retries`."""
+    def _post(self, path: str, body: dict, request: Request, retries: list[str]) -> list[Completion]:
+        """POST until a reply holds the completions; appends the reason of each retried attempt
+        to `retries`."""
         for attempt in range(self.retries + 1):
             try:
-                return self._attempt(path, body)
+                return _completions(self._attempt(path, body), request)
             except _Retry as e:
                 if attempt == self.retries:
-                    raise _Failed(str(e)) from e
+                    raise _Failed(f"{e} (gave up after {attempt + 1} attempts)" if attempt else str(e)) from e
                 retries.append(e.reason)
                 self._sleep(attempt, e.retry_after)
         raise AssertionError("unreachable")
@@ -234,8 +241,9 @@ class OpenAIEngine(Streaming):
         if status == 200:
             try:
                 return response.json()
-            except ValueError as e:  # a cut-off or garbled body: the next attempt may be whole
-                raise _Retry("invalid JSON", f"POST {path}: the server sent invalid JSON") from e
+            except ValueError as e:  # a garbled body: the next attempt may be whole
+                raise _Retry("invalid JSON", f"POST {path}: invalid JSON in a 200 reply: "
+                                             f"{response.text[:200]!r}") from e
         detail = f"POST {path}: HTTP {status}: {response.text[:500]}"
         if status in RETRY_STATUS:
             raise _Retry(f"HTTP {status}", detail, response.headers.get("retry-after"))
@@ -257,22 +265,31 @@ class OpenAIEngine(Streaming):
         self._client.close()
 
 
-def _completions(data: dict, request: Request) -> list[Completion]:
+def _completions(data, request: Request) -> list[Completion]:
+    """The completions in a 200 reply's JSON. A reply without one for every choice (no choices,
+    a null text, another shape) raises _Retry: it is a server's fault, never a completion."""
+    chat = request.mode == "chat"
     try:
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-        texts = [
-            (c["message"].get("content") or "") if request.mode == "chat" else c["text"]
-            for c in choices
-        ]
+        texts = [c["message"]["content"] if chat else c["text"] for c in choices]
         reasons = [c.get("finish_reason") or "stop" for c in choices]
-    except (KeyError, TypeError, AttributeError) as e:
-        raise _Failed(f"unexpected response shape: {str(data)[:300]}") from e
-    usage = data.get("usage") or {}
-    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        usage = data.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        generated = int(usage.get("completion_tokens") or 0)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise _Retry("unexpected shape", f"unexpected shape of a 200 reply: {str(data)[:300]}") from e
+    if not choices:
+        raise _Retry("empty choices", 'empty choices in a 200 reply ("choices": [])')
+    for c, text in zip(choices, texts):
+        if text is None:  # what a refusal, a tool call or a reasoning parser may leave
+            raise _Retry("null content", f"null content in a 200 reply: {'message.content' if chat else 'text'} "
+                                         f"is null (finish_reason {c.get('finish_reason')!r})")
+        if not isinstance(text, str):
+            raise _Retry("unexpected shape", f"unexpected shape of a 200 reply: {str(data)[:300]}")
     if all(isinstance(c.get("token_ids"), list) for c in choices):
         counts = [len(c["token_ids"]) for c in choices]
     else:
-        counts = _split(int(usage.get("completion_tokens") or 0), texts)
+        counts = _split(generated, texts)
     samples = [Completion(t, prompt_tokens, k, r) for t, k, r in zip(texts, counts, reasons)]
     greedy = request.sampling.temperature <= 0
     return samples * request.sampling.n if greedy and len(samples) == 1 else samples
