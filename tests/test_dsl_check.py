@@ -59,7 +59,7 @@ def test_cli_prints_the_golden_text(capsys):
 
 def _messages(source: str) -> list[str]:
     """The fixed text at the start of each error/warning message a module can produce."""
-    calls = re.findall(r"""(?:self\.(?:error|warn)|S2Error)\(\s*f?(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')""",
+    calls = re.findall(r"""(?:(?:self|ctx)\.(?:error|warn)|S2Error)\(\s*f?(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')""",
                        source)
     out = []
     for msg in (a or b for a, b in calls):
@@ -69,7 +69,8 @@ def _messages(source: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("module", ["s2c/compiler/check.py", "s2c/dsl/parser.py"])
+@pytest.mark.parametrize("module", [*(rel(p) for p in sorted((REPO / "s2c" / "compiler" / "check").glob("*.py"))),
+                                    "s2c/dsl/parser.py"])
 def test_every_check_has_a_golden(module):
     """Adding a check? Add tests/golden/errors/NAME.s2 that triggers it (and its NAME.txt). The
     limits' checks are pinned in test_hostile_programs.py instead (a golden of a 400-deep program

@@ -1,0 +1,186 @@
+"""A program body, lowered in order: declarations (inputs, gold fields, uses), then each statement
+into nodes: assignments, llm calls (llm.py), `for` loops, `repeat` unrolled once per iteration
+(within budget.py's limits), calls of used programs inlined, and outputs.
+"""
+from __future__ import annotations
+
+from s2c.compiler import ir
+from s2c.compiler.check.budget import MAX_REPEAT, within_budget
+from s2c.compiler.check.context import CheckContext, Scope
+from s2c.compiler.check.exprs import lower_expr
+from s2c.compiler.check.llm import lower_llm
+from s2c.compiler.check.names import define, node_id, ref_deps, undefined
+from s2c.compiler.check.types import PARAM_TYPES, expr_type, type_of
+from s2c.compiler.check.uses import bind_call, resolve
+from s2c.compiler.functions import ANY
+from s2c.dsl import ast as A
+from s2c.errors import Span
+
+
+def lower_body(ctx: CheckContext, scope: Scope):
+    """The program's declarations and statements, into ctx's graph; its outputs into ctx.outputs.
+    `scope` is the top level's (empty) or, for a used program, its inputs bound by the call."""
+    declare(ctx)
+    if not scope.names:  # top level: inputs are nodes
+        for prm in ctx.program.inputs:
+            nid = prm.name
+            ctx.nodes.setdefault(nid, ir.Node(nid, "input", prm.name, prm.span, PARAM_TYPES[prm.type],
+                                              origin_program=ctx.program.file))
+            scope.names[prm.name] = ir.NodeRef(nid)
+    defined: set[str] = set(scope.names)
+    for item in ctx.program.items:
+        if isinstance(item, A.Output):
+            lower_output(ctx, item, scope, defined)
+        elif isinstance(item, (A.LLMAssign, A.Assign, A.For, A.Repeat)):
+            lower_stmts(ctx, [item], scope, defined)
+    if not ctx.program.outputs:
+        ctx.error(f"program '{ctx.program.name}' has no output", ctx.program.header.span,
+                  "declare the System-2 answer with: output NAME")
+
+
+def declare(ctx: CheckContext):
+    seen: dict[str, Span | None] = {}
+    for item in ctx.program.items:
+        if isinstance(item, A.InputDecl):
+            for prm in item.params:
+                if prm.name in seen:
+                    ctx.error(f"input '{prm.name}' is declared twice", prm.span)
+                seen[prm.name] = prm.span
+                ctx.input_names.add(prm.name)
+        elif isinstance(item, A.GoldDecl):
+            for g in item.names:
+                if g.id in seen:
+                    ctx.error(f"'{g.id}' is declared twice", g.span)
+                seen[g.id] = g.span
+                ctx.gold_names.add(g.id)
+        elif isinstance(item, A.UseDecl):
+            resolve(ctx, item)
+
+
+def lower_output(ctx: CheckContext, o: A.Output, scope: Scope, defined):
+    if o.name in ctx.outputs:
+        ctx.error(f"output '{o.name}' is declared twice", o.span)
+        return
+    if o.value is not None:
+        lower_assign(ctx, A.Assign(o.name, o.value, o.span), scope, defined)
+    ref = scope.names.get(o.name)
+    if ref is None:
+        undefined(ctx, o.name, o.span, scope)
+        return
+    ctx.mark_used(ref)
+    ctx.outputs[o.name] = ref
+
+
+def lower_stmts(ctx: CheckContext, stmts, scope: Scope, defined_here: set[str]):
+    for s in stmts:
+        if isinstance(s, A.LLMAssign):
+            lower_llm(ctx, s, scope, defined_here)
+        elif isinstance(s, A.Assign):
+            lower_assign(ctx, s, scope, defined_here)
+        elif isinstance(s, A.For):
+            lower_for(ctx, s, scope, defined_here)
+        elif isinstance(s, A.Repeat):
+            lower_repeat(ctx, s, scope, defined_here)
+
+
+def lower_assign(ctx: CheckContext, s: A.Assign, scope: Scope, defined_here):
+    if isinstance(s.value, A.Call) and s.value.func in ctx.programs:
+        lower_use(ctx, s, scope, defined_here)
+        return
+    if isinstance(s.value, A.Call) and s.value.func in ctx.broken_programs:
+        define_opaque(ctx, s, scope, defined_here)
+        return
+    expr = lower_expr(ctx, s.value, scope)
+    t = expr_type(ctx, expr, scope.loops)
+    deps = ref_deps(ctx, ir.refs_of(expr))
+    node = ir.Node(id=node_id(ctx, s.target, scope, s.span), kind="transform", name=s.target, span=s.span,
+                   type=t, loops=scope.loops, deps=deps, expr=expr, origin_program=ctx.program.file)
+    define(ctx, s.target, s.span, scope, node, defined_here)
+
+
+def lower_for(ctx: CheckContext, s: A.For, scope: Scope, defined_here):
+    it = lower_expr(ctx, s.iterable, scope)
+    t = expr_type(ctx, it, scope.loops)
+    if not t.is_list:
+        ctx.error(f"'for {s.var} in ...' needs a list, but this is a single {t}", s.iterable.span,
+                  "a list comes from llm(n=...), lines(), regex_all(), or a list input")
+    loop_id = node_id(ctx, s.var, scope) if not scope.loops else f"{scope.loops[-1]}.{s.var}"
+    if loop_id in ctx.loops:  # a second loop with the same variable: its id names its line
+        loop_id = f"{loop_id}@{s.span.line if s.span else len(ctx.loops)}"
+    if isinstance(it, ir.RefExpr):
+        iterable = it.ref
+    else:  # an expression: give it a node of its own so the runtime can index it
+        nid = f"{loop_id}.items"
+        ctx.nodes[nid] = ir.Node(nid, "transform", f"{s.var} items", s.iterable.span, t, scope.loops,
+                                 ref_deps(ctx, ir.refs_of(it)), expr=it, internal=True,
+                                 origin_program=ctx.program.file)
+        ctx.used.add(nid)
+        iterable = ir.NodeRef(nid)
+    if s.var in scope.names:
+        ctx.error(f"loop variable '{s.var}' shadows an existing name", s.span)
+    loop = ir.Loop(loop_id, s.var, iterable, scope.loops, s.span)
+    ctx.loops[loop_id] = loop
+    inner = Scope(dict(scope.names), scope.loops + (loop_id,), scope.prefix, scope.suffix, scope.once)
+    inner.names[s.var] = ir.ItemRef(loop_id)
+    body_defined: set[str] = set()
+    lower_stmts(ctx, s.body, inner, body_defined)
+    for name in sorted(body_defined):  # visible after the body; sorted: errors in a stable order
+        if name in defined_here:
+            ctx.error(f"'{name}' is already defined", s.span)
+        defined_here.add(name)
+        scope.names[name] = inner.names[name]
+
+
+def lower_repeat(ctx: CheckContext, s: A.Repeat, scope: Scope, defined_here):
+    if s.count < 1:
+        ctx.error("repeat needs a count >= 1", s.span)
+        return
+    if s.count > MAX_REPEAT:
+        ctx.error(f"repeat {s.count}: at most {MAX_REPEAT} iterations are unrolled", s.span)
+        return
+    # An outer repeat budgeted this one. Over budget, the body is still checked, once.
+    once = scope.once or (not scope.suffix and not within_budget(ctx, s))
+    for i in range(1, (1 if once else s.count) + 1):
+        inner = Scope(scope.names, scope.loops, scope.prefix, f"{scope.suffix}#{i}", once)
+        iteration_defined: set[str] = set()
+        n_diags = len(ctx.diags)
+        lower_stmts(ctx, s.body, inner, iteration_defined)
+        if i > 1:  # report each mistake in the body once, not once per iteration
+            seen = {(d.message, d.span) for d in ctx.diags[:n_diags]}
+            ctx.diags[n_diags:] = [d for d in ctx.diags[n_diags:] if (d.message, d.span) not in seen]
+        defined_here |= iteration_defined
+
+
+def lower_use(ctx: CheckContext, s: A.Assign, scope: Scope, defined_here):
+    """`x = prog(input=value, ...)`: prog's body inlined under the prefix `x/`, x its output."""
+    call: A.Call = s.value  # type: ignore[assignment]
+    prefix = f"{node_id(ctx, s.target, scope, s.span)}/"
+    bound = bind_call(ctx, call, scope, prefix)
+    if bound is None:
+        define_opaque(ctx, s, scope, defined_here)
+        return
+    sub = ctx.programs[call.func]
+    child = ctx.for_used(sub)  # inline into the same graph
+    lower_body(child, Scope(dict(bound), scope.loops, prefix, ""))
+    ctx.sources.update(child.sources)
+    ctx.used |= child.used
+    ctx.diags += [d for d in child.diags if d.severity == "error"]
+    out_ref = child.outputs.get(sub.outputs[0].name)
+    if out_ref is None:
+        define_opaque(ctx, s, scope, defined_here)
+        return
+    ctx.mark_used(out_ref)
+    if isinstance(out_ref, ir.NodeRef):
+        node = ir.Node(node_id(ctx, s.target, scope, s.span), "transform", s.target, s.span,
+                       type_of(ctx, out_ref, scope.loops), scope.loops, (out_ref.node,),
+                       expr=ir.RefExpr(out_ref), origin_program=ctx.program.file)
+        define(ctx, s.target, s.span, scope, node, defined_here)
+
+
+def define_opaque(ctx: CheckContext, s: A.Assign, scope: Scope, defined_here):
+    """The result of a call that could not be checked: defined, of unknown type, so that one
+    mistake gives one error."""
+    node = ir.Node(node_id(ctx, s.target, scope, s.span), "transform", s.target, s.span, ANY, scope.loops,
+                   expr=ir.Const(None), origin_program=ctx.program.file)
+    define(ctx, s.target, s.span, scope, node, defined_here)
+    ctx.used.add(node.id)
