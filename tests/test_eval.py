@@ -75,6 +75,42 @@ def test_three_systems_table_json_png(tmp_path, fake_engine, capsys):
     assert preds[0] == {"example_id": "e0", "System 1": "A", "System 2": "B", "Distilled System 1": "B"}
     err = capsys.readouterr().err
     assert "Distilled System 1" in err and "#tokens / input" in err
+    # the CIs and the paired tests (maths in test_eval_stats.py): 6 inputs, System 1 right on 3,
+    # System 2 on all 6; a resampled mean of 3 of 6 lands on 1/6..5/6 (the 2.5 % and 97.5 % points)
+    assert res["schema"] == 2
+    assert res["stats"] == {"confidence": 0.95, "bootstrap_resamples": 10_000, "seed": 0, "ci": "percentile bootstrap",
+                            "diff_ci": "paired percentile bootstrap", "test": "exact McNemar, two-sided"}
+    assert by["System 1"]["ci"] == {"agreement": [0.166667, 0.833333], "swap_inconsistency": [1.0, 1.0]}
+    assert by["System 2"]["ci"] == {"agreement": [1.0, 1.0], "swap_inconsistency": [0.0, 0.0]}
+    assert by["System 1"]["mean_generated_tokens_ci"] == [by["System 1"]["mean_generated_tokens"]] * 2
+    comps = {(c["b"], c["a"], c["metric"]): c for c in res["comparisons"]}
+    assert len(res["comparisons"]) == 6  # 3 pairs of systems x 2 metrics
+    assert comps["System 2", "System 1", "agreement"] == {
+        "metric": "agreement", "a": "System 1", "b": "System 2", "n": 6, "diff": 0.5, "diff_ci": [0.166667, 0.833333],
+        "mcnemar": {"b01": 3, "b10": 0, "p": 0.25}}
+    swap = comps["Distilled System 1", "System 1", "swap_inconsistency"]
+    assert swap["mcnemar"] == {"b01": 0, "b10": 6, "p": 0.03125}
+    assert comps["Distilled System 1", "System 2", "agreement"]["mcnemar"] == {"b01": 0, "b10": 0, "p": 1.0}
+    assert "50.0 [16.7, 83.3]" in err and "100.0 [100.0, 100.0]" in err and "[95% bootstrap CI]" in err
+    assert "agreement, System 2 − System 1: +50.0 points [+16.7, +83.3], McNemar p = 0.25 (b=3, c=0)" in err
+    assert ("swap_inconsistency, Distilled System 1 − System 1: −100.0 points [−100.0, −100.0], "
+            "McNemar p = 0.0313 (b=0, c=6)") in err
+    assert "agreement, Distilled System 1 − System 2: +0.0 points [+0.0, +0.0], McNemar p = 1 (b=0, c=0)" in err
+
+
+def test_inputs_without_gold_are_left_out_of_that_metric_and_its_pairs(tmp_path, fake_engine):
+    write_rows(tmp_path / "test.jsonl", n=8)
+    rows = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text().splitlines()]
+    rows[2]["label"] = rows[5]["label"] = ""  # no gold: not scored for agreement, still for the swap
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rc = main(["eval", "bsm.s2", "--data", str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "ev"), "--no-cache"])
+    assert rc == 0
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    by = {s["name"]: s for s in res["systems"]}
+    assert by["System 1"]["metrics"]["agreement"] == 0.5  # right on e1, e3, e7 of e0, e1, e3, e4, e6, e7
+    [agree, swap] = res["comparisons"]
+    assert (agree["metric"], agree["n"], agree["mcnemar"]) == ("agreement", 6, {"b01": 3, "b10": 0, "p": 0.25})
+    assert (swap["metric"], swap["n"], swap["diff"]) == ("swap_inconsistency", 8, -1.0)
 
 
 def test_missing_adapter_is_a_clear_error(tmp_path, fake_engine, capsys):

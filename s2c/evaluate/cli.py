@@ -1,8 +1,8 @@
-"""`s2c eval`: the papers' table — System 1, System 2, distilled System 1 — with #tokens."""
+"""`s2c eval`: the papers' table — System 1, System 2, distilled System 1 — with #tokens, 95 % CIs,
+and a paired test between every two systems."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 EXAMPLE = """example:
   s2c eval cot_sc.s2 --data coin_flip:test --limit 100 --adapter runs/train-coin/adapter
@@ -16,7 +16,8 @@ def cmd_eval(args) -> int:
     from s2c.errors import S2Error
     from s2c.evaluate.evaluate import evaluate_system, resolve_adapter, systems_for
     from s2c.evaluate.metrics import labels
-    from s2c.evaluate.report import chart, table, write_results
+    from s2c.evaluate.report import chart, comparison_lines, table, write_results
+    from s2c.evaluate.stats import compare_all
 
     console = make_console()
     log = console.print
@@ -55,9 +56,12 @@ def cmd_eval(args) -> int:
             engine.close()
         meta = {"program": cp.name, "data": args.data, "examples": len(rows), "skipped_rows": len(problems),
                 "engine": engine.name, "model": engine.model_id("default"), "max_tokens_system1": args.max_tokens}
-        write_results(out, results, meta)
+        comparisons = compare_all([(r.name, r.outcomes) for r in results], labels(cp.metrics))
+        write_results(out, results, comparisons, meta)
         chart(out / "results.png", [r.as_dict() for r in results], labels(cp.metrics), cp.name)
         console.print(table(results, cp, meta), soft_wrap=False)
+        for line in comparison_lines(comparisons):
+            console.print(line, soft_wrap=True)  # not cut at the table's width
         log(f"s2c: wrote {out}/results.json, {out}/results.png, {out}/predictions.jsonl; traces: "
             + ", ".join(f"s2c trace {r.run_dir}" for r in results) + f"; all of it: s2c report {out}")
     return max((r.exit for r in results), default=0)  # EXIT_ALL_FAILED when a system's every example failed
@@ -68,7 +72,9 @@ def register(sub) -> None:
 
     e = sub.add_parser("eval", help="compare System 1, System 2 and distilled System 1 on held-out data",
                        description="Evaluate the base model with the System-1 prompt, the System-2 program, and "
-                                   "LoRA adapters on the same inputs: task metrics and generated tokens per input.",
+                                   "LoRA adapters on the same inputs: task metrics and generated tokens per input, "
+                                   "each with a 95% bootstrap CI, and for every two systems the "
+                                   "difference with its paired CI and an exact McNemar test.",
                        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("program", metavar="PROGRAM")
     add_data_args(e)

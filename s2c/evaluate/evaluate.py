@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from s2c.compiler import ir
@@ -25,6 +26,7 @@ from s2c.compiler.functions import Failed
 from s2c.compiler.system1 import ANSWER, system1_program
 from s2c.distill.curate import value_of
 from s2c.errors import S2Error
+from s2c.evaluate import stats
 from s2c.evaluate.metrics import Scores
 from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import execute, exit_code
@@ -43,10 +45,15 @@ class SystemResult:
     unparsed: int  # inputs whose answer could not be read (failed or unparsed)
     run_dir: Path
     exit: int = 0  # its run's exit code: run.EXIT_ALL_FAILED when every example failed
+    outcomes: dict[str, bytearray] = field(default_factory=dict)  # per metric, a byte per input (metrics.Scores)
+    ci: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # per metric (stats.py)
+    tokens_ci: tuple[float, float] | None = None  # of mean_generated_tokens
 
     def as_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "adapter": self.adapter, "metrics": self.metrics,
-                "mean_generated_tokens": round(self.mean_generated_tokens, 2), "n": self.n,
+                "ci": {k: stats.rounded(v) for k, v in self.ci.items()},
+                "mean_generated_tokens": round(self.mean_generated_tokens, 2),
+                "mean_generated_tokens_ci": stats.rounded(self.tokens_ci, 2), "n": self.n,
                 "unparsed": self.unparsed, "run_dir": str(self.run_dir)}
 
 
@@ -105,13 +112,17 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
     outcome = execute(system.program, inputs(), engine, run_dir, cache=cache,
             options=RunOptions(**{**options.__dict__, "adapter": system.adapter}), console=console,
             progress=progress, meta={"system": system.name})
-    scores = Scores(cp.metrics)
+    scores = Scores(cp.metrics, len(rows))
+    tokens = array("q")  # generated tokens per input, for the CI of their mean
     store = RunStore.open(run_dir, system.program)
-    unreadable = tokens = n = 0
+    unreadable = 0
+    positions = (i for i, (ex_id, _) in enumerate(rows))  # the store keeps the inputs' order, maybe with gaps
     with open(run_dir / "answers.jsonl", "w", encoding="utf-8") as answers:
         for res in store.originals():
-            n += 1
-            tokens += res.generated_tokens
+            i = next((j for j in positions if rows[j][0] == res.id), None)
+            if i is None:  # a bug: execute stores what it was given, in that order
+                raise RuntimeError(f"{run_dir}: example {res.id!r} is not among the inputs, or out of their order")
+            tokens.append(res.generated_tokens)
             other = store.get(res.id + swap.suffix) if swap else None
             first = None
             for m in cp.metrics:
@@ -119,15 +130,17 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
                 first = a if first is None else first
                 if m.perturbation is not None:
                     b = None if other is None else system.answer(m, other)
-                    scores.add_pair(m, a, None if b is None or find_failed(b) else m.perturbation.map_back(b, {}))
+                    scores.add_pair(m, i, a, None if b is None or find_failed(b) else m.perturbation.map_back(b, {}))
                 else:
-                    scores.add(m, a, res.trace["gold"].get(m.gold))
+                    scores.add(m, i, a, res.trace["gold"].get(m.gold))
             unreadable += find_failed(first) is not None
             answers.write(json.dumps({"example_id": res.id, "answer": to_json(first)}, ensure_ascii=False,
                                      default=str) + "\n")
     store.close()
-    return SystemResult(system.name, system.kind, system.adapter, scores.result(), tokens / max(1, n), n,
-                        unreadable, run_dir, exit_code(outcome.summary))
+    outcomes = scores.by_label()
+    return SystemResult(system.name, system.kind, system.adapter, scores.result(), sum(tokens) / max(1, len(tokens)),
+                        len(tokens), unreadable, run_dir, exit_code(outcome.summary), outcomes,
+                        {k: stats.metric_ci(o) for k, o in outcomes.items()}, stats.bootstrap_ci(tokens))
 
 
 def adapter_format(adapter: str) -> str | None:

@@ -1,4 +1,30 @@
-"""The evaluation's outputs: a rich table shaped like the papers', results.json, a PNG chart."""
+"""The evaluation's outputs: a rich table shaped like the papers' (each figure with its 95 % CI),
+the paired comparisons under it, results.json, predictions.jsonl and a PNG chart.
+
+results.json, schema 2 (schema 1, before CIs, had no `schema` key). Metrics, CIs and differences
+are fractions (0.533 is 53.3 %); a CI is [low, high], or null where nothing was scored.
+
+    schema                  2
+    program, data, engine, model, examples, skipped_rows, max_tokens_system1
+    stats                   how the CIs and tests were made (stats.settings()):
+                            {confidence: 0.95, bootstrap_resamples: 10000, seed: 0,
+                             ci: "percentile bootstrap", diff_ci: "paired percentile bootstrap",
+                             test: "exact McNemar, two-sided"}
+    systems[]               one per system, in the table's order:
+      name, kind, adapter   "System 1" | "System 2" | an adapter's name; system1|system2|distilled
+      metrics               {metric: mean, or null}; metric names are metrics.labels()
+      ci                    {metric: [low, high] or null}
+      mean_generated_tokens, mean_generated_tokens_ci ([low, high], tokens)
+      n, unparsed, run_dir
+    comparisons[]           every later system b against every earlier system a, per metric:
+      metric, a, b
+      n                     inputs both scored (the pairs)
+      diff                  mean(b) - mean(a) over those pairs (null when n is 0)
+      diff_ci               paired bootstrap CI of diff
+      mcnemar               {b01: a 0 and b 1, b10: a 1 and b 0, p: exact two-sided p-value}
+
+For swap_inconsistency a 1 is an inconsistent answer, so there a negative diff is b's gain.
+"""
 from __future__ import annotations
 
 import json
@@ -6,17 +32,43 @@ import os
 from pathlib import Path
 
 from s2c.evaluate.metrics import labels
+from s2c.evaluate.stats import CONFIDENCE, settings
+
+SCHEMA = 2  # results.json's layout, in this module's docstring
 
 
-def _fmt(v) -> str:
-    return "–" if v is None else f"{100 * v:.1f}"
+def _fmt(v, ci=None, scale: float = 100) -> str:
+    """53.3 [40.8, 65.0]: a figure and its CI (a fraction as % with the default scale)."""
+    if v is None:
+        return "–"
+    return f"{scale * v:.1f}" + ("" if ci is None else f" [{scale * ci[0]:.1f}, {scale * ci[1]:.1f}]")
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.1f}".replace("-", "−")
+
+
+def comparison_lines(comparisons) -> list[str]:
+    """One line per pair of systems and metric: `agreement, System 2 − System 1: +10.0 points
+    [−2.5, +22.5], McNemar p = 0.146 (b=9, c=3)`; b counts the inputs only the first-named
+    system scores 1 on, c those only the second does."""
+    out = []
+    for c in comparisons:
+        head = f"{c.metric}, {c.b} − {c.a}: "
+        if c.diff is None:
+            out.append(head + "no input scored by both")
+            continue
+        lo, hi = c.diff_ci
+        out.append(head + f"{_signed(100 * c.diff)} points [{_signed(100 * lo)}, {_signed(100 * hi)}], "
+                   f"McNemar p = {c.p:.3g} (b={c.b01}, c={c.b10})")
+    return out
 
 
 def table(results, cp, meta):
     from rich.table import Table
 
     t = Table(title=f"{meta['program']} on {meta['data']} · {meta['examples']} inputs · {meta['model']}",
-              title_justify="left")
+              title_justify="left", caption=f"[{CONFIDENCE:.0%} bootstrap CI]", caption_justify="left")
     t.add_column("system")
     names = labels(cp.metrics)
     for n in names:
@@ -24,14 +76,17 @@ def table(results, cp, meta):
     t.add_column("#tokens / input", justify="right")
     t.add_column("unparsed", justify="right")
     for r in results:
-        t.add_row(r.name, *[_fmt(r.metrics.get(n)) for n in names], f"{r.mean_generated_tokens:.1f}", str(r.unparsed))
+        t.add_row(r.name, *[_fmt(r.metrics.get(n), r.ci.get(n)) for n in names],
+                  _fmt(r.mean_generated_tokens, r.tokens_ci, scale=1), str(r.unparsed))
     return t
 
 
-def write_results(out: Path, results, meta: dict) -> None:
-    """results.json, and predictions.jsonl: each input's answer from every system, side by side
-    (read line by line from each system's answers.jsonl, which are in the same input order)."""
-    data = {**meta, "systems": [r.as_dict() for r in results]}
+def write_results(out: Path, results, comparisons, meta: dict) -> None:
+    """results.json (the schema is in this module's docstring), and predictions.jsonl: each input's
+    answer from every system, side by side (read line by line from each system's answers.jsonl,
+    which are in the same input order)."""
+    data = {"schema": SCHEMA, **meta, "stats": settings(), "systems": [r.as_dict() for r in results],
+            "comparisons": [c.as_dict() for c in comparisons]}
     tmp = out / ".results.json.tmp"
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     os.replace(tmp, out / "results.json")
@@ -50,8 +105,8 @@ def write_results(out: Path, results, meta: dict) -> None:
 
 def chart(dest, systems: list[dict], names: list[str], title: str) -> None:
     """Each metric per system, and generated tokens per input (log scale) beside it. `systems` are
-    results.json's entries; where one carries `ci` ({metric: [low, high]}, fractions; the fidelity
-    issue's CI maths fills it) the bars get error bars. `dest`: a path or a binary file; the format
+    results.json's entries; where one carries `ci` ({metric: [low, high]}, fractions; stats.py
+    fills it) the bars get error bars. `dest`: a path or a binary file; the format
     follows the path's suffix, or SVG for a file object (the HTML report inlines it)."""
     import matplotlib
 
@@ -75,7 +130,13 @@ def chart(dest, systems: list[dict], names: list[str], title: str) -> None:
     axes[0].set_ylim(0, 100)
     axes[0].legend(fontsize=8)
     axes[0].set_title("task metrics" + (" (95% CI)" if any(r.get("ci") for r in systems) else ""))
-    axes[1].bar(labels_, [max(r["mean_generated_tokens"], 0.1) for r in systems], color="gray")
+    tokens = [max(r["mean_generated_tokens"], 0.1) for r in systems]
+    tcis = [r.get("mean_generated_tokens_ci") for r in systems]  # results.json schema 2 on
+    terr = None
+    if any(tcis):
+        terr = [[max(0.0, v - c[0]) if c else 0 for v, c in zip(tokens, tcis)],
+                [max(0.0, c[1] - v) if c else 0 for v, c in zip(tokens, tcis)]]
+    axes[1].bar(labels_, tokens, color="gray", yerr=terr, capsize=4 if terr else 0)
     axes[1].set_yscale("log")
     axes[1].set_title("generated tokens per input")
     axes[1].tick_params(axis="x", rotation=15)
