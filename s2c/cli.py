@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("file", metavar="FILE")
     g.add_argument("--format", choices=["tree", "dot", "mermaid", "json"], default="tree")
 
-    for module in ("s2c.runtime.cli", "s2c.distill.cli", "s2c.train.cli", "s2c.evaluate.cli", "s2c.report.cli"):
+    for module in ("s2c.runtime.cli", "s2c.distill.cli", "s2c.train.cli", "s2c.train.export_cli", "s2c.evaluate.cli",
+                   "s2c.report.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as e:
