@@ -16,13 +16,20 @@ from s2c.dsl import ast as A
 from s2c.errors import did_you_mean
 
 
+def _known(ctx: CheckContext, call: A.Call, table: dict, what: str, plural: str):
+    """The parameters of a keep rule or metric by its name; None (reported) for an unknown name."""
+    params = table.get(call.func)
+    if params is None:
+        ctx.error(f"unknown {what} '{call.func}'", call.func_span,
+                  did_you_mean(call.func, table) or f"{plural}: {', '.join(table)}")
+    return params
+
+
 def lower_keep(ctx: CheckContext, k: A.Keep, scope: Scope) -> ir.KeepIR | None:
     """`scope`: the program's top level, after its body."""
     rule = k.rule
-    params = F.KEEP_RULES.get(rule.func)
+    params = _known(ctx, rule, F.KEEP_RULES, "keep rule", "rules")
     if params is None:
-        ctx.error(f"unknown keep rule '{rule.func}'", rule.func_span,
-                  did_you_mean(rule.func, F.KEEP_RULES) or f"rules: {', '.join(F.KEEP_RULES)}")
         return None
     args, kwargs = bind_args(ctx, rule, params, f"keep {rule.func}()")
     golds = {g: ir.NodeRef(f"gold:{g}") for g in ctx.gold_names}
@@ -99,10 +106,8 @@ def lower_eval(ctx: CheckContext, scope: Scope) -> tuple[list[ir.MetricIR], ir.I
 
 def _lower_metric(ctx: CheckContext, item: A.Metric, scope: Scope) -> ir.MetricIR | None:
     call = item.call
-    params = F.METRICS.get(call.func)
+    params = _known(ctx, call, F.METRICS, "metric", "metrics")
     if params is None:
-        ctx.error(f"unknown metric '{call.func}'", call.func_span,
-                  did_you_mean(call.func, F.METRICS) or f"metrics: {', '.join(F.METRICS)}")
         return None
     args, kwargs = bind_args(ctx, call, params, f"metric {call.func}()")
     got = args | kwargs
