@@ -17,10 +17,12 @@ from pathlib import Path
 PARQUET_BATCH = 1024  # rows per Parquet row group
 
 
-def jsonl_line(obj) -> str:
+def jsonl_line(obj, default=None) -> str:
     """One JSON Lines line, UTF-8 as written, except U+2028 and U+2029: valid raw inside a JSON
-    string, but a line break to str.splitlines and JavaScript, so they are escaped."""
-    return json.dumps(obj, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
+    string, but a line break to str.splitlines and JavaScript, so they are escaped. `default`:
+    json.dumps's, for values JSON has no type for."""
+    text = json.dumps(obj, ensure_ascii=False, default=default)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n"
 
 
 def split_of(example_id: str, val_fraction: float, seed: int) -> str:

@@ -25,6 +25,7 @@ from s2c.compiler import ir
 from s2c.compiler.functions import Failed
 from s2c.compiler.system1 import ANSWER, system1_program
 from s2c.distill.curate import value_of
+from s2c.distill.write import jsonl_line
 from s2c.errors import S2Error
 from s2c.evaluate import stats
 from s2c.evaluate.metrics import Scores
@@ -134,8 +135,7 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
                 else:
                     scores.add(m, i, a, res.trace["gold"].get(m.gold))
             unreadable += find_failed(first) is not None
-            answers.write(json.dumps({"example_id": res.id, "answer": to_json(first)}, ensure_ascii=False,
-                                     default=str) + "\n")
+            answers.write(jsonl_line({"example_id": res.id, "answer": to_json(first)}, default=str))
     store.close()
     outcomes = scores.by_label()
     return SystemResult(system.name, system.kind, system.adapter, scores.result(), sum(tokens) / max(1, len(tokens)),

@@ -31,6 +31,7 @@ import json
 import os
 from pathlib import Path
 
+from s2c.distill.write import jsonl_line
 from s2c.evaluate.metrics import labels
 from s2c.evaluate.stats import CONFIDENCE, settings
 
@@ -96,7 +97,7 @@ def write_results(out: Path, results, comparisons, meta: dict) -> None:
             for lines in zip(*files):
                 recs = [json.loads(line) for line in lines]
                 rec = {"example_id": recs[0]["example_id"], **{r.name: x["answer"] for r, x in zip(results, recs)}}
-                f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+                f.write(jsonl_line(rec, default=str))
     finally:
         for fh in files:
             fh.close()
