@@ -45,7 +45,7 @@ _TOKEN = re.compile("|".join(f"(?P<{k}>{p})" for k, p in [
     ("COMMENT", r"#[^\n]*"),
     ("LONG_STRING", _TERMINALS["LONG_STRING"].pattern.to_regexp()),
     ("STRING", _TERMINALS["STRING"].pattern.to_regexp()),
-    ("NUMBER", _TERMINALS["SIGNED_NUMBER"].pattern.to_regexp()),
+    ("NUMBER", _TERMINALS["NUMBER"].pattern.to_regexp()),
     ("WORD", r"[a-zA-Z_][a-zA-Z0-9_]*"),
     ("OP", "|".join(re.escape(o) for o in OPERATORS)),
 ]))

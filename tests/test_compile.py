@@ -166,16 +166,21 @@ def test_multitask_rows_from_minds_mirror(tmp_path):
                    FakeEngine(script), tmp_path)
     rows = res.rows["train"]
     assert res.meta["format"] == "multitask"
-    assert [(r["task"], r["weight"]) for r in rows] == [("predict", 1.0)] + [("explain", 0.5)] * 5 + \
-        [("evaluate", 0.5)] * 5
+    # CoTs 0 and 4 answer False (gold True): `keep matches(pred, answer)` drops their rows only
+    evaluate = ["evaluate", "evaluate_2", "evaluate_3", "evaluate_4", "evaluate_5"]
+    assert [(r["task"], r["weight"]) for r in rows] == [("predict", 1.0)] + [("explain", 0.5)] * 3 + \
+        [(t, 0.5) for t in evaluate for _ in range(3)]
     assert rows[0]["prompt"][-1]["content"] == "predict: not ( True ) and True is"
     assert rows[0]["completion"][0]["content"] == "True"
     explains = [r["completion"][0]["content"] for r in rows if r["task"] == "explain"]
-    assert explains == [f"reasoning {i}. Final answer: {'True' if i % 4 else 'False'}" for i in range(5)]
-    # each evaluate row reads the explain row of the same CoT (after="explain")
-    for k, r in enumerate(x for x in rows if x["task"] == "evaluate"):
-        assert r["prompt"][-1]["content"].endswith(explains[k])
-        assert r["completion"][0]["content"] == "yes"  # 4 of 5 evaluations say yes
+    assert explains == [f"reasoning {i}. Final answer: True" for i in (1, 2, 3)]
+    # each evaluate row reads the explain row of the same CoT (after="explain"), and learns the
+    # teacher's evaluation text (Mind's Mirror distills the self-evaluation output, not a label)
+    for t, verdict in zip(evaluate, ["Verdict: no", "Looks fine. Verdict: yes", "Looks fine. Verdict: yes",
+                                     "Verdict: no", "Looks fine. Verdict: yes"]):
+        mine = [r for r in rows if r["task"] == t]
+        assert [r["prompt"][-1]["content"].rsplit("\n", 1)[-1] for r in mine] == explains
+        assert {r["completion"][0]["content"] for r in mine} == {verdict}
 
 
 def test_cascade_rows_from_cascod(tmp_path):
@@ -185,8 +190,8 @@ def test_cascade_rows_from_cascod(tmp_path):
                    eng, tmp_path)
     rows = res.rows["train"]
     assert res.report["dropped_per_rule"] == {"matches": 1}  # 3+3 -> 4 is wrong: gold filter
-    assert [(r["task"], r["weight"], r["example_id"]) for r in rows] == [("rationale", 0.7, "g1"),
-                                                                        ("answer", 0.3, "g1")]
+    assert [(r["task"], r["weight"], r["example_id"]) for r in rows] == [("rationale", 0.9, "g1"),
+                                                                        ("answer", 0.1, "g1")]
     assert rows[0]["completion"][0]["content"] == "We add the two numbers."
     assert rows[1]["prompt"][-1]["content"] == "Q: 2+2?\nRationale: We add the two numbers.\nTherefore, the answer is"
     assert rows[1]["completion"][0]["content"] == "4"

@@ -171,7 +171,7 @@ def test_distill_loop_over_another_list_gets_its_own_loop(tmp_path):
 def test_cascade_after():
     cp = check_file("programs/cascod.s2")
     rationale, answer = cp.tasks
-    assert (rationale.weight, answer.weight) == (0.7, 0.3)
+    assert (rationale.weight, answer.weight) == (0.9, 0.1)
     assert rationale.after == () and answer.after == ("rationale",)
     assert "{{ rationale }}" in answer.prompt.value
 
@@ -189,8 +189,9 @@ def test_two_loops_with_one_variable_get_two_ids(tmp_path):
 
 def test_types_of_collected_lists():
     cp = check_file("programs/minds_mirror.s2")
-    assert str(cp.nodes["says"].type) == "text"
-    assert cp.nodes["says"].loops == ("cot", "cot.evaluation")
+    assert str(cp.nodes["evaluations"].type) == "list[text]"  # n=5 samples, one list per CoT
+    assert cp.nodes["evaluations"].loops == ("cot",)
+    assert str(cp.nodes["pred"].type) == "text" and cp.nodes["pred"].loops == ("cot",)
     assert str(cp.nodes["label"].type) == "text"
 
 
@@ -276,6 +277,6 @@ def test_docs_cover_the_language():
     text = DOCS.read_text(encoding="utf-8")
     names = [*F.FUNCTIONS, *F.LLM_OPTIONS, *F.TASK_OPTIONS, *F.KEEP_RULES, *F.METRICS, *F.DISTILL_FORMATS]
     assert [n for n in names if not re.search(rf"[`\s]{n}[(`=\s]", text)] == []
-    for kw in ("program", "input", "gold", "use", "llm", "for", "repeat", "output", "distill", "task", "keep",
+    for kw in ("program", "input", "gold", "use", "llm", "for", "repeat", "scan", "output", "distill", "task", "keep",
                "eval", "metric", "parse"):
         assert re.search(rf"^\s*(\w+ = )?{kw}[\s(:]", text, re.MULTILINE), f"no example starts with '{kw}'"

@@ -125,7 +125,7 @@ def test_program_views():
     assert [o.name for o in p.outputs] == ["label"]
     assert p.distill.format == "multitask"
     loop = next(i for i in p.distill.items if isinstance(i, A.TaskFor))
-    assert [t.name for t in loop.tasks] == ["explain", "evaluate"]
+    assert [t.name for t in loop.tasks] == ["explain", "evaluate", "evaluate_2", "evaluate_3", "evaluate_4", "evaluate_5"]
 
 
 def test_spans_do_not_take_part_in_equality():

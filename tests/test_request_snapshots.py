@@ -21,9 +21,9 @@ REQUESTS = GOLDEN / "requests"
 
 # One reply every parse in programs/ accepts: two list lines (criteria, checks), "[[A]]",
 # "Verdict: yes", "Response 0" (usc), "The answer is N." / "Therefore, the answer is N." /
-# "Final answer: N" (the numbers after the last marker).
+# "Final answer: N" (the numbers after the last marker), \boxed{N} (debate).
 REPLY = ("1. The most consistent response is Response 0. Verdict: yes [[A]]. The answer is 4. "
-         "Therefore, the answer is 4.\n2. Final answer: 4")
+         "Therefore, the answer is 4.\n2. Final answer: 4 \\boxed{4}")
 QUESTIONS = ("What is 2 + 2?", "Is the sky blue?")
 
 

@@ -38,6 +38,12 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Skipped(Failed):
+    """A value of a `scan` iteration past the end of its list: never computed, and not a failure
+    (summaries and traces say "skipped"). It flows like Failed, so nothing reads it by accident."""
+
+
+@dataclass(frozen=True)
 class Type:
     base: str = "text"  # text | number | bool | json | any
     depth: int = 0
@@ -270,6 +276,77 @@ def _compare(a, b, labels=("A", "B", "C")):
     return labels[0] if a > b else labels[1] if b > a else labels[2]
 
 
+def _arg_best(pick):
+    def impl(scores, items=None):
+        valid = [(s, i) for i, s in enumerate(scores)
+                 if not isinstance(s, Failed) and isinstance(s, (int, float)) and not isinstance(s, bool)
+                 and not math.isnan(s)]
+        if not valid:
+            raise TransformError("no valid scores")
+        if items is not None and len(items) != len(scores):
+            raise TransformError(f"{len(scores)} scores for {len(items)} items")
+        best = pick(s for s, _ in valid)
+        i = next(i for s, i in valid if s == best)  # ties go to the first
+        return i if items is None else items[i]
+    return impl
+
+
+def _lookup(key, table, default=None):
+    if not isinstance(table, dict):
+        raise TransformError("the table must be a dictionary: {\"sure\": 3, \"likely\": 2}")
+    want = normalize(key)
+    for k, v in table.items():
+        if normalize(k) == want:
+            return v
+    if default is None:
+        raise NoMatch(f"{_str(key)[:60]!r} is not one of {list(table)}")
+    return default
+
+
+# ---------------------------------------------------------------- operators: + - * / // %
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _whole(v):
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _add(a, b):
+    if _is_num(a) and _is_num(b):
+        return _whole(a + b)
+    if isinstance(a, str) and isinstance(b, str) or isinstance(a, list) and isinstance(b, list):
+        return a + b
+    raise TransformError(f"cannot add {_kind(a)} and {_kind(b)}")
+
+
+def _arith(name, op):
+    def impl(a, b):
+        if not (_is_num(a) and _is_num(b)):
+            raise TransformError(f"'{name}' needs two numbers, got {_kind(a)} and {_kind(b)}")
+        if name in ("/", "//", "%") and b == 0:
+            raise TransformError(f"'{name}' by zero")
+        return _whole(op(a, b))
+    return impl
+
+
+def _at_most(xs, k):
+    if len(xs) > k:
+        raise TransformError(f"the list has {len(xs)} items, more than the scan's bound of {_str(k)} "
+                             f"(raise it: up to {len(xs)}, or shorten the list with take())")
+    return xs
+
+
+def _kind(v) -> str:
+    return "a number" if _is_num(v) else "a text" if isinstance(v, str) else "a list" if isinstance(v, list) \
+        else type(v).__name__
+
+
+def _binary_type(ts: list[Type]) -> Type:
+    a, b = ts
+    return b if a.base == "any" else a
+
+
 # ---------------------------------------------------------------- the table
 def _same(i):
     return lambda ts: ts[i]
@@ -285,6 +362,10 @@ def _const(t):
 
 def _list_of(i):
     return lambda ts: ts[i].listed()
+
+
+def _best_type(ts: list[Type]) -> Type:
+    return ts[1].elem() if len(ts) > 1 else NUMBER
 
 
 P = Param
@@ -335,10 +416,48 @@ FUNCTIONS: dict[str, Function] = {
                  "The mean of a list of numbers (failed elements left out).", aggregates=True),
         Function("sum", (P("list", "list"),), _const(NUMBER), _sum,
                  "The sum of a list of numbers (failed elements left out).", aggregates=True),
+        Function("argmax", (P("scores", "list"), P("items", "list", None)), _best_type, _arg_best(max),
+                 "The 0-based index of the highest score (ties: the first), or with items=, the item at it. "
+                 "Failed scores are left out.", aggregates=True),
+        Function("argmin", (P("scores", "list"), P("items", "list", None)), _best_type, _arg_best(min),
+                 "The 0-based index of the lowest score (ties: the first), or with items=, the item at it. "
+                 "Failed scores are left out.", aggregates=True),
+        Function("lookup", (P("key", "scalar"), P("table", "any"), P("default", "any", None)), _const(ANY), _lookup,
+                 "The value a literal dictionary gives a key, keys compared as vote compares them "
+                 "(lookup(word, {\"sure\": 3, \"likely\": 2, \"impossible\": 0})). A key not in the table "
+                 "is unparsed, unless default= is given."),
         Function("compare", (P("a", "number"), P("b", "number"), P("labels", "list", ["A", "B", "C"])), _const(TEXT), _compare,
-                 "labels[0] if a > b, labels[1] if b > a, else labels[2] (BSM's symbolic merge)."),
+                 "labels[0] if a > b, labels[1] if b > a, else labels[2]. Applied to summed scores it is the symbolic "
+                 "merge of Branch-Solve-Merge (Saha et al. 2023), e.g. compare(sum(score_a), sum(score_b)); "
+                 "programs/bsm.s2 merges with an LLM call instead."),
     ]
 }
+
+# The operators, as functions the runtime applies like the library's (not callable by name).
+OPERATORS: dict[str, Function] = {
+    f.name: f
+    for f in [
+        Function("+", (P("a", "any"), P("b", "any")), _binary_type, _add,
+                 "Adds two numbers, or joins two texts or two lists."),
+        *(Function(op, (P("a", "number"), P("b", "number")), _const(NUMBER), _arith(op, impl), doc)
+          for op, impl, doc in [
+              ("-", lambda a, b: a - b, "Subtracts."),
+              ("*", lambda a, b: a * b, "Multiplies."),
+              ("/", lambda a, b: a / b, "Divides."),
+              ("//", lambda a, b: a // b, "Divides, rounding down."),
+              ("%", lambda a, b: a % b, "The remainder of a division."),
+          ]),
+        # inserted by s2c, not written: `scan x in xs up to K` runs on at_most(xs, K)
+        Function("at_most", (P("list", "list"), P("k", "number")), _same(0), _at_most,
+                 "The list, when it has at most k items."),
+    ]
+}
+
+
+def function(name: str) -> Function:
+    """A library function or an operator, by the name an IR call holds."""
+    return FUNCTIONS.get(name) or OPERATORS[name]
+
 
 # Options an llm(...) call takes: name -> (kind, default).
 LLM_OPTIONS: dict[str, tuple[str, Any]] = {
@@ -352,6 +471,7 @@ LLM_OPTIONS: dict[str, tuple[str, Any]] = {
     "role": ("literal", "default"),  # the model role, bound at run time with --role NAME=MODEL
     "system": ("text", None),  # a jinja template too
     "template": ("literal", None),  # a template file next to the program, instead of an inline prompt
+    "continue": ("literal", None),  # an earlier chat call whose conversation (its messages and reply) this one continues
 }
 
 # The numeric llm options' ranges: name -> (lowest, highest, whole number only). Past them a value is a

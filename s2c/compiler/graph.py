@@ -99,17 +99,21 @@ def build_graph(cp: ir.CheckedProgram) -> nx.DiGraph:
         }
         if node.kind == "llm":
             s = node.sampling
-            attrs.update(n=s.n, max_tokens=s.max_tokens, temperature=s.temperature, role=node.role, mode=node.mode)
+            attrs.update(n=s.n, max_tokens=s.max_tokens, temperature=s.temperature, role=node.role, mode=node.mode,
+                         continues=node.continues or "", scan_item=node.guard or "")
+        attrs["internal"] = node.internal
         if node.kind == "transform" and isinstance(node.expr, ir.FnCall):
             attrs["fn"] = node.expr.fn
         g.add_node(node.id, **attrs)
+    # edge kinds: "data" (reads the value), "continues" (extends that call's conversation),
+    # "loop" (runs once per item of that list, without reading it otherwise)
     for node in cp.nodes.values():
         for d in node.deps:
-            g.add_edge(d, node.id)
+            g.add_edge(d, node.id, kind="continues" if d == node.continues else "data")
         for lid in node.loops:  # a node in a loop depends on the loop's iterable
             it = cp.loops[lid].iterable
-            if isinstance(it, ir.NodeRef) and it.node != node.id:
-                g.add_edge(it.node, node.id)
+            if isinstance(it, ir.NodeRef) and it.node != node.id and not g.has_edge(it.node, node.id):
+                g.add_edge(it.node, node.id, kind="loop")
     if not nx.is_directed_acyclic_graph(g):  # cannot happen from a checked program: a bug
         cycle = nx.find_cycle(g)
         cp.diagnostics.append(Diagnostic("error", f"internal: the graph has a cycle {cycle}"))

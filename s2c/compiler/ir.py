@@ -50,7 +50,26 @@ class ListE:
     items: tuple["IRExpr", ...]
 
 
-IRExpr = Union[Const, RefExpr, FnCall, ListE]
+@dataclass(frozen=True)
+class LoopIndex:
+    """The 0-based position of the current item of a loop (`i` in `for i, x in enumerate(xs)`)."""
+
+    loop: str
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A value of a `scan` iteration: `then` when the list has an item at `index`, else
+    `otherwise` (the value from before the iteration), or Skipped where `otherwise` is None. Only the
+    branch taken is read."""
+
+    items: "IRExpr"
+    index: int
+    then: "IRExpr"
+    otherwise: "IRExpr | None"
+
+
+IRExpr = Union[Const, RefExpr, FnCall, ListE, LoopIndex, Pick]
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,8 @@ class Node:
     sampling: Sampling | None = None
     mode: str = "chat"
     role: str = "default"
+    continues: str | None = None  # an earlier llm node whose conversation (messages + reply) this call extends
+    guard: str | None = None  # a scan iteration's item node: no call is made where it is Skipped
     # transform
     expr: IRExpr | None = None
     internal: bool = False  # created by s2c (inlined bindings, loop iterables), not the user
@@ -164,6 +185,10 @@ def refs_of(expr: IRExpr) -> list[Ref]:
         return [r for a in (*expr.args, *(v for _, v in expr.kwargs)) for r in refs_of(a)]
     if isinstance(expr, ListE):
         return [r for a in expr.items for r in refs_of(a)]
+    if isinstance(expr, Pick):
+        return [r for a in (expr.items, expr.then, expr.otherwise) if a is not None for r in refs_of(a)]
+    if isinstance(expr, LoopIndex):
+        return [ItemRef(expr.loop)]  # the position is known once the loop's list is
     return []
 
 

@@ -35,8 +35,9 @@ def to_dot(g: nx.DiGraph) -> str:
         label = _label(g, nid) + ("\\n" + "\\n".join(a["fanout"]) if a["fanout"] else "")
         style = ', style="bold"' if a["kind"] == "llm" else ""
         out.append(f'  "{nid}" [label="{label}", shape={shape[a["kind"]]}{style}];')
-    for u, v in g.edges:
-        out.append(f'  "{u}" -> "{v}";')
+    for u, v, kind in g.edges(data="kind"):
+        style = {"loop": ' [style=dashed, label="for each"]', "continues": ' [style=bold, label="continues"]'}
+        out.append(f'  "{u}" -> "{v}"{style.get(kind, "")};')
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -49,8 +50,9 @@ def to_mermaid(g: nx.DiGraph) -> str:
         label = label.replace('"', "'")
         open_, close = ("[", "]") if a["kind"] == "llm" else ("([", "])") if a["kind"] == "transform" else ("[/", "/]")
         out.append(f'  {ids[nid]}{open_}"{label}"{close}')
-    for u, v in g.edges:
-        out.append(f"  {ids[u]} --> {ids[v]}")
+    arrow = {"loop": "-. for each .->", "continues": "== continues ==>"}
+    for u, v, kind in g.edges(data="kind"):
+        out.append(f"  {ids[u]} {arrow.get(kind, '-->')} {ids[v]}")
     return "\n".join(out) + "\n"
 
 
@@ -73,15 +75,27 @@ def to_tree(cp: CheckedProgram):
     facts = (f"inputs: {', '.join(p.name for p in cp.inputs)} · {gg['stages']} stage{'s' * (gg['stages'] != 1)} · "
              f"{est} · ≤ {gg['max_generated_tokens_per_input']} generated tokens per input")
     root = Tree(Text.assemble((cp.name, "bold"), f" — {cp.program.header.description.value}\n", (facts, "dim")))
+    # values s2c made (a loop's index, a scan's items) are not drawn: the calls that read them say so
     shown: set[str] = set()
+    early = [nid for nid in nx.topological_sort(g) if g.nodes[nid]["kind"] == "transform"
+             and not any(g.nodes[a]["kind"] == "llm" for a in nx.ancestors(g, nid))]
+    if any(not g.nodes[nid]["internal"] for nid in early):  # constants, parts of inputs: no stage shows them
+        st = root.add(Text("before any call", style="bold cyan"))
+        for nid in early:
+            if not g.nodes[nid]["internal"]:
+                st.add(Text.assemble(_label(g, nid), " ", (_where(cp, g.nodes[nid]), "dim")))
+    shown.update(early)
     for i, group in enumerate(stages(g), 1):
         st = root.add(Text(f"stage {i}", style="bold cyan"))
         for nid in group:
             a = g.nodes[nid]
             deps = [p for p in g.predecessors(nid)]
             calls = a["n"]
+            reads = [p for p in deps if not g.nodes[p]["internal"] or p == a["scan_item"]]
             facts = (f"{_where(cp, a)} · max_tokens {a['max_tokens']}"
-                     f"{' · T=' + str(a['temperature']) if a['temperature'] else ''} · reads {', '.join(deps) or '-'}")
+                     f"{' · T=' + str(a['temperature']) if a['temperature'] else ''} · reads {', '.join(reads) or '-'}"
+                     f"{' · continues ' + a['continues'] if a['continues'] else ''}"
+                     f"{' · only if ' + a['scan_item'] + ' exists' if a['scan_item'] else ''}")
             branch = st.add(Text.assemble((_label(g, nid), "bold"), "  ", (facts, "dim")))
             for f in a["fanout"]:
                 branch.add(Text.assemble(("fan-out", "magenta"), f" {f}"))
@@ -94,6 +108,9 @@ def to_tree(cp: CheckedProgram):
                 if succ != nid and g.nodes[succ]["kind"] == "transform" and succ not in shown and \
                         all(p == nid or p in shown or g.nodes[p]["kind"] == "input" for p in g.predecessors(succ)):
                     sa = g.nodes[succ]
+                    shown.add(succ)
+                    if sa["internal"]:
+                        continue
                     fanout = (" ", (f"({'; '.join(sa['fanout'])})", "magenta")) if sa["fanout"] else ()
                     branch.add(Text.assemble(_label(g, succ), " ", (_where(cp, sa), "dim"), *fanout))
                     shown.add(succ)

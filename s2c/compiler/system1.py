@@ -27,12 +27,14 @@ from s2c.errors import S2Error
 COMPLETION, ANSWER = "completion", "parsed"
 
 
-def render_request(node: ir.Node, variables: dict, adapter: str | None = None) -> Request:
-    """The request for one instance of an LLM node. Raises templates.RENDER_ERRORS on bad data."""
+def render_request(node: ir.Node, variables: dict, adapter: str | None = None,
+                   history: tuple[Message, ...] = ()) -> Request:
+    """The request for one instance of an LLM node; `history`, the conversation it continues
+    (continue=: the earlier call's messages and its reply). Raises templates.RENDER_ERRORS on bad data."""
     prompt = render(node.prompt.value, variables)
     system = render(node.system.value, variables) if node.system is not None else None
     if node.mode == "chat":
-        msgs = ((Message("system", system),) if system is not None else ()) + (Message("user", prompt),)
+        msgs = history + ((Message("system", system),) if system is not None else ()) + (Message("user", prompt),)
         return Request(messages=msgs, sampling=node.sampling, role=node.role, adapter=adapter)
     return Request(prompt=(system + "\n\n" if system else "") + prompt, sampling=node.sampling, role=node.role,
                    adapter=adapter)

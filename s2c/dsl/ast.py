@@ -90,7 +90,17 @@ class Call:
         return next((k.value for k in self.kwargs if k.name == name), None)
 
 
-Expr = Union[Name, Literal, Text, ListExpr, DictExpr, Call]
+@dataclass(frozen=True)
+class BinOp:
+    """`left OP right`: + - * / // % on numbers; + also joins two texts or two lists."""
+
+    op: str
+    left: "Expr"
+    right: "Expr"
+    span: Span | None = _span()
+
+
+Expr = Union[Name, Literal, Text, ListExpr, DictExpr, Call, BinOp]
 
 
 # ---------------------------------------------------------------- declarations and statements
@@ -149,17 +159,36 @@ class Assign:
 
 @dataclass(frozen=True)
 class For:
+    """`for var in iterable:`, or `for index, var in enumerate(iterable):` (index set)."""
+
     var: str
     iterable: Expr
     body: tuple["Stmt", ...]
     span: Span | None = _span()
+    index: str | None = None
 
 
 @dataclass(frozen=True)
 class Repeat:
+    """`repeat count:`, or `repeat count as index:`."""
+
     count: int
     body: tuple["Stmt", ...]
     span: Span | None = _span()
+    index: str | None = None
+
+
+@dataclass(frozen=True)
+class Scan:
+    """`scan var in iterable up to bound:` (or `scan index, var in enumerate(iterable) up to bound:`):
+    the body runs once per item, in order, each iteration reading the values the last one left."""
+
+    var: str
+    iterable: Expr
+    bound: int
+    body: tuple["Stmt", ...]
+    span: Span | None = _span()
+    index: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +198,7 @@ class Output:
     span: Span | None = _span()
 
 
-Stmt = Union[LLMAssign, Assign, For, Repeat]
+Stmt = Union[LLMAssign, Assign, For, Repeat, Scan]
 
 
 @dataclass(frozen=True)
@@ -224,7 +253,7 @@ class Eval:
     span: Span | None = _span()
 
 
-Item = Union[InputDecl, GoldDecl, UseDecl, LLMAssign, Assign, For, Repeat, Output, Distill, Eval]
+Item = Union[InputDecl, GoldDecl, UseDecl, LLMAssign, Assign, For, Repeat, Scan, Output, Distill, Eval]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ TERMINAL_NAMES = {
     "STRING": "a string",
     "LONG_STRING": 'a """text block"""',
     "INT": "a whole number",
-    "SIGNED_NUMBER": "a number",
+    "NUMBER": "a number",
+    "ADD_OP": "'+' or '-'",
+    "MUL_OP": "'*', '/', '//' or '%'",
     "TYPE_NAME": "a type (text, list or number)",
     "_NL": "end of line",
     "_INDENT": "an indented block",
@@ -241,11 +243,28 @@ class _ToAST(Transformer):
     def assign(self, meta, target, value):
         return A.Assign(str(target), value, _tok_span(target, self.file))
 
-    def for_stmt(self, meta, var, iterable, *body):
-        return A.For(str(var), iterable, tuple(body), self._s(meta))
+    def binop(self, meta, left, op, right):
+        return A.BinOp(str(op), left, right, self._s(meta))
 
-    def repeat_stmt(self, meta, count, *body):
-        return A.Repeat(_number(count, self.file), tuple(body), self._s(meta))
+    def neg(self, meta, operand):
+        if isinstance(operand, A.Literal) and type(operand.value) in (int, float):
+            return A.Literal(-operand.value, self._s(meta))
+        return A.BinOp("-", A.Literal(0, self._s(meta)), operand, self._s(meta))
+
+    def _loop_names(self, first, second):
+        """`for x in` -> (x, None); `for i, x in` -> (x, i)."""
+        return (str(first), None) if second is None else (str(second), str(first))
+
+    def for_stmt(self, meta, first, second, iterable, *body):
+        var, index = self._loop_names(first, second)
+        return A.For(var, iterable, tuple(body), self._s(meta), index)
+
+    def repeat_stmt(self, meta, count, index, *body):
+        return A.Repeat(_number(count, self.file), tuple(body), self._s(meta), str(index) if index else None)
+
+    def scan_stmt(self, meta, first, second, iterable, bound, *body):
+        var, index = self._loop_names(first, second)
+        return A.Scan(var, iterable, _number(bound, self.file), tuple(body), self._s(meta), index)
 
     def output_decl(self, meta, name, value):
         return A.Output(str(name), value, _tok_span(name, self.file))
@@ -284,7 +303,7 @@ class _ToAST(Transformer):
 
 
 # ---------------------------------------------------------------- errors
-KEYWORDS = ("program", "input", "gold", "use", "from", "llm", "for", "in", "repeat", "output", "distill",
+KEYWORDS = ("program", "input", "gold", "use", "from", "llm", "for", "in", "repeat", "scan", "output", "distill",
             "task", "keep", "eval", "metric", "parse", "true", "false", "none")
 NOT_S2 = {"if", "elif", "else", "while", "def", "import", "return", "print", "with", "try", "let", "var"}
 
@@ -363,12 +382,43 @@ def _syntax_hint(tok: Token, expected: list[str], lines: list[str], line: int) -
     return None
 
 
+# A """ left open mid-file runs to the next """, usually the one opening the next prompt: from
+# there on code is read as text and text as code, and lark's error comes later, at some word of a
+# prompt. The block that ends where code opens a block (`x = llm(...) """`) is the one never closed.
+_TEXT_TOKENS = re.compile(r'#[^\n]*|(?P<block>"""[\s\S]*?""")|"(?:[^"\\\n]|\\.)*"')
+_OPENS_A_BLOCK = re.compile(r"(?:\bllm\s*\(.*\)|^\s*task\s+\w+\s*\(.*\)|=)\s*[rR]?\Z")
+
+
+def _unclosed_block(text: str, file: str, line: int, col: int) -> S2Error | None:
+    """The error for a text block that took in code, if one ends before the error at line:col."""
+    starts = [0] + [m.end() for m in re.finditer("\n", text)]  # lark counts lines at \n only
+    at = starts[line - 1] + col - 1 if 1 <= line <= len(starts) else len(text)
+    for m in _TEXT_TOKENS.finditer(text, 0, at):
+        if m.group("block") is None or "\n" not in m.group("block"):
+            continue
+        close = m.end() - 3
+        if not _OPENS_A_BLOCK.search(text[text.rfind("\n", 0, close) + 1 : close]):
+            continue
+        open_line, close_line = text.count("\n", 0, m.start()) + 1, text.count("\n", 0, close) + 1
+        open_col = m.start() - starts[open_line - 1] + 1
+        return S2Error('this """text block""" is never closed', Span(file, open_line, open_col, open_line, open_col + 3),
+                       f'it ends only at the """ on line {close_line}, so the code up to there was read as its '
+                       'text: close it with """ where the text ends')
+    return None
+
+
 def _syntax_error(e: UnexpectedInput, text: str, file: str) -> S2Error:
     lines = source_lines(text)
     line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
+    unclosed = _unclosed_block(text, file, line, col)  # a line < 1 (end of file) searches it all
+    if unclosed is not None:
+        return unclosed
     if isinstance(e, UnexpectedCharacters):
         return _unexpected_character(lines, line, col, file)
-    expected = sorted({_human(t) for t in getattr(e, "expected", set()) or set()})
+    # operators may follow any expression: listing them would hide what is missing
+    # (`accepts`: what lark's LALR tables accept here exactly; `expected` merges states)
+    expected = sorted({_human(t) for t in getattr(e, "accepts", None) or getattr(e, "expected", None) or set()
+                       if t not in ("ADD_OP", "MUL_OP")})
     if isinstance(e, UnexpectedEOF):
         return S2Error(
             "unexpected end of file" + (f", expected {', '.join(expected)}" if expected else ""),
@@ -397,13 +447,16 @@ def _syntax_error(e: UnexpectedInput, text: str, file: str) -> S2Error:
     if expected and len(expected) <= 6:
         msg += f", expected {' or '.join(expected)}" if len(expected) <= 2 else f", expected one of: {', '.join(expected)}"
     if got == "indentation":
-        hint = "only the body of a for / repeat / distill / eval block is indented"
+        hint = "only the body of a for / repeat / scan / distill / eval block is indented"
     else:
         hint = _syntax_hint(tok, expected, lines, line)
     return S2Error(msg, Span(file, line, col, line, col + width), hint)
 
 
 def _dedent_error(e: _BadDedent, text: str, file: str) -> S2Error:
+    unclosed = _unclosed_block(text, file, e.line, e.col)
+    if unclosed is not None:
+        return unclosed
     code = _line(source_lines(text), e.line)
     levels = [str(n) for n in reversed(e.levels)]
     levels = " or ".join([", ".join(levels[:-1]), levels[-1]] if len(levels) > 1 else levels)
@@ -414,8 +467,8 @@ def _dedent_error(e: _BadDedent, text: str, file: str) -> S2Error:
 
 # Nodes of the parse tree that nest: a limit on each kind keeps the recursive stages after the parser
 # (the transformer below, the checker, the printer) within Python's recursion limit.
-_EXPR_NODES = {"call", "list", "dict"}
-_BLOCK_NODES = {"for_stmt", "repeat_stmt", "task_for"}
+_EXPR_NODES = {"call", "list", "dict", "binop", "neg"}
+_BLOCK_NODES = {"for_stmt", "repeat_stmt", "scan_stmt", "task_for"}
 
 
 def _check_nesting(tree: Tree, file: str) -> None:
@@ -431,7 +484,7 @@ def _check_nesting(tree: Tree, file: str) -> None:
                            else ("block", A.MAX_BLOCK_DEPTH))
             hint = ("name an inner part first: x = ..., then use x" if what == "expression"
                     else "split the work into programs and compose them with use")
-            kinds = "calls, lists and dictionaries" if what == "expression" else "for and repeat blocks"
+            kinds = "calls, lists, dictionaries and operators" if what == "expression" else "for, repeat and scan blocks"
             raise S2Error(f"{what} nested too deeply: {kinds} nest at most {limit} deep",
                           Span(file, node.meta.line, node.meta.column, node.meta.line, node.meta.column + 1),
                           hint)

@@ -32,6 +32,8 @@ def expr(e: A.Expr, indent: str = "") -> str:
         return "{" + ", ".join(f"{expr(k, indent)}: {expr(v, indent)}" for k, v in e.pairs) + "}"
     if isinstance(e, A.Call):
         return f"{e.func}({_args(e.args, e.kwargs, indent)})"
+    if isinstance(e, A.BinOp):  # parenthesized: the printed form parses to the same tree
+        return f"({expr(e.left, indent)} {e.op} {expr(e.right, indent)})"
     raise TypeError(e)
 
 
@@ -49,11 +51,18 @@ def stmt(s, indent: str = "") -> list[str]:
     if isinstance(s, A.Assign):
         return [f"{indent}{s.target} = {expr(s.value, indent)}"]
     if isinstance(s, A.For):
-        return [f"{indent}for {s.var} in {expr(s.iterable, indent)}:"] + [
+        names = f"{s.index}, {s.var}" if s.index else s.var
+        return [f"{indent}for {names} in {expr(s.iterable, indent)}:"] + [
+            l for b in s.body for l in stmt(b, indent + IND)
+        ]
+    if isinstance(s, A.Scan):
+        names = f"{s.index}, {s.var}" if s.index else s.var
+        return [f"{indent}scan {names} in {expr(s.iterable, indent)} up to {s.bound}:"] + [
             l for b in s.body for l in stmt(b, indent + IND)
         ]
     if isinstance(s, A.Repeat):
-        return [f"{indent}repeat {s.count}:"] + [l for b in s.body for l in stmt(b, indent + IND)]
+        return [f"{indent}repeat {s.count}{' as ' + s.index if s.index else ''}:"] + [
+            l for b in s.body for l in stmt(b, indent + IND)]
     if isinstance(s, A.InputDecl):
         return [indent + "input " + ", ".join(p.name + (f": {p.type}" if p.type != "text" else "") for p in s.params)]
     if isinstance(s, A.GoldDecl):

@@ -33,9 +33,7 @@ from dataclasses import dataclass, field, replace
 import networkx as nx
 
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed
-from s2c.compiler.system1 import render_request
-from s2c.compiler.templates import RENDER_ERRORS
+from s2c.compiler.functions import Failed, Skipped
 from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineFailure
 from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
@@ -295,13 +293,9 @@ class Executor:
         """Render one LLM instance; serve it from the cache if every sample is there."""
         inst = {"index": list(p)}
         tr["instances"].append(inst)
-        variables = ex.values.template_vars(node, p)
-        if isinstance(variables, Failed):
-            return self._fail_instance(ex, node, p, inst, variables)
-        try:
-            req = render_request(node, variables, self.options.adapter)
-        except RENDER_ERRORS as e:  # on this example's values: {{ x.y }} on text, an index out of range
-            return self._fail_instance(ex, node, p, inst, Failed(f"template error: {type(e).__name__}: {e}", node.id))
+        req = ex.values.request(node, p, self.options.adapter)
+        if isinstance(req, Failed):
+            return self._fail_instance(ex, node, p, inst, req)
         payload = req.payload()
         inst.update(payload)
         n = node.sampling.n
@@ -318,7 +312,7 @@ class Executor:
 
     def _fail_instance(self, ex, node, p, inst, v: Failed):
         ex.values.set(node.id, p, v)
-        inst["error"] = v.reason
+        inst["skipped" if isinstance(v, Skipped) else "error"] = v.reason
         self._fail(ex, node, v)
         return None
 
@@ -338,6 +332,8 @@ class Executor:
                     finish_reasons=[c.finish_reason for c in comps])
 
     def _fail(self, ex: _Example, node: ir.Node, v: Failed):
+        if isinstance(v, Skipped):  # a scan iteration past its list's end: not a failure
+            return
         if v.node == node.id:  # count a failure where it happened, not where it propagated
             (self.stats[node.id].unparsed if v.unparsed else self.stats[node.id].failed)[v.reason] += 1
         ex.failed.setdefault(node.id, v)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from s2c.calls import Message, Request
 from s2c.compiler import functions as F
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed, NoMatch, TransformError
+from s2c.compiler.system1 import render_request
+from s2c.compiler.templates import RENDER_ERRORS
+from s2c.compiler.functions import Failed, NoMatch, Skipped, TransformError
 
 
 class ExampleValues:
@@ -78,8 +81,19 @@ class ExampleValues:
             items = [self.eval(i, prefix, ctx_loops, node_id, extra) for i in expr.items]
             bad = next((i for i in items if isinstance(i, Failed)), None)
             return bad or items
+        if isinstance(expr, ir.LoopIndex):
+            return prefix[ctx_loops.index(expr.loop)]
+        if isinstance(expr, ir.Pick):
+            items = self.eval(expr.items, prefix, ctx_loops, node_id, extra)
+            if isinstance(items, Failed):
+                return items if items.node == node_id else depends_on(items)
+            if expr.index < len(items):
+                return self.eval(expr.then, prefix, ctx_loops, node_id, extra)
+            if expr.otherwise is None:
+                return Skipped(f"not run: the list has {len(items)} items, this is item {expr.index + 1}", node_id)
+            return self.eval(expr.otherwise, prefix, ctx_loops, node_id, extra)
         if isinstance(expr, ir.FnCall):
-            fn = F.FUNCTIONS[expr.fn]
+            fn = F.function(expr.fn)
             args = [self.eval(a, prefix, ctx_loops, node_id, extra) for a in expr.args]
             kwargs = {k: self.eval(v, prefix, ctx_loops, node_id, extra) for k, v in expr.kwargs}
             for v in (*args, *kwargs.values()):
@@ -88,15 +102,42 @@ class ExampleValues:
                     bad = find_failed(v)
                 if bad is not None:  # within one node, keep the first reason as it is
                     return bad if bad.node == node_id else depends_on(bad)
+            what = f"{expr.fn}()" if expr.fn.isidentifier() else f"'{expr.fn}'"
             try:
                 return fn.impl(*args, **kwargs)
             except NoMatch as e:
-                return Failed(f"{expr.fn}(): {e}", node_id, unparsed=True)
+                return Failed(f"{what}: {e}", node_id, unparsed=True)
             except TransformError as e:
-                return Failed(f"{expr.fn}(): {e}", node_id)
+                return Failed(f"{what}: {e}", node_id)
             except (TypeError, ValueError, AttributeError) as e:
-                return Failed(f"{expr.fn}(): {type(e).__name__}: {e}", node_id)
+                return Failed(f"{what}: {type(e).__name__}: {e}", node_id)
         raise TypeError(expr)  # a bug in s2c
+
+    def request(self, node: ir.Node, prefix: tuple, adapter: str | None = None) -> Request | Failed:
+        """The request one instance of an llm node sends: its prompt rendered on this example's
+        values, after the conversation it continues (continue=). Skipped where its scan iteration
+        has no item; Failed where what it reads failed or the template fails on these values."""
+        if node.guard is not None:
+            g = self.lookup(ir.NodeRef(node.guard), prefix, node.loops)
+            if isinstance(g, Failed):
+                return depends_on(g)
+        history: tuple[Message, ...] = ()
+        if node.continues is not None:
+            prev = self.cp.nodes[node.continues]
+            p = prefix[:len(prev.loops)]
+            earlier = self.request(prev, p)
+            reply = self.computed(prev.id, p)
+            bad = earlier if isinstance(earlier, Failed) else find_failed(reply)
+            if bad is not None:
+                return depends_on(bad)
+            history = earlier.messages + (Message("assistant", reply),)
+        variables = self.template_vars(node, prefix)
+        if isinstance(variables, Failed):
+            return variables
+        try:
+            return render_request(node, variables, adapter, history)
+        except RENDER_ERRORS as e:  # on this example's values: {{ x.y }} on text, an index out of range
+            return Failed(f"template error: {type(e).__name__}: {e}", node.id)
 
     def template_vars(self, node: ir.Node, prefix: tuple) -> dict[str, Any] | Failed:
         out = {}
@@ -131,7 +172,9 @@ def _reader(cp: ir.CheckedProgram, ref: ir.Ref, ctx_loops: tuple[str, ...]):
 
 
 def depends_on(bad: Failed) -> Failed:
-    """What a value that reads a failed one becomes (unparsed stays unparsed)."""
+    """What a value that reads a failed one becomes (unparsed stays unparsed, skipped skipped)."""
+    if isinstance(bad, Skipped):
+        return bad
     return Failed(f"depends on failed '{bad.node}'", bad.node, bad.unparsed)
 
 
@@ -149,7 +192,8 @@ def find_failed(v) -> Failed | None:
 def to_json(v):
     """Values as JSON for people (Failed -> {"failed": reason, "node": id})."""
     if isinstance(v, Failed):
-        return {"unparsed" if v.unparsed else "failed": v.reason, "node": v.node}
+        kind = "skipped" if isinstance(v, Skipped) else "unparsed" if v.unparsed else "failed"
+        return {kind: v.reason, "node": v.node}
     if isinstance(v, list):
         return [to_json(x) for x in v]
     if isinstance(v, dict):
@@ -163,6 +207,8 @@ _FAILED = "\x00failed"  # the JSON tag of a Failed value in a stored state (no d
 
 def encode(v):
     """A value as JSON that `decode` turns back into the same value (Failed included)."""
+    if isinstance(v, Skipped):
+        return {_FAILED: [v.reason, v.node, v.unparsed, "skipped"]}
     if isinstance(v, Failed):
         return {_FAILED: [v.reason, v.node, v.unparsed]}
     if isinstance(v, list):
@@ -172,8 +218,8 @@ def encode(v):
 
 def decode(v):
     if isinstance(v, dict) and _FAILED in v:
-        reason, node, unparsed = v[_FAILED]
-        return Failed(reason, node, unparsed)
+        reason, node, unparsed, *skipped = v[_FAILED]
+        return (Skipped if skipped else Failed)(reason, node, unparsed)
     if isinstance(v, list):
         return [decode(x) for x in v]
     return v

@@ -1,6 +1,6 @@
 """A program body, lowered in order: declarations (inputs, gold fields, uses), then each statement
-into nodes: assignments, llm calls (llm.py), `for` loops, `repeat` unrolled once per iteration
-(within budget.py's limits), calls of used programs inlined, and outputs.
+into nodes: assignments, llm calls (llm.py), `for` loops, `repeat` unrolled once per iteration and
+`scan` once per possible item (within budget.py's limits), calls of used programs inlined, and outputs.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from s2c.compiler.check.llm import lower_llm
 from s2c.compiler.check.names import define, node_id, ref_deps, undefined
 from s2c.compiler.check.types import PARAM_TYPES, expr_type, type_of
 from s2c.compiler.check.uses import bind_call, resolve
-from s2c.compiler.functions import ANY
+from s2c.compiler.functions import ANY, NUMBER
 from s2c.dsl import ast as A
 from s2c.errors import Span
 
@@ -31,7 +31,7 @@ def lower_body(ctx: CheckContext, scope: Scope):
     for item in ctx.program.items:
         if isinstance(item, A.Output):
             lower_output(ctx, item, scope, defined)
-        elif isinstance(item, (A.LLMAssign, A.Assign, A.For, A.Repeat)):
+        elif isinstance(item, (A.LLMAssign, A.Assign, A.For, A.Repeat, A.Scan)):
             lower_stmts(ctx, [item], scope, defined)
     if not ctx.program.outputs:
         ctx.error(f"program '{ctx.program.name}' has no output", ctx.program.header.span,
@@ -81,6 +81,8 @@ def lower_stmts(ctx: CheckContext, stmts, scope: Scope, defined_here: set[str]):
             lower_for(ctx, s, scope, defined_here)
         elif isinstance(s, A.Repeat):
             lower_repeat(ctx, s, scope, defined_here)
+        elif isinstance(s, A.Scan):
+            lower_scan(ctx, s, scope, defined_here)
 
 
 def lower_assign(ctx: CheckContext, s: A.Assign, scope: Scope, defined_here):
@@ -98,12 +100,47 @@ def lower_assign(ctx: CheckContext, s: A.Assign, scope: Scope, defined_here):
     define(ctx, s.target, s.span, scope, node, defined_here)
 
 
-def lower_for(ctx: CheckContext, s: A.For, scope: Scope, defined_here):
-    it = lower_expr(ctx, s.iterable, scope)
+def loop_list(ctx: CheckContext, s: A.For | A.Scan, scope: Scope) -> ir.IRExpr:
+    """The list a `for` or `scan` runs over: `xs`, or `enumerate(xs)` when it names the index too."""
+    what = "for" if isinstance(s, A.For) else "scan"
+    iterable = s.iterable
+    is_enumerate = isinstance(iterable, A.Call) and iterable.func == "enumerate"
+    if is_enumerate:
+        if len(iterable.args) != 1 or iterable.kwargs:
+            ctx.error("enumerate() takes one list: enumerate(xs)", iterable.span)
+            for a in (*iterable.args, *(k.value for k in iterable.kwargs)):
+                lower_expr(ctx, a, scope)  # still read: one mistake, one message
+            return ir.Const([])
+        iterable = iterable.args[0]
+    if s.index is not None and not is_enumerate:
+        ctx.error(f"'{what} {s.index}, {s.var} in ...' needs enumerate(...)", s.iterable.span,
+                  f"write: {what} {s.index}, {s.var} in enumerate(LIST)")
+    elif s.index is None and is_enumerate:
+        ctx.error(f"enumerate(...) gives an index and an item: '{what} i, {s.var} in enumerate(...)'", s.iterable.span,
+                  f"or drop enumerate: {what} {s.var} in LIST")
+    if s.index is not None and s.index == s.var:
+        ctx.error(f"'{s.index}' names both the index and the item", s.span)
+    it = lower_expr(ctx, iterable, scope)
     t = expr_type(ctx, it, scope.loops)
     if not t.is_list:
-        ctx.error(f"'for {s.var} in ...' needs a list, but this is a single {t}", s.iterable.span,
+        ctx.error(f"'{what} {s.var} in ...' needs a list, but this is a single {t}", iterable.span,
                   "a list comes from llm(n=...), lines(), regex_all(), or a list input")
+    return it
+
+
+def internal_value(ctx: CheckContext, nid: str, name: str, expr: ir.IRExpr, t, loops, span, deps=None):
+    """A value s2c defines for the program (a loop's index or item, a scan's list): never
+    reported as unused, and not traced."""
+    ctx.nodes[nid] = ir.Node(nid, "transform", name, span, t, loops,
+                             ref_deps(ctx, ir.refs_of(expr)) if deps is None else deps, expr=expr,
+                             internal=True, origin_program=ctx.program.file)
+    ctx.used.add(nid)
+    return ir.NodeRef(nid)
+
+
+def lower_for(ctx: CheckContext, s: A.For, scope: Scope, defined_here):
+    it = loop_list(ctx, s, scope)
+    t = expr_type(ctx, it, scope.loops)
     loop_id = node_id(ctx, s.var, scope) if not scope.loops else f"{scope.loops[-1]}.{s.var}"
     if loop_id in ctx.loops:  # a second loop with the same variable: its id names its line
         loop_id = f"{loop_id}@{s.span.line if s.span else len(ctx.loops)}"
@@ -122,6 +159,11 @@ def lower_for(ctx: CheckContext, s: A.For, scope: Scope, defined_here):
     ctx.loops[loop_id] = loop
     inner = Scope(dict(scope.names), scope.loops + (loop_id,), scope.prefix, scope.suffix, scope.once)
     inner.names[s.var] = ir.ItemRef(loop_id)
+    if s.index is not None:
+        if s.index in scope.names:
+            ctx.error(f"loop index '{s.index}' shadows an existing name", s.span)
+        inner.names[s.index] = internal_value(ctx, f"{loop_id}.{s.index}", s.index, ir.LoopIndex(loop_id), NUMBER,
+                                              inner.loops, s.span)
     body_defined: set[str] = set()
     lower_stmts(ctx, s.body, inner, body_defined)
     for name in sorted(body_defined):  # visible after the body; sorted: errors in a stable order
@@ -142,6 +184,11 @@ def lower_repeat(ctx: CheckContext, s: A.Repeat, scope: Scope, defined_here):
     once = scope.once or (not scope.suffix and not within_budget(ctx, s))
     for i in range(1, (1 if once else s.count) + 1):
         inner = Scope(scope.names, scope.loops, scope.prefix, f"{scope.suffix}#{i}", once)
+        if s.index is not None:  # a constant per iteration: 0, 1, ...
+            if i == 1 and s.index in scope.names:
+                ctx.error(f"repeat index '{s.index}' shadows an existing name", s.span)
+            inner.names[s.index] = internal_value(ctx, node_id(ctx, s.index, inner, s.span), s.index,
+                                                  ir.Const(i - 1), NUMBER, scope.loops, s.span)
         iteration_defined: set[str] = set()
         n_diags = len(ctx.diags)
         lower_stmts(ctx, s.body, inner, iteration_defined)
@@ -149,6 +196,73 @@ def lower_repeat(ctx: CheckContext, s: A.Repeat, scope: Scope, defined_here):
             seen = {(d.message, d.span) for d in ctx.diags[:n_diags]}
             ctx.diags[n_diags:] = [d for d in ctx.diags[n_diags:] if (d.message, d.span) not in seen]
         defined_here |= iteration_defined
+    if s.index is not None:  # the index names the iteration, inside it only
+        scope.names.pop(s.index, None)
+
+
+def lower_scan(ctx: CheckContext, s: A.Scan, scope: Scope, defined_here):
+    """`scan x in xs up to K:` unrolls K iterations; iteration j reads item j and the values the
+    iteration before it left. An iteration past the list's end makes no call (its values are
+    Skipped). Names assigned in the body that were defined before it are carried: after the scan
+    each holds the value the last iteration that ran left (or its value before the scan)."""
+    it = loop_list(ctx, s, scope)
+    if s.bound < 1:
+        ctx.error("scan needs a bound >= 1: scan x in xs up to 5", s.span)
+        return
+    if s.bound > MAX_REPEAT:
+        ctx.error(f"scan up to {s.bound}: at most {MAX_REPEAT} iterations are unrolled", s.span)
+        return
+    if s.var in scope.names or (s.index and s.index in scope.names):
+        ctx.error(f"scan variable '{s.var if s.var in scope.names else s.index}' shadows an existing name", s.span)
+    once = scope.once or (not scope.suffix and not within_budget(ctx, s))
+    t = expr_type(ctx, it, scope.loops)
+    base = node_id(ctx, s.var, scope, s.span)
+    if f"{base}.items" in ctx.nodes:
+        base = f"{base}@{s.span.line if s.span else len(ctx.nodes)}"
+    items = ir.RefExpr(internal_value(ctx, f"{base}.items", f"{s.var} items", ir.FnCall("at_most", (it, ir.Const(s.bound))),
+                                      t, scope.loops, s.iterable.span))
+    names = dict(scope.names)  # what each iteration starts from: the last one's carried values
+    carried: dict[str, list[tuple[int, ir.Ref]]] = {}  # outer name -> (iteration, its value there)
+    n_diags = len(ctx.diags)
+    for j in range(1 if once else s.bound):
+        inner = Scope(dict(names), scope.loops, scope.prefix, f"{scope.suffix}#{j + 1}", once)
+        item = internal_value(ctx, node_id(ctx, s.var, inner, s.span), s.var,
+                              ir.Pick(items, j, ir.FnCall("at", (items, ir.Const(j))), None), t.elem(),
+                              scope.loops, s.span)
+        inner.names[s.var] = item
+        if s.index is not None:
+            inner.names[s.index] = internal_value(ctx, node_id(ctx, s.index, inner, s.span), s.index, ir.Const(j),
+                                                  NUMBER, scope.loops, s.span, deps=(item.node,))
+        before = set(ctx.nodes)
+        iteration_defined: set[str] = set()
+        k = len(ctx.diags)
+        lower_stmts(ctx, s.body, inner, iteration_defined)
+        if j:  # report each mistake in the body once, not once per iteration
+            seen = {(d.message, d.span) for d in ctx.diags[n_diags:k]}
+            ctx.diags[k:] = [d for d in ctx.diags[k:] if (d.message, d.span) not in seen]
+        for nid in ctx.nodes.keys() - before:  # no call past the end of the list
+            node = ctx.nodes[nid]
+            if node.kind == "llm":
+                node.guard = item.node
+                node.deps = tuple(dict.fromkeys((*node.deps, item.node)))
+        for name in iteration_defined & set(scope.names):
+            names[name] = inner.names[name]
+            carried.setdefault(name, []).append((j, inner.names[name]))
+        for name in iteration_defined - set(scope.names):  # the iteration's own: not visible after
+            node = ctx.nodes.get(getattr(inner.names[name], "node", ""))
+            ctx.scan_locals.setdefault(name, node.span if node else s.span)
+    for name, steps in carried.items():  # the value the last iteration that ran left
+        value: ir.IRExpr = ir.RefExpr(scope.names[name])
+        for j, ref in steps:
+            value = ir.Pick(items, j, ir.RefExpr(ref), value)
+        nid = f"{node_id(ctx, name, scope)}@{s.span.line if s.span else len(ctx.nodes)}"
+        node = ir.Node(nid, "transform", name, s.span, type_of(ctx, steps[-1][1], scope.loops), scope.loops,
+                       ref_deps(ctx, ir.refs_of(value)), expr=value, internal=True,
+                       origin_program=ctx.program.file)
+        ctx.nodes[nid] = node
+        scope.names[name] = ir.NodeRef(nid)
+        for _, ref in steps:
+            ctx.mark_used(ref)
 
 
 def lower_use(ctx: CheckContext, s: A.Assign, scope: Scope, defined_here):

@@ -19,8 +19,8 @@ MAX_NODES = 10_000  # values of any kind in the unrolled program
 Size = tuple[int, int]  # (LLM calls, values)
 
 
-def within_budget(ctx: CheckContext, s: A.Repeat) -> bool:
-    """Report a repeat that would unroll past MAX_LLM_NODES or MAX_NODES, before it unrolls."""
+def within_budget(ctx: CheckContext, s: A.Repeat | A.Scan) -> bool:
+    """Report a repeat or scan that would unroll past MAX_LLM_NODES or MAX_NODES, before it unrolls."""
     sizes: dict[Path, Size] = {}
     calls, values = _unrolled([s], lambda name: _program_size(ctx, ctx.programs.get(name), sizes, 1))
     have_calls = sum(n.kind == "llm" for n in ctx.nodes.values())
@@ -28,7 +28,8 @@ def within_budget(ctx: CheckContext, s: A.Repeat) -> bool:
                                        ("values", values, len(ctx.nodes), MAX_NODES)):
         if have + planned > limit:
             before = f" after the {have:,} before it" if have else ""
-            ctx.error(f"repeat {s.count} unrolls into {planned:,} {what}{before}; "
+            loop = f"repeat {s.count}" if isinstance(s, A.Repeat) else f"scan up to {s.bound}"
+            ctx.error(f"{loop} unrolls into {planned:,} {what}{before}; "
                       f"a program may have at most {limit:,}", s.span,
                       "lower the repeat counts (nested repeats multiply), or sample once with llm(n=...)")
             return False
@@ -50,7 +51,7 @@ def _program_size(ctx: CheckContext, sub: A.Program | None, sizes: dict[Path, Si
                     used[u.name] = ctx.resolver(u.name, u.path.value if u.path else None, sub)[0]
                 except (OSError, S2Error):  # reported when that program is checked
                     pass
-        stmts = [i for i in sub.items if isinstance(i, (A.LLMAssign, A.Assign, A.For, A.Repeat))]
+        stmts = [i for i in sub.items if isinstance(i, (A.LLMAssign, A.Assign, A.For, A.Repeat, A.Scan))]
         calls, values = _unrolled(stmts, lambda n: _program_size(ctx, used.get(n), sizes, depth + 1))
         sizes[key] = (calls, values + len(sub.inputs))
     return sizes[key]
@@ -67,9 +68,10 @@ def _unrolled(stmts, size_of: Callable[[str], Size | None]) -> Size:
         elif isinstance(s, A.For):
             c, v = _unrolled(s.body, size_of)
             v += 1  # the items of the loop
-        elif isinstance(s, A.Repeat):
+        elif isinstance(s, (A.Repeat, A.Scan)):  # a scan unrolls once per item, up to its bound
             c, v = _unrolled(s.body, size_of)
-            k = s.count if 1 <= s.count <= MAX_REPEAT else 0
+            count = s.count if isinstance(s, A.Repeat) else s.bound
+            k = count if 1 <= count <= MAX_REPEAT else 0
             # a repeat with a bad count is reported, not unrolled; the visit still counts, so that
             # 64 x 64 x 64 x 64 repeats around a `repeat 0` are over budget, not 16.7M visits
             c, v = (k * c, k * v) if k else (0, 1)

@@ -33,6 +33,8 @@ class CheckContext:
     programs: dict[str, A.Program] = field(default_factory=dict)  # used programs by name
     broken_programs: set[str] = field(default_factory=set)  # used programs already reported as unusable
     unreadable_prompt: bool = False  # a prompt could not be read: "never used" would be a guess
+    read_too_early: set[Span] = field(default_factory=set)  # definitions read where they have no value yet
+    scan_locals: dict[str, Span | None] = field(default_factory=dict)  # names a scan's body keeps to each iteration
     diags: list[Diagnostic] = field(default_factory=list)
 
     @classmethod

@@ -9,7 +9,7 @@ from s2c.compiler import ir
 from s2c.compiler.check.context import CheckContext, Scope
 from s2c.compiler.check.names import undefined
 from s2c.compiler.check.regex import check_regex
-from s2c.compiler.check.types import check_arg
+from s2c.compiler.check.types import check_arg, expr_type
 from s2c.dsl import ast as A
 from s2c.errors import did_you_mean
 
@@ -48,6 +48,8 @@ def lower_expr(ctx: CheckContext, e: A.Expr, scope: Scope, *, extra: dict[str, i
         return ir.RefExpr(ref)
     if isinstance(e, A.Call):
         return lower_call(ctx, e, scope, extra)
+    if isinstance(e, A.BinOp):
+        return lower_binop(ctx, e, scope, extra)
     raise TypeError(f"unknown expression {e!r}")  # a bug in s2c, not user input
 
 
@@ -79,6 +81,40 @@ def lower_call(ctx: CheckContext, call: A.Call, scope: Scope, extra=None) -> ir.
     pos = tuple(lowered[p.name] for p in fn.params if p.name in args)
     kws = tuple((p.name, lowered[p.name]) for p in fn.params if p.name in kwargs)
     return ir.FnCall(fn.name, pos, kws)
+
+
+def lower_binop(ctx: CheckContext, e: A.BinOp, scope: Scope, extra=None) -> ir.IRExpr:
+    """`a OP b`: numbers for every operator; `+` also joins two texts or two lists."""
+    a, b = lower_expr(ctx, e.left, scope, extra=extra), lower_expr(ctx, e.right, scope, extra=extra)
+    ta, tb = (expr_type(ctx, x, scope.loops) for x in (a, b))
+    if "any" not in (ta.base, tb.base):
+        if e.op == "+" and not _addable(ta, tb):
+            if ta.depth and not tb.depth or tb.depth and not ta.depth:
+                hint = "to add one value to a list, put it in a list: xs + [x]"
+            elif "number" in (ta.base, tb.base):
+                hint = 'to join a number to a text, make it a text: wrap(n) + "..."'
+            else:
+                hint = "+ adds two numbers, or joins two texts or two lists"
+            ctx.error(f"'+' cannot join {_a(ta)} and {_a(tb)}", e.span, hint)
+        elif e.op != "+":
+            for t, side in ((ta, e.left), (tb, e.right)):
+                if t != F.NUMBER:
+                    ctx.error(f"'{e.op}' needs two numbers, but this is {_a(t)}", getattr(side, "span", e.span),
+                              "read a number from a text with number(...)" if t == F.TEXT else None)
+                    break
+    return ir.FnCall(e.op, (a, b))
+
+
+def _addable(ta: F.Type, tb: F.Type) -> bool:
+    if ta.depth != tb.depth:
+        return False
+    if ta.depth:  # two lists: of the same kind of element
+        return ta.base == tb.base or "any" in (ta.base, tb.base)
+    return ta.base == tb.base and ta.base in ("number", "text")
+
+
+def _a(t: F.Type) -> str:
+    return f"a {t}" if t.depth or t.base != "text" else "a text"
 
 
 def bind_args(ctx: CheckContext, call: A.Call, params: tuple[F.Param, ...], what: str):

@@ -1,5 +1,5 @@
 """Lint: warnings about a program that checks, but does less than it says: inputs and values
-that nothing reads.
+that nothing reads (but not one read where it has no value yet: that is an error already).
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def unused(ctx: CheckContext):
     warned: set[Span | None] = set()
     for node in ctx.nodes.values():
         if node.internal or node.origin_program != ctx.program.file or node.id in ctx.used:
+            continue
+        if node.span in ctx.read_too_early:  # an error says where it is read too early
             continue
         if node.kind == "input":
             ctx.warn(f"input '{node.name}' is never used", node.span)

@@ -9,7 +9,9 @@ from typing import Any
 from s2c.calls import Sampling
 from s2c.compiler import functions as F
 from s2c.compiler import ir
+from s2c.compiler.check import static
 from s2c.compiler.check.context import CheckContext, Scope
+from s2c.compiler.check.exprs import lower_expr
 from s2c.compiler.check.names import define, node_id, ref_deps
 from s2c.compiler.check.prompts import load_template_file, program_refs
 from s2c.compiler.functions import TEXT
@@ -19,7 +21,7 @@ from s2c.errors import did_you_mean
 
 def lower_llm(ctx: CheckContext, s: A.LLMAssign, scope: Scope, defined_here):
     what = f"prompt of '{s.target}'"
-    opts = _options(ctx, s, what)
+    opts = _options(ctx, s, what, scope)
     prompt = s.prompt
     if "template" in opts:
         if prompt is not None:
@@ -43,18 +45,44 @@ def lower_llm(ctx: CheckContext, s: A.LLMAssign, scope: Scope, defined_here):
         seed=None if opts.get("seed") is None else int(opts["seed"]),
         n=n,
     )
+    mode = str(opts.get("mode", "chat"))
+    continues = _continues(ctx, s, scope, mode, system)
     node = ir.Node(
         id=node_id(ctx, s.target, scope, s.span), kind="llm", name=s.target, span=s.span,
         type=TEXT.listed() if n > 1 else TEXT, loops=scope.loops,
-        deps=ref_deps(ctx, refs.values()), prompt=prompt, system=system, vars=refs,
-        sampling=sampling, mode=str(opts.get("mode", "chat")), role=str(opts.get("role", "default")),
-        origin_program=ctx.program.file,
+        deps=ref_deps(ctx, [*refs.values(), *([ir.NodeRef(continues)] if continues else [])]), prompt=prompt,
+        system=system, vars=refs, sampling=sampling, mode=mode, role=str(opts.get("role", "default")),
+        continues=continues, origin_program=ctx.program.file,
     )
     define(ctx, s.target, s.span, scope, node, defined_here)
 
 
-def _options(ctx: CheckContext, s: A.LLMAssign, what: str) -> dict[str, Any]:
-    """The call's options as plain values; a bad one is reported and left out (its default applies)."""
+def _continues(ctx: CheckContext, s: A.LLMAssign, scope: Scope, mode: str, system) -> str | None:
+    """continue=CALL: the id of the earlier chat call whose conversation this call extends."""
+    kw = next((k for k in s.kwargs if k.name == "continue"), None)
+    if kw is None:
+        return None
+    target = static.llm_call(ctx, lower_expr(ctx, kw.value, scope), scope.loops)
+    if target is None:
+        ctx.error("llm(): continue= names an earlier llm call of this program", kw.value.span,
+                  "e.g. continue=draft, or continue=at(replies, agent) where replies = [call, ...] "
+                  "is built in a repeat and agent is its index")
+        return None
+    problem = (f"'{target.name}' samples n={target.sampling.n} replies, so it has no one conversation to continue"
+               if target.sampling.n > 1
+               else f"'{target.name}' is a completion-mode call; continue= extends a chat" if target.mode != "chat"
+               else "this call is in completion mode; continue= extends a chat" if mode != "chat"
+               else "a continued chat keeps the system message it started with; drop system= here"
+               if system is not None else None)
+    if problem:
+        ctx.error(f"llm(): cannot continue '{target.name}': {problem}", kw.value.span)
+        return None
+    return target.id
+
+
+def _options(ctx: CheckContext, s: A.LLMAssign, what: str, scope: Scope) -> dict[str, Any]:
+    """The call's options as plain values; a bad one is reported and left out (its default applies).
+    An option may be an expression known before any data (seed=100 + agent in `repeat 3 as agent`)."""
     opts: dict[str, Any] = {}
     for kw in s.kwargs:
         if kw.name not in F.LLM_OPTIONS:
@@ -63,6 +91,9 @@ def _options(ctx: CheckContext, s: A.LLMAssign, what: str) -> dict[str, Any]:
             continue
         if kw.name in opts:
             ctx.error(f"llm(): '{kw.name}' given twice", kw.span)
+        if kw.name == "continue":
+            opts["continue"] = True  # resolved by _continues
+            continue
         if kw.name == "system":
             if isinstance(kw.value, A.Text):
                 opts["system"] = kw.value
@@ -78,8 +109,11 @@ def _options(ctx: CheckContext, s: A.LLMAssign, what: str) -> dict[str, Any]:
             opts[kw.name] = tuple(i.value for i in v.items)
         elif isinstance(v, (A.Literal, A.Text)):
             opts[kw.name] = v.value
+        elif (known := static.constant(ctx, lower_expr(ctx, v, scope), scope.loops)) is not static.UNKNOWN:
+            opts[kw.name] = known
         else:
-            ctx.error(f"llm(): option '{kw.name}' must be a literal value", kw.span)
+            ctx.error(f"llm(): option '{kw.name}' must be known before any data: a literal, "
+                      "or arithmetic on literals and repeat indices", kw.span)
     _check_ranges(ctx, opts, s)
     return opts
 

