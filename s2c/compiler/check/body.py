@@ -173,12 +173,26 @@ def lower_for(ctx: CheckContext, s: A.For, scope: Scope, defined_here):
         scope.names[name] = inner.names[name]
 
 
+def unrollable(ctx: CheckContext, s: A.Repeat | A.Scan, count: int, too_few: str, head: str) -> bool:
+    """A repeat's count or a scan's bound is at least 1 and at most MAX_REPEAT (reported if not)."""
+    if count < 1:
+        ctx.error(too_few, s.span)
+        return False
+    if count > MAX_REPEAT:
+        ctx.error(f"{head}: at most {MAX_REPEAT} iterations are unrolled", s.span)
+        return False
+    return True
+
+
+def report_once(ctx: CheckContext, first: int, start: int):
+    """Drop diagnostics from `start` on that an earlier iteration (from `first`) already reported:
+    each mistake in an unrolled body once, not once per iteration."""
+    seen = {(d.message, d.span) for d in ctx.diags[first:start]}
+    ctx.diags[start:] = [d for d in ctx.diags[start:] if (d.message, d.span) not in seen]
+
+
 def lower_repeat(ctx: CheckContext, s: A.Repeat, scope: Scope, defined_here):
-    if s.count < 1:
-        ctx.error("repeat needs a count >= 1", s.span)
-        return
-    if s.count > MAX_REPEAT:
-        ctx.error(f"repeat {s.count}: at most {MAX_REPEAT} iterations are unrolled", s.span)
+    if not unrollable(ctx, s, s.count, "repeat needs a count >= 1", f"repeat {s.count}"):
         return
     # An outer repeat budgeted this one. Over budget, the body is still checked, once.
     once = scope.once or (not scope.suffix and not within_budget(ctx, s))
@@ -192,9 +206,8 @@ def lower_repeat(ctx: CheckContext, s: A.Repeat, scope: Scope, defined_here):
         iteration_defined: set[str] = set()
         n_diags = len(ctx.diags)
         lower_stmts(ctx, s.body, inner, iteration_defined)
-        if i > 1:  # report each mistake in the body once, not once per iteration
-            seen = {(d.message, d.span) for d in ctx.diags[:n_diags]}
-            ctx.diags[n_diags:] = [d for d in ctx.diags[n_diags:] if (d.message, d.span) not in seen]
+        if i > 1:
+            report_once(ctx, 0, n_diags)
         defined_here |= iteration_defined
     if s.index is not None:  # the index names the iteration, inside it only
         scope.names.pop(s.index, None)
@@ -206,11 +219,7 @@ def lower_scan(ctx: CheckContext, s: A.Scan, scope: Scope, defined_here):
     Skipped). Names assigned in the body that were defined before it are carried: after the scan
     each holds the value the last iteration that ran left (or its value before the scan)."""
     it = loop_list(ctx, s, scope)
-    if s.bound < 1:
-        ctx.error("scan needs a bound >= 1: scan x in xs up to 5", s.span)
-        return
-    if s.bound > MAX_REPEAT:
-        ctx.error(f"scan up to {s.bound}: at most {MAX_REPEAT} iterations are unrolled", s.span)
+    if not unrollable(ctx, s, s.bound, "scan needs a bound >= 1: scan x in xs up to 5", f"scan up to {s.bound}"):
         return
     if s.var in scope.names or (s.index and s.index in scope.names):
         ctx.error(f"scan variable '{s.var if s.var in scope.names else s.index}' shadows an existing name", s.span)
@@ -237,9 +246,8 @@ def lower_scan(ctx: CheckContext, s: A.Scan, scope: Scope, defined_here):
         iteration_defined: set[str] = set()
         k = len(ctx.diags)
         lower_stmts(ctx, s.body, inner, iteration_defined)
-        if j:  # report each mistake in the body once, not once per iteration
-            seen = {(d.message, d.span) for d in ctx.diags[n_diags:k]}
-            ctx.diags[k:] = [d for d in ctx.diags[k:] if (d.message, d.span) not in seen]
+        if j:
+            report_once(ctx, n_diags, k)
         for nid in ctx.nodes.keys() - before:  # no call past the end of the list
             node = ctx.nodes[nid]
             if node.kind == "llm":
