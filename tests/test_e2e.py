@@ -154,3 +154,31 @@ def test_one_sft_step_on_a_compiled_dataset(tmp_path):
     log = [json.loads(l) for l in (tmp_path / "train" / "loss_log.jsonl").read_text().splitlines()]
     assert log and log[-1]["step"] == 1 and log[-1]["loss"] > 0
     assert conf
+
+
+@pytest.mark.parametrize("name", ["least_to_most", "debate"])
+def test_language_v2_programs_compile_on_the_embedded_model(tmp_path, name):
+    """The shipped programs the new forms made possible (scan; continue= and repeat indices) run on
+    the real engine: every call is sent as its node says, and compile writes what curation kept."""
+    fixture = REPO / "tests" / "fixtures" / "data" / "gsm8k_sample.jsonl"
+    out = tmp_path / name
+    cli(["compile", f"{name}.s2", "--data", f"gsm8k:{fixture}", "--limit", "2", "--engine", "vllm",
+         "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")])
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    assert summary["examples"] == 2 and summary["engine_calls"] >= 2 * (2 if name == "least_to_most" else 6)
+    traces = list(RunStore.open(out / "run").traces())
+    if name == "debate":  # each second-round call carries its agent's first-round conversation
+        for t in traces:
+            for k in (1, 2, 3):
+                msgs = t["nodes"][f"again#{k}"]["instances"][0]["messages"]
+                first = t["nodes"][f"reply#{k}"]["instances"][0]
+                assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+                assert msgs[:2] == [*first["messages"], {"role": "assistant", "content": first["completions"][0]}]
+    else:  # the scan ran as many steps as the plan had subquestions, and skipped the rest
+        for t in traces:
+            n = len(t["nodes"]["subquestions"]["instances"][0]["value"])
+            ran = [k for k in range(1, 6) if "completions" in t["nodes"][f"step#{k}"]["instances"][0]]
+            assert ran == list(range(1, n + 1))
+    report = json.loads((out / "report.json").read_text())
+    assert report["inputs"] == 2
+    assert len((out / "train.jsonl").read_text().splitlines()) == report["kept"]
