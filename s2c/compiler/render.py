@@ -35,8 +35,8 @@ def to_dot(g: nx.DiGraph) -> str:
         label = _label(g, nid) + ("\\n" + "\\n".join(a["fanout"]) if a["fanout"] else "")
         style = ', style="bold"' if a["kind"] == "llm" else ""
         out.append(f'  "{nid}" [label="{label}", shape={shape[a["kind"]]}{style}];')
+    style = {"loop": ' [style=dashed, label="for each"]', "continues": ' [style=bold, label="continues"]'}
     for u, v, kind in g.edges(data="kind"):
-        style = {"loop": ' [style=dashed, label="for each"]', "continues": ' [style=bold, label="continues"]'}
         out.append(f'  "{u}" -> "{v}"{style.get(kind, "")};')
     out.append("}")
     return "\n".join(out) + "\n"
@@ -77,8 +77,8 @@ def to_tree(cp: CheckedProgram):
     root = Tree(Text.assemble((cp.name, "bold"), f" — {cp.program.header.description.value}\n", (facts, "dim")))
     # values s2c made (a loop's index, a scan's items) are not drawn: the calls that read them say so
     shown: set[str] = set()
-    early = [nid for nid in nx.topological_sort(g) if g.nodes[nid]["kind"] == "transform"
-             and not any(g.nodes[a]["kind"] == "llm" for a in nx.ancestors(g, nid))]
+    # stage 0: no LLM call on any path to it (build_graph's stage counts the calls on the longest one)
+    early = [nid for nid in nx.topological_sort(g) if g.nodes[nid]["kind"] == "transform" and g.nodes[nid]["stage"] == 0]
     if any(not g.nodes[nid]["internal"] for nid in early):  # constants, parts of inputs: no stage shows them
         st = root.add(Text("before any call", style="bold cyan"))
         for nid in early:
@@ -113,7 +113,6 @@ def to_tree(cp: CheckedProgram):
                         continue
                     fanout = (" ", (f"({'; '.join(sa['fanout'])})", "magenta")) if sa["fanout"] else ()
                     branch.add(Text.assemble(_label(g, succ), " ", (_where(cp, sa), "dim"), *fanout))
-                    shown.add(succ)
     outs = ", ".join(cp.outputs)
     root.add(Text.assemble(("output", "bold green"), f" {outs}"))
     if cp.tasks:

@@ -86,7 +86,7 @@ class ExampleValues:
         if isinstance(expr, ir.Pick):
             items = self.eval(expr.items, prefix, ctx_loops, node_id, extra)
             if isinstance(items, Failed):
-                return items if items.node == node_id else depends_on(items)
+                return carried(items, node_id)
             if expr.index < len(items):
                 return self.eval(expr.then, prefix, ctx_loops, node_id, extra)
             if expr.otherwise is None:
@@ -100,8 +100,8 @@ class ExampleValues:
                 bad = v if isinstance(v, Failed) else None
                 if bad is None and not fn.aggregates:
                     bad = find_failed(v)
-                if bad is not None:  # within one node, keep the first reason as it is
-                    return bad if bad.node == node_id else depends_on(bad)
+                if bad is not None:
+                    return carried(bad, node_id)
             what = f"{expr.fn}()" if expr.fn.isidentifier() else f"'{expr.fn}'"
             try:
                 return fn.impl(*args, **kwargs)
@@ -169,6 +169,12 @@ def _reader(cp: ir.CheckedProgram, ref: ir.Ref, ctx_loops: tuple[str, ...]):
         items = iterable(vals, prefix[:level])
         return items if isinstance(items, Failed) else items[prefix[level]]
     return item
+
+
+def carried(bad: Failed, node_id: str) -> Failed:
+    """A failure met while evaluating `node_id`: within one node the first reason stays as it is;
+    from another node it becomes "depends on"."""
+    return bad if bad.node == node_id else depends_on(bad)
 
 
 def depends_on(bad: Failed) -> Failed:

@@ -68,16 +68,18 @@ def _continues(ctx: CheckContext, s: A.LLMAssign, scope: Scope, mode: str, syste
                   "e.g. continue=draft, or continue=at(replies, agent) where replies = [call, ...] "
                   "is built in a repeat and agent is its index")
         return None
-    problem = (f"'{target.name}' samples n={target.sampling.n} replies, so it has no one conversation to continue"
-               if target.sampling.n > 1
-               else f"'{target.name}' is a completion-mode call; continue= extends a chat" if target.mode != "chat"
-               else "this call is in completion mode; continue= extends a chat" if mode != "chat"
-               else "a continued chat keeps the system message it started with; drop system= here"
-               if system is not None else None)
-    if problem:
-        ctx.error(f"llm(): cannot continue '{target.name}': {problem}", kw.value.span)
-        return None
-    return target.id
+    if target.sampling.n > 1:
+        problem = f"'{target.name}' samples n={target.sampling.n} replies, so it has no one conversation to continue"
+    elif target.mode != "chat":
+        problem = f"'{target.name}' is a completion-mode call; continue= extends a chat"
+    elif mode != "chat":
+        problem = "this call is in completion mode; continue= extends a chat"
+    elif system is not None:
+        problem = "a continued chat keeps the system message it started with; drop system= here"
+    else:
+        return target.id
+    ctx.error(f"llm(): cannot continue '{target.name}': {problem}", kw.value.span)
+    return None
 
 
 def _options(ctx: CheckContext, s: A.LLMAssign, what: str, scope: Scope) -> dict[str, Any]:
