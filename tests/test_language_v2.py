@@ -129,6 +129,14 @@ def test_scan_iterations_past_the_end_are_skipped_not_failed(tmp_path):
     assert all(not s["failed"] for s in out.summary["nodes"].values())
 
 
+def test_a_call_in_a_scan_that_does_not_read_the_item_runs_once_per_item_only(tmp_path):
+    cp = program('parts = lines(question)\nnotes = ""\nscan p in parts up to 4:\n'
+                 '    more = llm() """Go on: {{ notes }}"""\n    notes = notes + more\noutput notes')
+    out, eng = run(cp, [("two", {"question": "a\nb"})], lambda r, i: "x", tmp_path)
+    assert len(eng.calls) == 2  # the guard on the iteration's item, not a read of it, stops calls 3 and 4
+    assert outputs(tmp_path) == [{"notes": "xx"}] and out.summary["failures"] == {}
+
+
 def test_a_list_longer_than_the_bound_fails_with_its_length(tmp_path):
     cp = program(SCAN)
     out, _ = run(cp, [("long", {"question": "a b c d e f"})], scan_script, tmp_path)
