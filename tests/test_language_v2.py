@@ -165,6 +165,27 @@ def test_scan_resumes_from_the_cache_with_identical_outputs(tmp_path):
     assert a == b == {"notes": "[0: a];[1: b];[2: c];", "count": 3}
 
 
+# ---------------------------------------------------------------- data of the wrong shape
+WRONG_SHAPE = ('j = json(question)\nacc = ""\nscan x in j up to 3:\n    a = llm() """{{ x }}"""\n    acc = acc + a\n'
+               'for y in j:\n    b = llm() """{{ y }}"""\nfirst_key = at(j, 0)\noutput acc\noutput b\noutput first_key')
+
+
+def test_a_json_object_where_a_list_is_needed_fails_that_example_with_the_reason(tmp_path):
+    """json() may give an object: the checker cannot rule it out, so scan, for and at() say so at
+    run time (they used to raise KeyError: an internal error that stopped the run)."""
+    cp = program(WRONG_SHAPE)
+    out, eng = run(cp, [("obj", {"question": '{"a": 1}'}), ("list", {"question": '["p", "q"]'})],
+                   lambda r, i: r.messages[-1].content, tmp_path)
+    by_id = {t["example_id"]: t for t in RunStore.open(tmp_path / "run").traces()}
+    failed = by_id["obj"]["failed"]
+    assert by_id["obj"]["status"] == "failed"
+    assert failed["b"] == "'for y' needs a list, got dict"
+    assert failed["x.items"] == "at_most(): needs a list, got dict"
+    assert failed["first_key"] == "at(): needs a list, got dict"
+    assert by_id["list"]["outputs"] == {"acc": "pq", "b": ["p", "q"], "first_key": "p"}
+    assert len(eng.calls) == 4
+
+
 # ---------------------------------------------------------------- argmax, argmin, lookup
 def test_argmax_argmin_lookup(tmp_path):
     cp = program('drafts = llm(n=3, temperature=0.8) """{{ question }}"""\nfor d in drafts:\n'

@@ -132,7 +132,16 @@ def _lines(text: str) -> list[str]:
     return [_BULLET.sub("", l).strip() for l in text.splitlines() if l.strip()]
 
 
+def _a_list(xs) -> list:
+    """A list argument that indexing would misread: a JSON object or a text from data, which the
+    checker cannot rule out (json() may give either)."""
+    if not isinstance(xs, list):
+        raise TransformError(f"needs a list, got {_kind(xs)}")
+    return xs
+
+
 def _take(xs: list, k: int) -> list:
+    _a_list(xs)
     if k < 0:
         raise TransformError(f"take: k must be >= 0, got {k}")
     return list(xs)[: int(k)]
@@ -142,19 +151,19 @@ def _at(xs: list, index):
     if isinstance(index, bool) or not isinstance(index, (int, float)) or index != int(index):
         raise TransformError(f"at: the index must be a whole number, got {index!r}")
     i = int(index)
-    if not 0 <= i < len(xs):
+    if not 0 <= i < len(_a_list(xs)):
         raise TransformError(f"at: index {i} is out of range for a list of {len(xs)}")
     return xs[i]
 
 
 def _first(xs: list):
-    if not xs:
+    if not _a_list(xs):
         raise TransformError("first: the list is empty")
     return xs[0]
 
 
 def _last(xs: list):
-    if not xs:
+    if not _a_list(xs):
         raise TransformError("last: the list is empty")
     return xs[-1]
 
@@ -331,7 +340,7 @@ def _arith(name, op):
 
 
 def _at_most(xs, k):
-    if len(xs) > k:
+    if len(_a_list(xs)) > k:
         raise TransformError(f"the list has {len(xs)} items, more than the scan's bound of {_str(k)} "
                              f"(raise it: up to {len(xs)}, or shorten the list with take())")
     return xs

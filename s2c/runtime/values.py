@@ -42,11 +42,18 @@ class ExampleValues:
     def assemble(self, node: ir.Node, p: tuple):
         if len(p) == len(node.loops):
             return self.computed(node.id, p)
-        loop = self.cp.loops[node.loops[len(p)]]
-        items = self.lookup(loop.iterable, p, loop.loops)
+        items = self.loop_items(self.cp.loops[node.loops[len(p)]], p, node.id)
         if isinstance(items, Failed):
             return items
         return [self.assemble(node, p + (i,)) for i in range(len(items))]
+
+    def loop_items(self, loop: ir.Loop, p: tuple, node_id: str) -> list | Failed:
+        """The list a loop runs over at index `p`; Failed when it failed or is not a list (a JSON
+        object or a text from data, which the checker cannot rule out)."""
+        items = self.lookup(loop.iterable, p, loop.loops)
+        if not isinstance(items, (list, Failed)):
+            return Failed(f"'for {loop.var}' needs a list, got {type(items).__name__}", node_id)
+        return items
 
     def instances(self, node: ir.Node) -> list[tuple] | Failed:
         """The index tuples a node runs at, from its loops' iterables (all computed by now)."""
@@ -55,11 +62,9 @@ class ExampleValues:
             loop = self.cp.loops[lid]
             nxt = []
             for p in prefixes:
-                items = self.lookup(loop.iterable, p, loop.loops)
+                items = self.loop_items(loop, p, node.id)
                 if isinstance(items, Failed):
                     return items
-                if not isinstance(items, list):
-                    return Failed(f"'for {loop.var}' needs a list, got {type(items).__name__}", node.id)
                 nxt.extend(p + (i,) for i in range(len(items)))
             prefixes = nxt
         return prefixes
