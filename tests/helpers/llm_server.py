@@ -46,7 +46,8 @@ be the faulty one). Faults are tried in order and the first that hits answers, s
 "http500:first=1" then "null-content:first=2" gives a 500, then a null content, then the reply.
 
 Tests start it with `serve(tmp_path, delay=..., log=..., faults=[...])`, a context manager that
-yields the base URL.
+yields the base URL, or with `start(...)`, which also returns the process (to kill it mid-run), and
+`stop`.
 """
 from __future__ import annotations
 
@@ -315,12 +316,12 @@ class Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-@contextmanager
-def serve(folder: Path, *, delay: float = 0.0, log: Path | None = None, faults: Sequence[Fault] = (),
-          slow_s: float | None = None, port: int = 0, startup_s: float = 20.0) -> Iterator[str]:
-    """Run this server as a subprocess while the block runs; yields its base URL (".../v1").
+def start(folder: Path, *, delay: float = 0.0, log: Path | None = None, faults: Sequence[Fault] = (),
+          slow_s: float | None = None, port: int = 0, startup_s: float = 20.0) -> tuple[subprocess.Popen, str]:
+    """Start this server as a subprocess; returns it and its base URL (".../v1") once it listens.
     `faults` and `slow_s` are --fault and --slow-seconds (module docstring). `port` (0: a free
-    one) lets a restarted server take its predecessor's URL, which is part of the call cache's key."""
+    one) lets a restarted server take its predecessor's URL, which is part of the call cache's key.
+    The caller ends it with `stop` (or kills it, to play a crash)."""
     port_file = Path(tempfile.mkdtemp(prefix="llm-server-", dir=folder)) / "port"
     cmd = [sys.executable, __file__, "--port", str(port), "--port-file", str(port_file), "--delay", str(delay)]
     if log is not None:
@@ -338,15 +339,31 @@ def serve(folder: Path, *, delay: float = 0.0, log: Path | None = None, faults: 
             if time.monotonic() > deadline:
                 raise RuntimeError(f"llm_server wrote no port file in {startup_s} s")
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{port_file.read_text()}/v1"
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, f"http://127.0.0.1:{port_file.read_text()}/v1"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a server from `start` (SIGTERM, then SIGKILL); one already dead is fine."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stderr.close()
+
+
+@contextmanager
+def serve(folder: Path, **options) -> Iterator[str]:
+    """Run this server while the block runs (`start`'s options); yields its base URL."""
+    proc, url = start(folder, **options)
+    try:
+        yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+        stop(proc)
 
 
 def fault_arg(spec: str) -> Fault:
