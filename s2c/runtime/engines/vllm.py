@@ -24,6 +24,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Hashable
 from pathlib import Path
 
@@ -106,14 +107,14 @@ class VLLMEngine(Streaming, RoleModels):
         self.prompt_tokens = 0  # prompt tokens of the requests finished so far, all roles
         self.cached_tokens = 0  # how many of them the prefix cache served
         self.tokens_by_role: dict[str, dict[str, int]] = {}  # role -> the same two counts
-        options = dict(
-            enable_prefix_caching=True,
-            disable_log_stats=False,  # the scheduler's gauges, for batch_state()
-            enforce_eager=cpu if enforce_eager is None else enforce_eager,
-            dtype=dtype or ("bfloat16" if cpu else "auto"),
-            seed=seed,
-            **llm_kwargs,
-        )
+        options = {
+            "enable_prefix_caching": True,
+            "disable_log_stats": False,  # the scheduler's gauges, for batch_state()
+            "enforce_eager": cpu if enforce_eager is None else enforce_eager,
+            "dtype": dtype or ("bfloat16" if cpu else "auto"),
+            "seed": seed,
+            **llm_kwargs,  # the user's vllm.LLM arguments win (e.g. enable_prefix_caching=False)
+        }
         if not cpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization / len(paths)
         if enable_lora:
@@ -156,9 +157,12 @@ class VLLMEngine(Streaming, RoleModels):
             return
         self._running[(path, rid)] = (tag, request)
 
-    def collect(self) -> list[Finished]:
+    def collect(self, max_seconds: float | None = None) -> list[Finished]:
+        """Finished requests; steps the engine until one finishes, or at most `max_seconds` (then
+        possibly none: the ray pool's replicas return often, so new requests join the batch)."""
         done, self._failed = self._failed, []
-        while not done and self._running:
+        until = None if max_seconds is None else time.monotonic() + max_seconds
+        while not done and self._running and (until is None or time.monotonic() < until):
             busy = [(p, llm) for p, llm in self._llms.items()
                     if llm.llm_engine.has_unfinished_requests()]
             if not busy:  # someone else's LLM.chat/generate took our outputs

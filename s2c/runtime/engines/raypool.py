@@ -1,0 +1,309 @@
+"""The ray engine: a pool of Ray actors, each holding s2c's own vLLM engine, behind the one
+streaming protocol (base.py), so the executor never sees replicas.
+
+    engine = RayEngine(None, address="auto", replicas=2)           # a running cluster
+    engine = RayEngine(None, address="local", replicas=2)          # a cluster started in-process
+
+Why actors around s2c's engine rather than `ray.data.llm`: on vLLM-CPU `build_processor` keeps
+only `outputs[0]` (n > 1 samples are lost), needs a hand-written placement group to run at all,
+and starts one engine per chained stage (on 2 CPUs that deadlocked). s2c's scheduler already
+does the dataflow, prefix-sorted feeding, caching and failure handling; Ray places and runs
+the engines. Facts and figures: docs/scale.md.
+
+- Each replica is an actor on some node (`SPREAD`), with the resources `replica_resources`
+  asks for (default one CPU; `{"GPU": 1}` on a GPU cluster). The replica resolves the model on
+  its own node (the embedded model is prepared there, a path must exist there); a node without
+  the model stops the start with an EngineError naming the node. Every replica must report the
+  same model identity, which goes into cache keys.
+- Requests that share a prefix go to the same replica, so its prefix cache hits (`PrefixRouter`).
+- Each replica has at most one call outstanding, `step(new requests, max_seconds)`: it adds the
+  new requests to its running batch, steps vLLM until one finishes or `STEP_SECONDS` pass, and
+  returns what finished. So requests join a replica's batch within a step or so of being sent.
+- The call cache stays with the driver: the executor commits each result as `collect` hands it over.
+- A replica that dies mid-run (its node is lost) has its requests sent again to the others; when
+  none is left the run stops with an EngineError. Nothing is lost or served twice.
+- On CPU, replicas on one host get disjoint cores (VLLM_CPU_OMP_THREADS_BIND), or every engine
+  binds the same core.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections import OrderedDict
+from collections.abc import Hashable
+
+from s2c.runtime.engines.base import EngineError, Finished, Request, Streaming
+
+STEP_SECONDS = 0.1  # the longest a replica steps before it hands back and takes new requests
+INSTALL_HINT = "pip install 's2c[ray]' (ray[data]; never ray[llm], which pins a CUDA vLLM)"
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise EngineError(f"ray engine: ray is not installed ({e}): {INSTALL_HINT}") from e
+    return ray
+
+
+def connect(address: str | None):
+    """ray.init for `address`: "auto" (a cluster started with `ray start`), "ray://host:port", a
+    "host:port" of a head node, or "local" (start a cluster in this process). A second call in the
+    same process reuses the connection."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing outside can be reached anyway
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # a failed start is said once, by s2c
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address or "auto", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise EngineError(
+            f"cannot connect to a Ray cluster at {address or 'auto'} ({e}); start one (`ray start --head`, "
+            "then `ray start --address HEAD:6379` on each other node) or pass --ray-address local to start "
+            "one in this process"
+        ) from e
+    return ray
+
+
+def model_on_node(spec: str | None, log=print):
+    """Resolve `spec` on this node (the embedded model is prepared here); a path this node does
+    not have is an EngineError naming the node, not a hub download that cannot work."""
+    import socket
+
+    from s2c.runtime.model import resolve_model
+
+    looks_like_path = spec is not None and spec.startswith(("/", ".", "~"))  # a hub id is "org/name"
+    if looks_like_path and not os.path.exists(os.path.expanduser(spec)):
+        raise EngineError(f"node {socket.gethostname()}: the model {spec} is not on this node; copy it to the "
+                          "same path on every node, or pass a path or hub id every node can read")
+    return resolve_model(spec, log=log)
+
+
+class Replica:
+    """One engine on one node (the body of a Ray actor)."""
+
+    def where(self) -> dict:
+        import ray
+
+        ctx = ray.get_runtime_context()
+        return {"node": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(), "cores": os.cpu_count() or 1}
+
+    def start(self, model: str | None, roles: dict[str, str] | None, options: dict, bind: str | None) -> dict:
+        """Resolve the models on this node and start vLLM; returns {role: model identity}."""
+        from s2c.runtime.engines.vllm import VLLMEngine
+
+        if bind and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+        model_on_node(model, log=lambda *a: None)
+        for spec in (roles or {}).values():
+            model_on_node(spec, log=lambda *a: None)
+        self.engine = VLLMEngine(model, roles=roles, log=lambda *a: None, **options)
+        names = self.engine.role_models()
+        return {role: self.engine.model_id(role) for role in names} | {"__names__": names}
+
+    def step(self, items: list[tuple[int, Request]], max_seconds: float) -> list[Finished]:
+        for i, request in items:
+            self.engine.submit(i, request)
+        return self.engine.collect(max_seconds) if self.engine.pending() else []
+
+    def prefix_cache_stats(self) -> dict[str, int]:
+        return self.engine.prefix_cache_stats()
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class PrefixRouter:
+    """Which replica serves a request: the one whose recent requests share the longest prefix with
+    it, unless that one is busier than the least busy by more than `slack` requests; otherwise
+    the least busy. Prefixes are hashed in blocks of `block` characters (a chain: block k's hash
+    covers blocks 0..k), and each replica remembers the last `memory` block hashes it was sent.
+
+    So BSM's calls for one example (same question, different criterion) go to one replica and its
+    prefix cache serves the shared part, while examples spread over the replicas."""
+
+    def __init__(self, replicas: int, *, block: int = 64, blocks: int = 64, memory: int = 200_000, slack: int = 8):
+        self.seen = [OrderedDict() for _ in range(replicas)]
+        self.block, self.blocks, self.memory, self.slack = block, blocks, memory, slack
+
+    def chain(self, request: Request) -> list[bytes]:
+        if request.messages is not None:
+            text = "".join(f"\x00{m.role}\x00{m.content}" for m in request.messages)
+        else:
+            text = request.prompt or ""
+        h = hashlib.blake2b(f"{request.role}\x00{request.adapter}".encode(), digest_size=8)
+        out = []
+        for k in range(0, min(len(text), self.block * self.blocks), self.block):
+            h.update(text[k:k + self.block].encode())
+            out.append(h.copy().digest())
+        return out
+
+    def route(self, request: Request, loads: dict[int, int]) -> int:
+        """Pick among `loads` (replica -> requests in flight; only live replicas)."""
+        chain = self.chain(request)
+        least = min(loads.values())
+
+        def shared(r: int) -> int:
+            seen = self.seen[r]
+            depth = 0
+            for h in chain:
+                if h not in seen:
+                    break
+                depth += 1
+            return depth
+
+        best = max(loads, key=lambda r: (shared(r) if loads[r] <= least + self.slack else -1, -loads[r]))
+        seen = self.seen[best]
+        for h in chain:
+            seen[h] = None
+            seen.move_to_end(h)
+        while len(seen) > self.memory:
+            seen.popitem(last=False)
+        return best
+
+
+class RayEngine(Streaming):
+    name = "ray"
+
+    def __init__(self, model: str | None = None, *, roles: dict[str, str] | None = None, address: str = "auto",
+                 replicas: int = 1, replica_resources: dict[str, float] | None = None, log=print, **vllm_options):
+        """Start `replicas` actors, each a vLLM engine for `model` (and `roles`), on the Ray cluster
+        at `address`. `vllm_options` go to each replica's VLLMEngine unchanged."""
+        if replicas < 1:
+            raise EngineError(f"--replicas {replicas}: must be at least 1")
+        self._ray = ray = connect(address)
+        self.served = [0] * replicas  # requests each replica finished
+        self._log = log
+        resources = dict(replica_resources or {"CPU": 1})
+        num_cpus, num_gpus = resources.pop("CPU", 0), resources.pop("GPU", 0)
+        actor = ray.remote(Replica).options(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or None,
+                                            scheduling_strategy="SPREAD")
+        self._actors = [actor.remote() for _ in range(replicas)]
+        try:
+            places = self._gather([a.where.remote() for a in self._actors], "place")
+            binds = cpu_binds(places) if not num_gpus else [None] * replicas
+            log(f"s2c: ray: starting {replicas} replica{'s' * (replicas > 1)} on "
+                f"{len({p['node'] for p in places})} node(s)")
+            ids = self._gather([a.start.remote(model, roles, vllm_options, b) for a, b in zip(self._actors, binds)],
+                               "start")
+        except BaseException:
+            self.close()
+            raise
+        if any(i != ids[0] for i in ids):
+            self.close()
+            raise EngineError("the replicas resolved different models: " + "; ".join(
+                f"replica {k}: {i['default']}" for k, i in enumerate(ids)) + "; give every node the same model")
+        self._names = ids[0].pop("__names__")
+        self._identities = ids[0]
+        self._router = PrefixRouter(replicas)
+        self._live = set(range(replicas))
+        self._ids = itertools.count()
+        self._inflight: dict[int, tuple[Hashable, Request, int]] = {}  # our id -> (tag, request, replica)
+        self._outbox: dict[int, list[tuple[int, Request]]] = {r: [] for r in range(replicas)}
+        self._loads = dict.fromkeys(range(replicas), 0)
+        self._calls: dict = {}  # the outstanding step() ref -> replica
+
+    def _gather(self, refs, what: str) -> list:
+        """ray.get, with an actor's failure (its EngineError, a node without resources) said plainly."""
+        ray = self._ray
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as e:
+            cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
+            raise EngineError(f"ray engine: a replica could not {what}: {cause}") from None
+        except ray.exceptions.RayError as e:
+            raise EngineError(f"ray engine: a replica could not {what}: {e}") from None
+
+    def model_id(self, role: str = "default") -> str:
+        return self._identities.get(role, self._identities["default"])
+
+    def role_models(self) -> dict[str, str]:
+        return dict(self._names)
+
+    def submit(self, tag: Hashable, request: Request) -> None:
+        i = next(self._ids)
+        self._place(i, tag, request)
+
+    def _place(self, i: int, tag: Hashable, request: Request) -> None:
+        r = self._router.route(request, {r: self._loads[r] for r in self._live})
+        self._inflight[i] = (tag, request, r)
+        self._outbox[r].append((i, request))
+        self._loads[r] += 1
+
+    def collect(self) -> list[Finished]:
+        ray = self._ray
+        done: list[Finished] = []
+        while not done and self._inflight:
+            for r in self._live - set(self._calls.values()):
+                if self._loads[r]:
+                    items, self._outbox[r] = self._outbox[r], []
+                    self._calls[self._actors[r].step.remote(items, STEP_SECONDS)] = r
+            ready, _ = ray.wait(list(self._calls), num_returns=1)
+            for ref in ready:
+                r = self._calls.pop(ref)
+                try:
+                    finished = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    if isinstance(getattr(e, "cause", None), EngineError):
+                        raise e.cause from None
+                    raise
+                except ray.exceptions.RayActorError:
+                    self._lose(r)
+                    continue
+                for f in finished:
+                    tag, _, _ = self._inflight.pop(f.tag)
+                    done.append(Finished(tag, f.result, f.retries))
+                self._loads[r] -= len(finished)
+                self.served[r] += len(finished)
+        return done
+
+    def _lose(self, r: int) -> None:
+        """Replica `r` died: send what it held to the others."""
+        self._live.discard(r)
+        if not self._live:
+            raise EngineError("ray engine: every replica died (see the Ray logs: `ray logs`, or the dashboard)")
+        lost = [(i, tag, request) for i, (tag, request, at) in self._inflight.items() if at == r]
+        self._outbox[r], self._loads[r] = [], 0
+        for i, tag, request in lost:
+            self._place(i, tag, request)
+
+    def pending(self) -> int:
+        return len(self._inflight)
+
+    def prefix_cache_stats(self) -> dict[str, int]:
+        stats = self._ray.get([self._actors[r].prefix_cache_stats.remote() for r in sorted(self._live)])
+        return {k: sum(s[k] for s in stats) for k in ("prompt_tokens", "cached_tokens")}
+
+    def close(self) -> None:
+        ray = self._ray
+        if any(self.served):
+            self._log(f"s2c: ray: requests served per replica: {', '.join(map(str, self.served))}")
+        for a in self._actors:
+            try:
+                ray.get(a.close.remote(), timeout=60)
+            except Exception:  # noqa: BLE001 (a replica that never started, or died: closing must not fail)
+                pass
+            ray.kill(a)
+        self._actors = []
+
+
+def cpu_binds(places: list[dict]) -> list[str]:
+    """VLLM_CPU_OMP_THREADS_BIND per replica: the replicas on one host (one IP: several Ray nodes
+    may share a machine) split its cores into disjoint ranges."""
+    by_host: dict[str, list[int]] = {}
+    for k, p in enumerate(places):
+        by_host.setdefault(p["ip"], []).append(k)
+    binds = [""] * len(places)
+    for ks in by_host.values():
+        cores = places[ks[0]]["cores"]
+        share = max(1, cores // len(ks))
+        for j, k in enumerate(ks):
+            lo = (j * share) % cores
+            hi = min(cores, lo + share) - 1
+            binds[k] = str(lo) if lo == hi else f"{lo}-{hi}"
+    return binds
