@@ -91,6 +91,34 @@ class CallCache:
                 [(k, i, c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason, m, now) for k, i, c, m in items],
             )
 
+    # Raw rows, for the shards of a run on Ray (runtime/shards.py): a worker's cache comes back as
+    # rows, and the driver's cache is the union of the shards' by (key, sample index).
+    def rows(self) -> list[tuple]:
+        return [] if self.db is None else self.db.execute("SELECT * FROM calls").fetchall()
+
+    def last_rowid(self) -> int:
+        return 0 if self.db is None else self.db.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()[0]
+
+    def rows_after(self, rowid: int) -> tuple[list[tuple], int]:
+        """The rows committed after `rowid`, and the last rowid read."""
+        rows = self.db.execute("SELECT rowid, * FROM calls WHERE rowid > ? ORDER BY rowid", (rowid,)).fetchall()
+        return [r[1:] for r in rows], (rows[-1][0] if rows else rowid)
+
+    def put_rows(self, rows: list[tuple]) -> None:
+        if self.db is not None and rows:
+            with self.db:
+                self.db.executemany("INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def merge(self, path: str | os.PathLike) -> None:
+        """Add the rows of another cache file that this one lacks (a plain union)."""
+        if self.db is None or not os.path.exists(path):
+            return
+        other = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            self.put_rows(other.execute("SELECT * FROM calls").fetchall())
+        finally:
+            other.close()
+
     def delete(self, keys: list[str]) -> None:
         if self.db is None or not keys:
             return

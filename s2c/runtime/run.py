@@ -26,8 +26,8 @@ from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
 from s2c.runtime.executor import Executor, NodeStats, RunOptions, TooManyErrors
 from s2c.runtime.load import LoadSampler, csv_sink
+from s2c.runtime.shards import Shards
 from s2c.runtime.store import RunStore
-
 
 # The longest value a declared input may have, in characters (a list input: its JSON). Longer
 # fields are nearly always a mistake (a file's whole text in one cell); no model's context holds
@@ -95,7 +95,6 @@ def _inputs(cp: ir.CheckedProgram, row: dict, max_chars: int) -> tuple[dict | No
 class RunOutcome:
     run_dir: Path
     summary: dict
-    stats: dict[str, NodeStats]
     program: ir.CheckedProgram
 
     def examples(self):
@@ -128,6 +127,8 @@ def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str |
     run_dir.mkdir(parents=True, exist_ok=True)
     store = RunStore.create(run_dir, cp, {"program_file": cp.program.file, "engine": getattr(engine, "name", "?"),
                                           "adapter": options.adapter, **(meta or {})})
+    if isinstance(engine, Shards):
+        return _execute_shards(cp, rows, engine, run_dir, store, cache, options, skipped, meta, console)
     bars = _Progress(cp, engine, console, PROGRESS_EVERY if progress is True else progress) if progress else None
     ex = Executor(cp, engine, cache=cache, options=options, store=store, progress=bars)
     if bars:
@@ -158,7 +159,27 @@ def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str |
     if stopped:
         raise S2Error(stopped + f"; finished examples are in {run_dir}, completed calls are cached",
                       hint="see the failure reasons in summary.json, or raise --max-errors")
-    return RunOutcome(run_dir, summary, dict(ex.stats), cp)
+    return RunOutcome(run_dir, summary, cp)
+
+
+def _execute_shards(cp, rows, shards: Shards, run_dir: Path, store: RunStore, cache: CallCache, options: RunOptions,
+                    skipped, meta, console) -> RunOutcome:
+    """`execute` with --shards: the shards run the program on Ray workers (runtime/shards.py);
+    their examples and calls are merged here, and summary.json is theirs summed."""
+    t0 = time.time()
+    try:
+        summary = shards.execute(cp, rows, run_dir, store=store, cache=cache, options=options, meta=meta or {},
+                                 log=console.print if console else print)
+    finally:
+        store.close()
+    seconds = time.time() - t0
+    summary.update(meta or {}, wall_seconds=round(seconds, 2), rows_skipped=len(skipped),
+                   rows_given=summary["examples"] + len(skipped), stopped=None,
+                   generated_tokens_per_second=round(summary["generated_tokens"] / seconds, 1) if seconds > 0 else 0.0)
+    _write_json(run_dir / "summary.json", summary)
+    if skipped:
+        _write_json(run_dir / "rows.json", {"skipped": list(skipped)})
+    return RunOutcome(run_dir, summary, cp)
 
 
 def _startup_seconds(engine) -> float:

@@ -27,6 +27,7 @@ replaces it; a third less time per example than `NORMAL`), and records encoded b
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -157,6 +158,14 @@ class RunStore:
                     except sqlite3.IntegrityError:
                         self.duplicates.append(r[1])
         self._last_commit = time.monotonic()
+
+    def merge(self, path: Path, offset: int) -> None:
+        """Add the examples of a shard's store (runtime/shards.py), its positions moved by `offset`
+        (where the shard's rows start in the input)."""
+        self.flush()
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as shard, self.db:
+            self.db.executemany("INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)",
+                                ((seq + offset, *rest) for seq, *rest in shard.execute("SELECT * FROM examples")))
 
     def close(self) -> None:
         if self.db is not None:

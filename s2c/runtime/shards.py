@@ -1,0 +1,264 @@
+"""Sharded runs on Ray (`--shards N`): the input is cut into N contiguous shards, and each runs the
+whole program on a Ray worker, with its own vLLM engine, call cache shard and run store shard.
+
+Workers share no filesystem with the driver. A worker works in a temporary folder of its own node
+(S2C_WORK_DIR, else the system's), removed when the shard ends, and streams back through Ray:
+
+    ("calls", rows)      cache rows committed since the last message, every second or so
+    ("store", rows)      its run store's examples, once the shard has run
+    ("summary", dict)    its summary.json
+
+The driver commits each message as it comes, to RUN/shards/K/calls.sqlite and RUN/shards/K/run.sqlite,
+so a shard that dies (or a driver that is killed) keeps the calls it finished. When every shard has
+come back, the driver merges them: the run store in input order (each shard's positions mapped to
+the input's), the call cache as a plain union by (key, sample), summary.json as sums.
+
+Resuming: the same command sends each shard its own cache shard first, so each shard starts with
+the calls it finished last time (a shard whose calls are all cached starts no engine: the worker's
+engine is lazy). The compiled dataset of a sharded run equals that of an unsharded one wherever
+the engine's outputs do (docs/scale.md: greedy decoding, one sequence at a time).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from s2c.compiler import ir
+from s2c.errors import S2Error
+from s2c.runtime.cache import CallCache
+from s2c.runtime.engines.base import EngineError
+from s2c.runtime.engines.raypool import connect
+from s2c.runtime.store import RunStore
+
+SHARDS_DIR = "shards"
+STREAM_SECONDS = 1.0  # how often a worker sends the calls it has committed
+
+
+@dataclass
+class Shards:
+    """What `--shards N` opens instead of an engine: where and how each shard's engine runs."""
+
+    shards: int
+    address: str | None = "auto"
+    model: str | None = None
+    roles: dict[str, str] = field(default_factory=dict)
+    replica_resources: dict[str, float] = field(default_factory=lambda: {"CPU": 1})
+    vllm_options: dict = field(default_factory=dict)
+    name: ClassVar[str] = "vllm"  # each shard's engine: its completions are cached as vllm's
+
+    def __post_init__(self):
+        if self.shards < 1:
+            raise S2Error(f"--shards {self.shards}: must be at least 1")
+        self._ray = connect(self.address)
+        self._task = self._ray.remote(_run_shard)
+        resources = dict(self.replica_resources)
+        self._options = dict(num_cpus=resources.pop("CPU", 0), num_gpus=resources.pop("GPU", 0),
+                             resources=resources or None, scheduling_strategy="SPREAD")
+        ident = self._ray.remote(_identities).options(num_cpus=0)
+        try:
+            self._ids = self._ray.get(ident.remote(self.model, self.roles))
+        except self._ray.exceptions.RayTaskError as e:
+            raise EngineError(f"ray: cannot resolve the model on a worker: {getattr(e, 'cause', e)}") from None
+
+    def model_id(self, role: str = "default") -> str:
+        return self._ids.get(role, self._ids["default"])
+
+    def role_models(self) -> dict[str, str]:
+        return {"default": self.model or "smollm2-135m", **self.roles}
+
+    def pending(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+    def execute(self, cp: ir.CheckedProgram, rows: Iterable[tuple], run_dir: Path, *, store: RunStore,
+                cache: CallCache, options, meta: dict, log) -> dict:
+        """Run every shard; merge their examples into `store` (in input order) and their calls into
+        `cache`. Returns the merged summary (the caller sets wall time and the driver's own fields)."""
+        items = list(rows)
+        k = min(self.shards, max(1, len(items)))
+        bounds = [len(items) * j // k for j in range(k + 1)]
+        shard_dirs = [run_dir / SHARDS_DIR / str(j) for j in range(k)]
+        results: list[dict | None] = [None] * k
+        errors: list[str | None] = [None] * k
+
+        def one(j: int) -> None:
+            try:
+                results[j] = self._one(j, cp, items[bounds[j]:bounds[j + 1]], shard_dirs[j], options, meta, log)
+            except Exception as e:  # noqa: BLE001 (said per shard below; the other shards go on)
+                errors[j] = _reason(e)
+
+        log(f"s2c: ray: {len(items)} rows in {k} shard{'s' * (k > 1)} of ~{len(items) // k} rows")
+        threads = [threading.Thread(target=one, args=(j,), name=f"s2c-shard-{j}") for j in range(k)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for d in shard_dirs:  # the union, also of a failed shard's finished calls
+            cache.merge(d / "calls.sqlite")
+        failed = [f"shard {j} ({bounds[j + 1] - bounds[j]} rows): {e}" for j, e in enumerate(errors) if e]
+        if failed:
+            raise S2Error("; ".join(failed) + f"; the calls they finished are kept in {run_dir / SHARDS_DIR}",
+                          hint="run the same command again: each shard resumes from its own finished calls")
+        for j, d in enumerate(shard_dirs):
+            store.merge(d / "run.sqlite", offset=bounds[j])
+        return merge_summaries(results)
+
+    def _one(self, j: int, cp, items: list, shard_dir: Path, options, meta: dict, log) -> dict:
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        shard_cache = CallCache(shard_dir / "calls.sqlite")
+        try:
+            seed = shard_cache.rows()
+            t0 = time.time()
+            summary = None
+            gen = self._task.options(num_returns="streaming", **self._options).remote(
+                cp, items, self.model, self.roles, self.vllm_options, options, seed, meta)
+            for ref in gen:
+                kind, payload = self._ray.get(ref)
+                if kind == "calls":
+                    shard_cache.put_rows(payload)
+                elif kind == "store":
+                    _write_store(shard_dir / "run.sqlite", payload)
+                elif kind == "summary":
+                    summary = payload
+                elif kind == "stopped":
+                    raise S2Error(payload)
+            log(f"s2c: shard {j}: {len(items)} rows done in {time.time() - t0:.1f} s on node "
+                f"{summary['node'][:8]} ({summary['engine_calls']} engine calls, {summary['cache_hits']} cache hits)")
+            return summary
+        finally:
+            shard_cache.close()
+
+
+def _reason(e: Exception) -> str:
+    """What went wrong in a shard, in one line: a worker's own exception rather than Ray's wrapper."""
+    cause = getattr(e, "cause", None)
+    text = str(cause if isinstance(cause, Exception) else e).strip()
+    return text.splitlines()[-1] if text else type(e).__name__
+
+
+def _identities(model, roles) -> dict[str, str]:
+    """On a worker: the model identities its node resolves (the cache keys' model part)."""
+    from s2c.runtime.engines.local import resolve_roles
+    from s2c.runtime.engines.raypool import model_on_node
+
+    for spec in [model, *(roles or {}).values()]:
+        model_on_node(spec, log=lambda *a: None)
+    return {role: ref.identity for role, ref in resolve_roles(model, roles, log=lambda *a: None).items()}
+
+
+def _run_shard(cp, items, model, roles, vllm_options, options, seed, meta):
+    """On a worker: run `items` through `cp` with a lazily started vLLM engine on this node; yields
+    the messages listed in the module docstring."""
+    import ray
+
+    from s2c.runtime.engines import make_engine
+    from s2c.runtime.engines.lazy import LazyEngine
+    from s2c.runtime.engines.local import resolve_roles
+    from s2c.runtime.engines.raypool import model_on_node
+    from s2c.runtime.run import execute
+
+    work = Path(tempfile.mkdtemp(prefix="s2c-shard-", dir=os.environ.get("S2C_WORK_DIR")))
+    try:
+        for spec in [model, *(roles or {}).values()]:
+            model_on_node(spec, log=lambda *a: None)
+        reader = CallCache(work / "calls.sqlite")  # this thread's connection (sqlite's are per thread)
+        reader.put_rows(seed)
+        sent = reader.last_rowid()
+        engine = LazyEngine("vllm", resolve_roles(model, roles, log=lambda *a: None),
+                            lambda: make_engine("vllm", model, roles=roles, log=lambda *a: None, **vllm_options))
+        outcome: dict = {}
+
+        def run():
+            cache = CallCache(work / "calls.sqlite")
+            try:
+                outcome["summary"] = execute(cp, items, engine, work / "run", cache=cache, options=options,
+                                             meta=meta, progress=False).summary
+            except S2Error as e:
+                outcome["stopped"] = str(e)
+            except BaseException as e:  # noqa: BLE001 (re-raised on the generator's thread below)
+                outcome["error"] = e
+            finally:
+                cache.close()
+                engine.close()
+
+        runner = threading.Thread(target=run, name="s2c-shard-run")
+        runner.start()
+        while runner.is_alive():
+            runner.join(STREAM_SECONDS)
+            rows, sent = reader.rows_after(sent)
+            if rows:
+                yield "calls", rows
+        rows, sent = reader.rows_after(sent)
+        reader.close()
+        if rows:
+            yield "calls", rows
+        if "error" in outcome:
+            raise outcome["error"]
+        if "stopped" in outcome:
+            yield "stopped", outcome["stopped"]
+            return
+        yield "store", _read_store(work / "run" / "run.sqlite")
+        yield "summary", {**outcome["summary"], "node": ray.get_runtime_context().get_node_id(), "work_dir": str(work)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _read_store(path: Path) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT * FROM examples ORDER BY seq").fetchall()
+
+
+def _write_store(path: Path, rows: list[tuple]) -> None:
+    """A shard's examples as they came back, in the run store's table (read by RunStore.merge)."""
+    from s2c.runtime.store import SCHEMA
+
+    path.unlink(missing_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executescript(SCHEMA)
+        db.executemany("INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)", rows)
+
+
+SUMMED_SKIP = {"schema", "wall_seconds", "engine_startup_seconds", "generated_tokens_per_second",
+               "generated_tokens_per_example", "calls_per_example", "hit_rate", "node", "work_dir"}
+
+
+def merge_summaries(parts: list[dict]) -> dict:
+    """One summary from the shards': counts summed (also per node and per reason), ratios computed
+    again from the sums, the longest engine start-up kept (the shards start theirs at once)."""
+    def add(a, b):
+        if isinstance(a, dict) and isinstance(b, dict):
+            out = dict(a)
+            for key, v in b.items():
+                out[key] = add(a[key], v) if key in a and key not in SUMMED_SKIP else a.get(key, v)
+            return out
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+            return a + b
+        return a
+
+    merged = parts[0]
+    for p in parts[1:]:
+        merged = add(merged, p)
+    for node in merged["nodes"].values():
+        pc = node["prefix_cache"]
+        pc["hit_rate"] = round(pc["cached_tokens"] / pc["prompt_tokens"], 3) if pc["prompt_tokens"] else None
+    n = max(1, merged["examples"])
+    merged["generated_tokens_per_example"] = round(merged["generated_tokens"] / n, 2)
+    merged["calls_per_example"] = round(merged["samples"] / n, 2)
+    merged["engine_startup_seconds"] = max(p.get("engine_startup_seconds", 0) for p in parts)
+    merged["shards"] = [{k: p.get(k) for k in ("examples", "engine_calls", "cache_hits", "wall_seconds", "node",
+                                               "work_dir")}
+                        for p in parts]
+    merged.pop("node", None)
+    merged.pop("work_dir", None)
+    return merged
