@@ -70,18 +70,35 @@ def console(stderr: bool = True):
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """Engine, model and cache flags shared by run, compile and eval."""
     g = p.add_argument_group("engine")
-    g.add_argument("--engine", default="auto", choices=["auto", "vllm", "hf", "openai"],
-                   help="inference engine (default: auto, see README)")
+    g.add_argument("--engine", default="auto", choices=["auto", "vllm", "hf", "openai", "ray"],
+                   help="inference engine (default: auto, see README; ray: vLLM replicas on a Ray cluster, "
+                        "docs/scale.md)")
     g.add_argument("--model", default=None,
                    help="model folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
     g.add_argument("--role", action="append", default=[], metavar="ROLE=MODEL",
                    help="model for a role a program names, e.g. --role teacher=path/to/model")
-    g.add_argument("--base-url", default=None, help="openai engine: server URL (or S2C_OPENAI_BASE_URL)")
+    g.add_argument("--base-url", action="append", default=[], metavar="URL",
+                   help="openai engine: server URL (or S2C_OPENAI_BASE_URL); repeat it for several servers of "
+                        "the same model (requests spread by prefix, a server that dies is failed over)")
+    g.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="vllm and ray engines: an argument for vllm.LLM, VALUE read as JSON where it parses "
+                        "(--vllm-arg max_num_seqs=1 --vllm-arg enable_prefix_caching=false)")
     g.add_argument("--cache", default=None, help="call cache file (default: ~/.cache/s2c/calls.sqlite)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the call cache")
     g.add_argument("--refresh", action="append", default=[], metavar="NODE",
                    help="recompute this node's calls instead of reading them from the cache")
-    g.add_argument("--chunk-size", type=int, default=64, help="requests per engine batch (default 64)")
+    g.add_argument("--chunk-size", type=int, default=64, help="requests in flight on the engine (default 64)")
+    r = p.add_argument_group("scale-out on Ray (--engine ray; docs/scale.md)")
+    r.add_argument("--ray-address", default="auto", metavar="ADDR",
+                   help="auto (a cluster started with `ray start`), HOST:PORT, ray://HOST:PORT, or local "
+                        "(start one in this process); default auto")
+    r.add_argument("--replicas", type=int, default=None, metavar="N", help="vLLM engines in the pool (default 1)")
+    r.add_argument("--replica-resources", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="Ray resources of each replica or shard (default CPU=1; on GPUs: --replica-resources "
+                        "GPU=1)")
+    r.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="cut the input into N shards, each run whole on a Ray worker with its own engine, "
+                        "cache shard and run store shard, merged here")
     g.add_argument("--max-errors", type=int, default=None, help="stop when more examples than this fail")
     add_output_args(p, progress=True)
 
@@ -147,8 +164,30 @@ def open_engine(args, cp, log, **extra):
                       hint=f"its roles: {', '.join(sorted({n.role for n in cp.llm_nodes()}))}")
     options = dict(extra)
     if args.base_url:
-        options["base_url"] = args.base_url
+        options["base_url"] = args.base_url[0] if len(args.base_url) == 1 else args.base_url
     name = choose_auto(options) if args.engine == "auto" else args.engine
+    vllm_args = parse_vllm_args(args.vllm_arg, name)
+    ray_flags = [f for f, v in (("--replicas", args.replicas), ("--shards", args.shards),
+                                ("--replica-resources", args.replica_resources)) if v]
+    if ray_flags and name != "ray":
+        raise S2Error(f"{', '.join(ray_flags)}: only with --engine ray (the engine here is {name})")
+    if args.shards and args.replicas:
+        raise S2Error("--shards and --replicas: a sharded run has one engine per shard",
+                      hint="drop --replicas; --shards N runs N engines")
+    if name == "ray":
+        resources = {k: float(v) for k, v in parse_pairs(args.replica_resources, "--replica-resources").items()} or None
+        if args.shards:
+            from s2c.runtime.shards import Shards
+
+            engine = Shards(args.shards, args.ray_address, args.model, roles, resources or {"CPU": 1},
+                            {**options, **vllm_args})
+            log(f"s2c: ray: {args.shards} shards, each a vllm engine with {resources or {'CPU': 1}}")
+            return engine
+        engine = make_engine("ray", args.model, roles=roles, address=args.ray_address, replicas=args.replicas or 1,
+                             replica_resources=resources, log=log, **options, **vllm_args)
+        log(f"s2c: {describe(engine)}")
+        return engine
+    options.update(vllm_args)
     if name in ("vllm", "hf"):  # local engines start on the first call the cache cannot serve
         engine = LazyEngine(name, resolve_roles(args.model, roles, log),
                             lambda: make_engine(args.engine, args.model, roles=roles, **options), log=log)
@@ -157,6 +196,21 @@ def open_engine(args, cp, log, **extra):
         engine = make_engine(args.engine, args.model, roles=roles, **options)
         log(f"s2c: {describe(engine)}")
     return engine
+
+
+def parse_vllm_args(items: list[str], engine: str) -> dict:
+    """--vllm-arg KEY=VALUE pairs, each VALUE read as JSON where it parses (1, false, {"a": 1})."""
+    import json
+
+    if items and engine not in ("vllm", "ray"):
+        raise S2Error(f"--vllm-arg: only with --engine vllm or ray (the engine here is {engine})")
+    out = {}
+    for key, value in parse_pairs(items, "--vllm-arg").items():
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def cache_path(args) -> Path | None:
@@ -211,6 +265,7 @@ def check_run_args(args, kind: str) -> Path:
     from s2c.runtime.cache import CallCache
 
     for flag, value, least in (("--chunk-size", args.chunk_size, 1), ("--max-errors", args.max_errors, 0),
+                               ("--replicas", args.replicas, 1), ("--shards", args.shards, 1),
                                ("--limit", args.limit, 0), ("--max-field-chars", args.max_field_chars, 1)):
         if value is not None and value < least:
             raise S2Error(f"{flag} {value}: must be at least {least}")

