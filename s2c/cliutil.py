@@ -179,8 +179,7 @@ def open_engine(args, cp, log, **extra):
         if args.shards:
             from s2c.runtime.shards import Shards
 
-            engine = Shards(args.shards, args.ray_address, args.model, roles, resources or {"CPU": 1},
-                            {**options, **vllm_args})
+            engine = Shards(args.shards, args.ray_address, args.model, roles, resources, {**options, **vllm_args})
             log(f"s2c: ray: {args.shards} shards, each a vllm engine with {resources or {'CPU': 1}}")
             return engine
         engine = make_engine("ray", args.model, roles=roles, address=args.ray_address, replicas=args.replicas or 1,

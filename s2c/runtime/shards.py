@@ -36,7 +36,7 @@ from s2c.compiler import ir
 from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.base import EngineError
-from s2c.runtime.engines.raypool import connect
+from s2c.runtime.engines.raypool import actor_options, connect, failure, models_on_node
 from s2c.runtime.store import RunStore
 
 SHARDS_DIR = "shards"
@@ -51,7 +51,7 @@ class Shards:
     address: str | None = "auto"
     model: str | None = None
     roles: dict[str, str] = field(default_factory=dict)
-    replica_resources: dict[str, float] = field(default_factory=lambda: {"CPU": 1})
+    replica_resources: dict[str, float] | None = None  # None: one CPU
     vllm_options: dict = field(default_factory=dict)
     name: ClassVar[str] = "vllm"  # each shard's engine: its completions are cached as vllm's
 
@@ -60,23 +60,15 @@ class Shards:
             raise S2Error(f"--shards {self.shards}: must be at least 1")
         self._ray = connect(self.address)
         self._task = self._ray.remote(_run_shard)
-        resources = dict(self.replica_resources)
-        self._options = dict(num_cpus=resources.pop("CPU", 0), num_gpus=resources.pop("GPU", 0),
-                             resources=resources or None, scheduling_strategy="SPREAD")
+        self._options = actor_options(self.replica_resources)
         ident = self._ray.remote(_identities).options(num_cpus=0)
         try:
             self._ids = self._ray.get(ident.remote(self.model, self.roles))
         except self._ray.exceptions.RayTaskError as e:
-            raise EngineError(f"ray: cannot resolve the model on a worker: {getattr(e, 'cause', e)}") from None
+            raise EngineError(f"ray: cannot resolve the model on a worker: {failure(e)}") from None
 
     def model_id(self, role: str = "default") -> str:
         return self._ids.get(role, self._ids["default"])
-
-    def role_models(self) -> dict[str, str]:
-        return {"default": self.model or "smollm2-135m", **self.roles}
-
-    def pending(self) -> int:
-        return 0
 
     def close(self) -> None:
         pass
@@ -96,7 +88,7 @@ class Shards:
             try:
                 results[j] = self._one(j, cp, items[bounds[j]:bounds[j + 1]], shard_dirs[j], options, meta, log)
             except Exception as e:  # noqa: BLE001 (said per shard below; the other shards go on)
-                errors[j] = _reason(e)
+                errors[j] = failure(e).splitlines()[-1]  # one line per shard
 
         log(f"s2c: ray: {len(items)} rows in {k} shard{'s' * (k > 1)} of ~{len(items) // k} rows")
         threads = [threading.Thread(target=one, args=(j,), name=f"s2c-shard-{j}") for j in range(k)]
@@ -140,21 +132,9 @@ class Shards:
             shard_cache.close()
 
 
-def _reason(e: Exception) -> str:
-    """What went wrong in a shard, in one line: a worker's own exception rather than Ray's wrapper."""
-    cause = getattr(e, "cause", None)
-    text = str(cause if isinstance(cause, Exception) else e).strip()
-    return text.splitlines()[-1] if text else type(e).__name__
-
-
 def _identities(model, roles) -> dict[str, str]:
     """On a worker: the model identities its node resolves (the cache keys' model part)."""
-    from s2c.runtime.engines.local import resolve_roles
-    from s2c.runtime.engines.raypool import model_on_node
-
-    for spec in [model, *(roles or {}).values()]:
-        model_on_node(spec, log=lambda *a: None)
-    return {role: ref.identity for role, ref in resolve_roles(model, roles, log=lambda *a: None).items()}
+    return {role: ref.identity for role, ref in models_on_node(model, roles).items()}
 
 
 def _run_shard(cp, items, model, roles, vllm_options, options, seed, meta):
@@ -164,18 +144,14 @@ def _run_shard(cp, items, model, roles, vllm_options, options, seed, meta):
 
     from s2c.runtime.engines import make_engine
     from s2c.runtime.engines.lazy import LazyEngine
-    from s2c.runtime.engines.local import resolve_roles
-    from s2c.runtime.engines.raypool import model_on_node
     from s2c.runtime.run import execute
 
     work = Path(tempfile.mkdtemp(prefix="s2c-shard-", dir=os.environ.get("S2C_WORK_DIR")))
     try:
-        for spec in [model, *(roles or {}).values()]:
-            model_on_node(spec, log=lambda *a: None)
         reader = CallCache(work / "calls.sqlite")  # this thread's connection (sqlite's are per thread)
         reader.put_rows(seed)
         sent = reader.last_rowid()
-        engine = LazyEngine("vllm", resolve_roles(model, roles, log=lambda *a: None),
+        engine = LazyEngine("vllm", models_on_node(model, roles),
                             lambda: make_engine("vllm", model, roles=roles, log=lambda *a: None, **vllm_options))
         outcome: dict = {}
 

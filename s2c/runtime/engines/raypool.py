@@ -70,18 +70,34 @@ def connect(address: str | None):
     return ray
 
 
-def model_on_node(spec: str | None, log=print):
-    """Resolve `spec` on this node (the embedded model is prepared here); a path this node does
-    not have is an EngineError naming the node, not a hub download that cannot work."""
+def models_on_node(model: str | None, roles: dict[str, str] | None):
+    """Resolve `model` and `roles` on this node (the embedded model is prepared here): {role:
+    ModelRef}. A path this node does not have is an EngineError naming the node, not a hub
+    download that cannot work."""
     import socket
 
-    from s2c.runtime.model import resolve_model
+    from s2c.runtime.engines.local import resolve_roles
 
-    looks_like_path = spec is not None and spec.startswith(("/", ".", "~"))  # a hub id is "org/name"
-    if looks_like_path and not os.path.exists(os.path.expanduser(spec)):
-        raise EngineError(f"node {socket.gethostname()}: the model {spec} is not on this node; copy it to the "
-                          "same path on every node, or pass a path or hub id every node can read")
-    return resolve_model(spec, log=log)
+    for spec in [model, *(roles or {}).values()]:
+        if spec is not None and spec.startswith(("/", ".", "~")) and not os.path.exists(os.path.expanduser(spec)):
+            raise EngineError(f"node {socket.gethostname()}: the model {spec} is not on this node; copy it to "
+                              "the same path on every node, or pass a path or hub id every node can read")
+    return resolve_roles(model, roles, log=lambda *a: None)
+
+
+def failure(e: Exception) -> str:
+    """What went wrong on a worker: its own exception (a RayTaskError's cause) rather than Ray's
+    wrapper with its traceback."""
+    cause = getattr(e, "cause", None)
+    return str(cause if isinstance(cause, Exception) else e).strip() or type(e).__name__
+
+
+def actor_options(resources: dict[str, float] | None) -> dict:
+    """Ray's options for a replica or a shard asking for `resources` (default one CPU), spread
+    over the nodes."""
+    rest = dict(resources or {"CPU": 1})
+    return {"num_cpus": rest.pop("CPU", 0), "num_gpus": rest.pop("GPU", 0), "resources": rest or None,
+            "scheduling_strategy": "SPREAD"}
 
 
 class Replica:
@@ -99,9 +115,7 @@ class Replica:
 
         if bind and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
-        model_on_node(model, log=lambda *a: None)
-        for spec in (roles or {}).values():
-            model_on_node(spec, log=lambda *a: None)
+        models_on_node(model, roles)
         self.engine = VLLMEngine(model, roles=roles, log=lambda *a: None, **options)
         names = self.engine.role_models()
         return {role: self.engine.model_id(role) for role in names} | {"__names__": names}
@@ -110,9 +124,6 @@ class Replica:
         for i, request in items:
             self.engine.submit(i, request)
         return self.engine.collect(max_seconds) if self.engine.pending() else []
-
-    def prefix_cache_stats(self) -> dict[str, int]:
-        return self.engine.prefix_cache_stats()
 
     def close(self) -> None:
         self.engine.close()
@@ -179,14 +190,12 @@ class RayEngine(Streaming):
         self._ray = ray = connect(address)
         self.served = [0] * replicas  # requests each replica finished
         self._log = log
-        resources = dict(replica_resources or {"CPU": 1})
-        num_cpus, num_gpus = resources.pop("CPU", 0), resources.pop("GPU", 0)
-        actor = ray.remote(Replica).options(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or None,
-                                            scheduling_strategy="SPREAD")
+        options = actor_options(replica_resources)
+        actor = ray.remote(Replica).options(**options)
         self._actors = [actor.remote() for _ in range(replicas)]
         try:
             places = self._gather([a.where.remote() for a in self._actors], "place")
-            binds = cpu_binds(places) if not num_gpus else [None] * replicas
+            binds = cpu_binds(places) if not options["num_gpus"] else [None] * replicas
             log(f"s2c: ray: starting {replicas} replica{'s' * (replicas > 1)} on "
                 f"{len({p['node'] for p in places})} node(s)")
             ids = self._gather([a.start.remote(model, roles, vllm_options, b) for a, b in zip(self._actors, binds)],
@@ -213,11 +222,8 @@ class RayEngine(Streaming):
         ray = self._ray
         try:
             return ray.get(refs)
-        except ray.exceptions.RayTaskError as e:
-            cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
-            raise EngineError(f"ray engine: a replica could not {what}: {cause}") from None
-        except ray.exceptions.RayError as e:
-            raise EngineError(f"ray engine: a replica could not {what}: {e}") from None
+        except ray.exceptions.RayError as e:  # its task's exception, or the actor could not run
+            raise EngineError(f"ray engine: a replica could not {what}: {failure(e)}") from None
 
     def model_id(self, role: str = "default") -> str:
         return self._identities.get(role, self._identities["default"])
@@ -274,10 +280,6 @@ class RayEngine(Streaming):
 
     def pending(self) -> int:
         return len(self._inflight)
-
-    def prefix_cache_stats(self) -> dict[str, int]:
-        stats = self._ray.get([self._actors[r].prefix_cache_stats.remote() for r in sorted(self._live)])
-        return {k: sum(s[k] for s in stats) for k in ("prompt_tokens", "cached_tokens")}
 
     def close(self) -> None:
         ray = self._ray
