@@ -175,7 +175,14 @@ def open_engine(args, cp, log, **extra):
         raise S2Error("--shards and --replicas: a sharded run has one engine per shard",
                       hint="drop --replicas; --shards N runs N engines")
     if name == "ray":
-        resources = {k: float(v) for k, v in parse_pairs(args.replica_resources, "--replica-resources").items()} or None
+        resources = {}
+        for k, v in parse_pairs(args.replica_resources, "--replica-resources").items():
+            try:
+                resources[k] = float(v)
+            except ValueError:
+                raise S2Error(f"--replica-resources {k}={v}: the amount must be a number",
+                              hint="e.g. --replica-resources GPU=1 --replica-resources CPU=4") from None
+        resources = resources or None
         if args.shards:
             from s2c.runtime.shards import Shards
 

@@ -131,3 +131,20 @@ def test_a_node_without_the_model_is_a_clear_error(ray_cluster, tmp_path):
         assert r.returncode == 1, r.stderr[-2000:]
         assert "is not on this node" in r.stderr and "no-such-model" in r.stderr, r.stderr[-2000:]
         assert "Traceback" not in r.stderr
+
+
+def test_resources_no_node_has_are_a_clear_error_not_a_wait(ray_cluster, tmp_path):
+    for flags in (["--replicas", "2"], ["--shards", "2"]):
+        r = subprocess.run([S2C, "run", PROGRAM, "--data", DATA, "--limit", "2", "--no-cache", "--no-progress",
+                            "--engine", "ray", "--ray-address", ray_cluster.address, "--replica-resources", "GPU=1",
+                            "--out", str(tmp_path / flags[0][2:]), *flags],
+                           capture_output=True, text=True, cwd=REPO, timeout=180)
+        assert r.returncode == 1, r.stderr[-2000:]
+        assert "no node of the Ray cluster has GPU=1" in r.stderr and "CPU=1" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_resource_amount_that_is_not_a_number_is_a_usage_error(tmp_path):
+    r = s2c("run", PROGRAM, "--data", DATA, "--limit", "1", "--no-cache", "--engine", "ray",
+            "--replica-resources", "GPU=one", "--out", str(tmp_path / "o"), check=False)
+    assert r.returncode == 1 and "--replica-resources GPU=one: the amount must be a number" in r.stderr
+    assert "Traceback" not in r.stderr

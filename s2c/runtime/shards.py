@@ -36,7 +36,7 @@ from s2c.compiler import ir
 from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.base import EngineError
-from s2c.runtime.engines.raypool import actor_options, connect, failure, models_on_node
+from s2c.runtime.engines.raypool import actor_options, connect, failure, models_on_node, require_feasible
 from s2c.runtime.store import RunStore
 
 SHARDS_DIR = "shards"
@@ -60,6 +60,7 @@ class Shards:
             raise S2Error(f"--shards {self.shards}: must be at least 1")
         self._ray = connect(self.address)
         self._task = self._ray.remote(_run_shard)
+        require_feasible(self._ray, self.replica_resources)
         self._options = actor_options(self.replica_resources)
         ident = self._ray.remote(_identities).options(num_cpus=0)
         try:

@@ -57,8 +57,8 @@ def connect(address: str | None):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing outside can be reached anyway
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # a failed start is said once, by s2c
     try:
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False)
+        if address == "local":  # a new cluster; ray.init() alone joins one a past `ray start` left recorded
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address or "auto", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -90,6 +90,20 @@ def failure(e: Exception) -> str:
     wrapper with its traceback."""
     cause = getattr(e, "cause", None)
     return str(cause if isinstance(cause, Exception) else e).strip() or type(e).__name__
+
+
+def require_feasible(ray, resources: dict[str, float] | None) -> None:
+    """An EngineError now, rather than a replica or shard that waits forever, when no live node of
+    the cluster has the resources each one asks for."""
+    want = dict(resources or {"CPU": 1})
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(all(have.get(k, 0) >= v for k, v in want.items()) for have in nodes):
+        internal = ("node:", "memory", "object_store")
+        offer = "; ".join(", ".join(f"{k}={v:g}" for k, v in sorted(have.items()) if not k.startswith(internal))
+                          for have in nodes)
+        raise EngineError(f"no node of the Ray cluster has {', '.join(f'{k}={v:g}' for k, v in want.items())} for a "
+                          f"replica or shard (its nodes have: {offer or 'none alive'}); pass --replica-resources "
+                          "that a node has, or add such a node")
 
 
 def actor_options(resources: dict[str, float] | None) -> dict:
@@ -190,6 +204,7 @@ class RayEngine(Streaming):
         self._ray = ray = connect(address)
         self.served = [0] * replicas  # requests each replica finished
         self._log = log
+        require_feasible(ray, replica_resources)
         options = actor_options(replica_resources)
         actor = ray.remote(Replica).options(**options)
         self._actors = [actor.remote() for _ in range(replicas)]
