@@ -185,6 +185,32 @@ def test_requests_spread_over_the_servers_and_each_is_served_once(echo, engines)
     assert max_in_flight(a, 0.05) <= 4 and max_in_flight(b, 0.05) <= 4  # concurrency is per server
 
 
+def test_s2c_run_records_and_prints_how_many_requests_each_server_got(echo, tmp_path):
+    a, b = echo(), echo()
+    program = tmp_path / "one_call.s2"
+    program.write_text('program one_call "one call per row"\n\ninput question\n\n'
+                       'answer = llm(max_tokens=8) """\n{{ question }}\n"""\n\noutput answer\n')
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "question": f"{i} distinct question"}) + "\n" for i in range(12)))
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, "-m", "s2c.cli", "run", str(program), "--data", str(data), "--engine", "openai",
+                        "--model", "echo-model", "--base-url", a.url, "--base-url", b.url, "--no-cache",
+                        "--no-progress", "--out", str(tmp_path / "run")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    spread = json.loads((tmp_path / "run" / "summary.json").read_text())["engine_spread"]["servers"]
+    assert spread == {s.url: {"requests": sum(s.keys("recv").values()), "failed_over": 0, "down": False}
+                      for s in (a, b)}
+    assert sum(v["requests"] for v in spread.values()) == 12 and all(v["requests"] for v in spread.values())
+    caption = " ".join((r.stdout + r.stderr).split())  # the table's caption, however rich wraps it
+    assert f"requests per server: {a.url} {spread[a.url]['requests']}, {b.url} {spread[b.url]['requests']}" in caption
+
+
+def test_one_server_spreads_nothing(echo, engines):
+    assert engines(base_url=echo().url).spread() is None
+
+
 def test_requests_sharing_a_prefix_go_to_the_same_server_and_stay_when_another_leaves(echo, engines):
     servers = [echo(), echo(), echo()]
     engine = engines(base_url=[s.url for s in servers], concurrency=64)  # never full: no spill-over

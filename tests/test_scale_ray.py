@@ -78,13 +78,12 @@ def test_ray_pool_of_two_replicas_equals_one_engine(ray_cluster, single, tmp_pat
     out = tmp_path / "data"
     r = compile_(out, "--engine", "ray", "--replicas", "2", "--ray-address", ray_cluster.address)
     assert "starting 2 replicas on 2 node(s)" in r.stderr
-    served = next(line for line in r.stderr.splitlines() if "requests served per replica" in line)
-    counts = [int(x) for x in served.rsplit(":", 1)[1].split(",")]
-    assert len(counts) == 2 and all(counts), served  # both replicas took part
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    counts = summary["engine_spread"]["requests_per_replica"]
+    assert len(counts) == 2 and all(counts), counts  # both replicas took part
     got, want = outputs(out / "run"), outputs(single / "run")
     assert len(got) == 14 and got == want  # 7 rows, each also run with the responses swapped
     assert dataset(out) == dataset(single) and dataset(single)
-    summary = json.loads((out / "run" / "summary.json").read_text())
     assert summary["engine"] == "ray" and summary["engine_calls"] == sum(counts)
 
 

@@ -221,6 +221,7 @@ def summarize(cp, engine, ex: Executor, n_skipped: int, seconds: float, startup:
         "wall_seconds": round(seconds, 2),
         "engine_startup_seconds": round(startup, 2),
         "generated_tokens_per_second": round(total.generated_tokens / seconds, 1) if seconds > 0 else 0.0,
+        "engine_spread": engine.spread(),
         "nodes": {nid: s.as_dict() for nid, s in ex.stats.items()},
         "failures": {nid: dict(s.failed) for nid, s in ex.stats.items() if s.failed},
         "unparsed_reasons": {nid: dict(s.unparsed) for nid, s in ex.stats.items() if s.unparsed},
@@ -380,4 +381,12 @@ def token_table(summary: dict):
               f"{summary['prompt_tokens']:,}", Text(f"{summary['generated_tokens']:,}", "bold"),
               Text(f"{summary['generated_tokens_per_example']:,.1f}", "bold"), f"{summary['wall_seconds']:.1f}",
               f"{summary['failed']} ex", f"{summary['unparsed']} ex")
+    spread = summary.get("engine_spread") or {}
+    if "servers" in spread:
+        t.caption = "requests per server: " + ", ".join(
+            f"{url} {s['requests']}" + (f" ({s['failed_over']} failed over)" if s["failed_over"] else "")
+            + (" (down)" if s["down"] else "") for url, s in spread["servers"].items())
+    elif "requests_per_replica" in spread:
+        t.caption = "requests per replica: " + ", ".join(map(str, spread["requests_per_replica"]))
+    t.caption_justify = "left"
     return t

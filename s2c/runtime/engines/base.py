@@ -68,6 +68,11 @@ class Engine(Protocol):
         scheduler; None when it cannot say (the utilisation log then has s2c's in-flight count)."""
         ...
 
+    def spread(self) -> dict | None:
+        """Where the run's requests went, for an engine that spreads them over several servers or
+        replicas (summary.json's `engine_spread`); None for one engine."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -75,6 +80,9 @@ class Streaming:
     """`generate` for an engine that implements submit/collect/pending."""
 
     def batch_state(self) -> dict[str, int] | None:
+        return None
+
+    def spread(self) -> dict | None:
         return None
 
     def generate(self, requests: Sequence[Request]) -> list[Result]:
@@ -98,6 +106,9 @@ class BatchStream:
     (So hf keeps its chunks: what was submitted runs as one batch at the next collect.)"""
 
     def batch_state(self) -> dict[str, int] | None:
+        return None
+
+    def spread(self) -> dict | None:
         return None
 
     def submit(self, tag: Hashable, request: Request) -> None:

@@ -58,6 +58,9 @@ class LazyEngine(Streaming, RoleModels):
     def batch_state(self) -> dict[str, int] | None:
         return self._engine.batch_state() if self._engine is not None else None
 
+    def spread(self) -> dict | None:
+        return self._engine.spread() if self._engine is not None else None
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()

@@ -222,6 +222,9 @@ class OpenAIEngine(Streaming):
             return {s.url: {"requests": s.requests, "failed_over": s.failed_over, "down": not s.up}
                     for s in self._servers}
 
+    def spread(self) -> dict | None:
+        return {"servers": self.server_stats()} if len(self._servers) > 1 else None
+
     def submit(self, tag: Hashable, request: Request) -> None:
         self._running[self._pool.submit(self._serve, request)] = tag
 

@@ -296,10 +296,11 @@ class RayEngine(Streaming):
     def pending(self) -> int:
         return len(self._inflight)
 
+    def spread(self) -> dict | None:
+        return {"requests_per_replica": list(self.served)}
+
     def close(self) -> None:
         ray = self._ray
-        if any(self.served):
-            self._log(f"s2c: ray: requests served per replica: {', '.join(map(str, self.served))}")
         for a in self._actors:
             try:
                 ray.get(a.close.remote(), timeout=60)
