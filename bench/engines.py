@@ -37,8 +37,11 @@ TOPICS = [
     "recycling", "the moon landing", "antibiotics", "renewable energy", "chess openings",
     "the human heart", "coffee brewing", "earthquakes",
 ]
-# batches above 8 use more, distinct prompts (repeating one would flatter vLLM's prefix cache)
-MORE_PROMPTS = PROMPTS + [f"Explain {t} in simple terms." for t in TOPICS]
+AUDIENCES = ["a child", "a farmer", "a pilot", "a poet", "a chef", "a nurse", "a judge", "a sailor", "a miner"]
+# batches above 8 use more, distinct prompts (repeating one would flatter vLLM's prefix cache): 32,
+# then 216 more for batches up to 248 (`--batches 64,128,248`: how tokens/s grows with the batch)
+MORE_PROMPTS = (PROMPTS + [f"Explain {t} in simple terms." for t in TOPICS]
+                + [f"Explain {t} to {a}." for a in AUDIENCES for t in TOPICS])
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:

@@ -1,7 +1,7 @@
 """s2c vs a hand-written per-stage script vs a naive loop, on the same inputs, one vLLM engine.
 
     python bench/scheduler.py --inputs 64 --max-tokens 64 --programs bsm rar_2step --repeats 3 \
-        --plot docs/img/scheduler-load.png
+        --block-size 32 --plot 'docs/img/scheduler-load-{program}.png' --traces /tmp/traces.json
 
 Same prompts (rendered from the same .s2 templates), same greedy sampling, the same vllm.LLM,
 its prefix cache reset before every run:
@@ -12,10 +12,11 @@ its prefix cache reset before every run:
   naive      each example's calls one after another (--naive, once per program: slow)
 s2c and batched run --repeats times each, interleaved (their order alternates), and are judged
 by their medians. Reported per run: wall time, calls, generated tokens, the prefix-cache hit
-rate per node (prompt tokens vLLM's prefix cache served), how many examples' outputs and how
-many calls' texts differ from the first batched run's on the same inputs and seeds; and a load
+rate per node (prompt tokens vLLM's prefix cache served), the prompt tokens left to prefill,
+how many examples' outputs and how many calls' texts differ from the first batched run's on the
+same inputs and seeds (the per-stage batches are the chunked path); and a load
 trace (requests vLLM is running, sampled every 0.1 s on a thread: runtime/load.py) that --plot
-draws for the last run of each way.
+draws for the last run of each way, one PNG per program.
 """
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ def main():
     ap.add_argument("--naive", action="store_true", help="also the naive way, once per program (slow)")
     ap.add_argument("--block-size", type=int, default=None, help="vLLM's KV block size (prefix-cache granularity)")
     ap.add_argument("--seed", type=int, default=1234, help="the seed of every sampled call (both ways)")
-    ap.add_argument("--plot", default=None, help="PNG: the load trace of the first program's last runs")
+    ap.add_argument("--plot", default=None, help="PNG per program ({program} in the path): the last runs' load traces")
     ap.add_argument("--traces", default=None, help="JSON: every run's load trace")
     a = ap.parse_args()
     engine = make_engine("vllm", None, **({"block_size": a.block_size} if a.block_size else {}))
@@ -196,18 +197,22 @@ def main():
                         "seconds": round(dt, 1), "calls": calls, "generated_tokens": tokens,
                         "tokens_per_second": round(tokens / dt, 1),
                         "prefix_cache_hit_rate": {nid: round(c / p, 3) if p else None for nid, (c, p) in prefix.items()},
+                        "prompt_tokens": sum(p for _, p in prefix.values()),
+                        "prompt_tokens_computed": sum(p - c for c, p in prefix.values()),  # prefill not served by the cache
                         "peak_running": max((r for _, r, _ in trace), default=0),
                         "mean_running": round(statistics.fmean(r for _, r, _ in trace), 1) if trace else None}
                 print(json.dumps(line), flush=True)
-            ref = next((o, t) for _, w, o, t in kept if w == "batched")
-            print(json.dumps({"program": name, "differ_from_first_batched_run": {
-                f"{w}/{i}": differ(o, t, *ref) for i, w, o, t in kept}}), flush=True)
+            ref = next(((o, t) for _, w, o, t in kept if w == "batched"), None)  # none with --repeats 0
+            if ref is not None:
+                print(json.dumps({"program": name, "differ_from_first_batched_run": {
+                    f"{w}/{i}": differ(o, t, *ref) for i, w, o, t in kept}}), flush=True)
             med = {w: statistics.median(v) for w, v in seconds.items()}
             print(json.dumps({"program": name, "medians": {w: round(v, 1) for w, v in med.items()},
-                              "ratios": {f"s2c/{w}": round(med["s2c"] / v, 3) for w, v in med.items() if w != "s2c"}}),
+                              "ratios": {f"s2c/{w}": round(med["s2c"] / v, 3) for w, v in med.items()
+                                         if w != "s2c" and "s2c" in med}}),
                   flush=True)
-            if a.plot and name == a.programs[0]:
-                plot({w: last[w] for w in ("s2c", "batched") if w in last}, a.plot,
+            if a.plot:
+                plot({w: last[w] for w in ("s2c", "batched") if w in last}, a.plot.format(program=name),
                      f"{name}, {len(rows)} inputs, max_tokens {a.max_tokens}: vLLM's running batch")
     finally:
         engine.close()
