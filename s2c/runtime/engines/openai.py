@@ -362,7 +362,8 @@ class OpenAIEngine(Streaming):
             try:
                 self._require(server.url, self._served_models(server.url)[0], self._names)
             except EngineError as e:
-                server.error = str(e)
+                with self._cond:  # read under the lock by the calls that fail over
+                    server.error = str(e)
                 continue
             with self._cond:
                 server.up = True
