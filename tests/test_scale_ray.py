@@ -38,8 +38,9 @@ def ray_cluster(tmp_path_factory):
         yield c
 
 
-def s2c(*args, check=True) -> subprocess.CompletedProcess:
-    r = subprocess.run([S2C, *args, "--no-progress"], capture_output=True, text=True, cwd=REPO,
+def s2c(*args, check=True, timeout=None) -> subprocess.CompletedProcess:
+    r = subprocess.run([S2C, *args, "--no-progress"], check=False, capture_output=True, text=True, cwd=REPO,
+                       timeout=timeout,
                        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "VLLM_CPU_KVCACHE_SPACE": "1"})
     if check:
         assert r.returncode == 0, r.stderr[-4000:]
@@ -134,10 +135,9 @@ def test_a_node_without_the_model_is_a_clear_error(ray_cluster, tmp_path):
 
 def test_resources_no_node_has_are_a_clear_error_not_a_wait(ray_cluster, tmp_path):
     for flags in (["--replicas", "2"], ["--shards", "2"]):
-        r = subprocess.run([S2C, "run", PROGRAM, "--data", DATA, "--limit", "2", "--no-cache", "--no-progress",
-                            "--engine", "ray", "--ray-address", ray_cluster.address, "--replica-resources", "GPU=1",
-                            "--out", str(tmp_path / flags[0][2:]), *flags],
-                           capture_output=True, text=True, cwd=REPO, timeout=180)
+        r = s2c("run", PROGRAM, "--data", DATA, "--limit", "2", "--no-cache", "--engine", "ray",
+                "--ray-address", ray_cluster.address, "--replica-resources", "GPU=1",
+                "--out", str(tmp_path / flags[0][2:]), *flags, check=False, timeout=180)
         assert r.returncode == 1, r.stderr[-2000:]
         assert "no node of the Ray cluster has GPU=1" in r.stderr and "CPU=1" in r.stderr, r.stderr[-2000:]
 

@@ -113,7 +113,8 @@ class VLLMEngine(Streaming, RoleModels):
             "enforce_eager": cpu if enforce_eager is None else enforce_eager,
             "dtype": dtype or ("bfloat16" if cpu else "auto"),
             "seed": seed,
-            **llm_kwargs,  # the user's vllm.LLM arguments win (e.g. enable_prefix_caching=False)
+            **llm_kwargs,  # the user's vllm.LLM arguments win (e.g. enable_prefix_caching=False), but
+            # on CPU the prefill settings below are s2c's (a seeded-sampling crash)
         }
         if not cpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization / len(paths)
