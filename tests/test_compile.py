@@ -213,3 +213,42 @@ def test_shuffle_rule_maps_letters_through_the_permutation(tmp_path):
     assert [r["example_id"] for r in res.rows["train"]] == ["fr"]
     assert res.rows["train"][0]["completion"][0]["content"] == "A"
     assert res.report["dropped_reasons"] == {"consistent: answer changes under shuffle": 1}
+
+
+@pytest.mark.parametrize("curation, kept, swapped_calls", [
+    ("program", ["e1", "e2", "e4", "e5"], True),  # keep consistent(...): the position-biased e0, e3 dropped
+    ("none", ["e0", "e1", "e2", "e3", "e4", "e5"], False),  # the unfiltered ablation: no swapped copies run
+    ("gold", ["e1", "e2", "e3", "e4", "e5"], False),  # e0's biased verdict is wrong, e3's happens to be right
+])
+def test_curation_override_gives_the_papers_ablations(tmp_path, curation, kept, swapped_calls):
+    cp = load_program("bsm.s2")
+    eng = FakeEngine(judge_script(bias_a={"Q0", "Q3"}))
+    res = compile_(cp, bsm_raw(6), eng, tmp_path, curation=curation)
+    assert sorted(r["example_id"] for r in res.rows["train"]) == kept
+    assert res.meta["curation"] == curation
+    assert res.report["dropped_per_rule"] == ({} if curation == "none" else
+                                              {"consistent": 2} if curation == "program" else {"matches": 1})
+    assert any("a bad answer" in c.messages[-1].content.split("a good answer")[0] for c in eng.calls
+               if "Q1\n" in c.messages[-1].content) == swapped_calls
+    assert json.loads((tmp_path / "ds" / "meta.json").read_text())["curation"] == curation
+
+
+def test_gold_curation_needs_one_gold_field(tmp_path):
+    from s2c.errors import S2Error
+
+    cp = load_program(SAMPLES)
+    assert not cp.golds
+    with pytest.raises(S2Error, match="exactly one gold field; 'samples' has 0") as e:
+        compile_(cp, [{"id": "q", "question": "q"}], FakeEngine(default="Answer: 4"), tmp_path, curation="gold")
+    assert "gold answer" in e.value.diagnostic.hint and e.value.diagnostic.span.line == 2  # its `program` line
+
+
+def test_compile_refuses_a_gold_curation_it_cannot_apply_before_reading_data(tmp_path, capsys):
+    from s2c.cli import main
+
+    missing = tmp_path / "missing.jsonl"  # never opened: the program is refused first
+    assert main(["compile", str(SAMPLES), "--data", str(missing), "--curation", "gold",
+                 "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "samples.s2:2:1: error: --curation gold needs a program with exactly one gold field" in err
+    assert "missing.jsonl" not in err and not (tmp_path / "o").exists()

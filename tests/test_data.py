@@ -67,6 +67,7 @@ def test_list_sources_gives_the_field_contract():
     fields = {name: f for name, _, f in list_sources()}
     assert fields["coin_flip"] == ["question", "answer"]
     assert fields["last_letters"] == ["question", "answer"]
+    assert fields["majority_vote"] == ["question", "answer"]
     assert fields["oasst2"] == ["question", "response_a", "response_b", "label"]
     assert fields["mtbench"] == ["question", "response_a", "response_b", "label"]
     assert fields["gsm8k"] == ["question", "answer", "rationale"]
@@ -88,7 +89,7 @@ def coin_answer(question: str) -> tuple[str, list[str]]:
     return ("yes" if flips % 2 == 0 else "no"), [n for n, _ in steps]
 
 
-@pytest.mark.parametrize("task", ["coin_flip", "last_letters"])
+@pytest.mark.parametrize("task", ["coin_flip", "last_letters", "majority_vote"])
 def test_generated_splits_are_sized_disjoint_and_deterministic(task):
     splits = {s: load_source(f"{task}:{s}") for s in ("train", "validation", "test")}
     assert {s: len(d.rows) for s, d in splits.items()} == {"train": 1000, "validation": 200, "test": 500}
@@ -115,6 +116,25 @@ def test_coin_flip_answers_are_right():
         assert set(people) <= known
         answers.append(row["answer"])
     assert 0.4 < answers.count("yes") / len(answers) < 0.6  # both answers, roughly balanced
+
+
+VOTE = re.compile(r"(\d) people vote on a proposal\. (.*) Do more people vote for it than against it\?")
+BALLOT = re.compile(r"([A-Z][a-z]+) votes (for|against) the proposal\.")
+
+
+def test_majority_vote_answers_are_right():
+    answers, sizes = [], set()
+    for row in load_source("majority_vote:validation").rows + load_source("majority_vote", seed=2).rows:
+        m = VOTE.fullmatch(row["question"])
+        ballots = BALLOT.findall(m.group(2))
+        assert " ".join(f"{n} votes {v} the proposal." for n, v in ballots) == m.group(2)  # nothing else in it
+        assert len(ballots) == int(m.group(1)) and len({n for n, _ in ballots}) == len(ballots)
+        fors = sum(v == "for" for _, v in ballots)
+        assert row["answer"] == ("yes" if fors > len(ballots) - fors else "no")
+        sizes.add(len(ballots))
+        answers.append(row["answer"])
+    assert sizes == {3, 5, 7}
+    assert 0.4 < answers.count("yes") / len(answers) < 0.6
 
 
 def test_last_letters_answers_are_right():

@@ -1,5 +1,7 @@
-"""Generated symbolic-reasoning tasks from Wei et al. (2022), "Chain-of-Thought Prompting":
-coin_flip and last_letters, with fixed, disjoint splits drawn from one seeded stream.
+"""Generated symbolic-reasoning tasks, with fixed, disjoint splits drawn from one seeded stream:
+coin_flip and last_letters from Wei et al. (2022), "Chain-of-Thought Prompting", and s2c's own
+majority_vote (issue 11: a task whose steps the embedded model can do one at a time and whose whole
+mapping, a majority, a small LoRA can learn; parity, coin flip's, it did not).
 
     >>> from s2c.data import load_source
     >>> row = load_source("coin_flip:test", limit=1).rows[0]
@@ -18,6 +20,7 @@ from s2c.data.rows import Record, Request, Source
 # Split sizes (the paper evaluates on 500 test items; 1000 train rows is plenty to distill from).
 SPLITS = {"train": 1000, "validation": 200, "test": 500}
 PEOPLE = (2, 3, 4)  # names per item; Wei et al. used 2 in-domain and 3-4 for length generalization
+VOTERS = (3, 5, 7)  # odd, so there is never a tie
 
 LAST_LETTERS = 'Take the last letters of each words in "{words}" and concatenate them.'
 
@@ -38,6 +41,18 @@ def coin_flip_item(rng: random.Random) -> dict:
     return {
         "question": f"A coin is heads up. {steps} Is the coin still heads up?",
         "answer": "yes" if heads else "no",
+    }
+
+
+def majority_vote_item(rng: random.Random) -> dict:
+    people = rng.sample(names(), rng.choice(VOTERS))
+    votes = [rng.random() < 0.5 for _ in people]
+    steps = " ".join(
+        f"{p} votes for the proposal." if v else f"{p} votes against the proposal." for p, v in zip(people, votes)
+    )
+    return {
+        "question": f"{len(people)} people vote on a proposal. {steps} Do more people vote for it than against it?",
+        "answer": "yes" if 2 * sum(votes) > len(votes) else "no",
     }
 
 
@@ -88,6 +103,14 @@ SOURCES = [
         "generated: concatenate the last letters of 2-4 names (Wei et al. 2022)",
         ("question", "answer"),
         _reader("last_letters", last_letters_item),
+        splits=tuple(SPLITS),
+        takes_path=False,
+    ),
+    Source(
+        "majority_vote",
+        "generated: do more of 3, 5 or 7 named people vote for a proposal than against it? (s2c)",
+        ("question", "answer"),
+        _reader("majority_vote", majority_vote_item),
         splits=tuple(SPLITS),
         takes_path=False,
     ),

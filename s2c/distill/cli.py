@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from s2c.compiler.functions import DISTILL_FORMATS
+from s2c.distill.curate import CURATIONS
 
 EXAMPLE = """example:
   s2c compile rar_2step.s2 --data coin_flip --limit 32 --out data/rar-coin
@@ -14,10 +14,21 @@ EXAMPLE = """example:
 def cmd_compile(args) -> int:
     from rich.text import Text
 
-    from s2c.cliutil import ENGINE_LOG, check_run_args, console as make_console, engine_output, load_rows, open_cache, \
-        open_engine, own, progress_setting, run_options
+    from s2c.cliutil import (
+        ENGINE_LOG,
+        check_run_args,
+        engine_output,
+        load_rows,
+        open_cache,
+        open_engine,
+        own,
+        progress_setting,
+        run_options,
+    )
+    from s2c.cliutil import console as make_console
     from s2c.compiler.pipeline import load_program
     from s2c.distill.compile import compile_program
+    from s2c.distill.curate import with_curation
     from s2c.errors import S2Error
     from s2c.runtime.run import exit_code, token_table
 
@@ -27,6 +38,7 @@ def cmd_compile(args) -> int:
     if not cp.tasks:
         raise S2Error(f"program '{cp.name}' has no distill section: nothing to compile",
                       cp.program.header.span, hint='add: distill:\n    task NAME(target=OUTPUT) """System-1 prompt"""')
+    with_curation(cp, args.curation)  # a --curation the program cannot take is refused before any data is read
     if not 0 <= args.val_split < 1:
         raise S2Error("--val-split must be in [0, 1)")
     progress = progress_setting(args)
@@ -39,7 +51,7 @@ def cmd_compile(args) -> int:
         try:
             res = compile_program(cp, rows, engine, out, cache=cache, data=args.data, options=run_options(args),
                                   fmt=args.format, seed=args.seed, val_split=args.val_split, skipped=problems,
-                                  console=console, progress=progress)
+                                  console=console, progress=progress, curation=args.curation)
         finally:
             cache.close()
             engine.close()
@@ -48,9 +60,10 @@ def cmd_compile(args) -> int:
         summary = json.loads((out / "run" / "summary.json").read_text())
         console.print(token_table(summary))
         r = res.report
-        log(Text.assemble(("curation", "bold"), f": {r['inputs']} inputs, ", (f"{r['kept']} kept", "green"),
-                          f", {r['failed']} failed, {r['unparsed']} unparsed, "
-                          + ", ".join(f"{n} dropped by {rule}" for rule, n in r["dropped_per_rule"].items())))
+        how = "" if args.curation == "program" else f" (--curation {args.curation})"
+        log(Text.assemble(("curation", "bold"), f"{how}: {r['inputs']} inputs, ", (f"{r['kept']} kept", "green"),
+                          "".join(f", {n} {what}" for what, n in [("failed", r["failed"]), ("unparsed", r["unparsed"]),
+                                  *((f"dropped by {rule}", n) for rule, n in r["dropped_per_rule"].items())])))
         for reason, n in list(r["dropped_reasons"].items())[:5]:
             log(f"  {n} × {reason}")
         if r["label_distribution"]:
@@ -74,6 +87,10 @@ def register(sub) -> None:
     c.add_argument("--format", choices=DISTILL_FORMATS, default=None,
                    help="row format (default: the one the program's distill section declares)")
     c.add_argument("--val-split", type=float, default=0.0, help="fraction of examples for validation.jsonl")
+    c.add_argument("--curation", choices=CURATIONS, default="program",
+                   help="which inputs to keep: the program's keep rules (default), none (every System-2 answer: "
+                        "the papers' unfiltered ablation), or gold (only answers equal to the gold field: the "
+                        "gold-filtered ablation)")
     c.add_argument("--out", default=None, help="dataset folder (default: runs/data-PROGRAM-DATA)")
     add_engine_args(c)
     c.set_defaults(func=cmd_compile)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from s2c.compiler import ir
 from s2c.compiler.functions import normalize
-from s2c.distill.curate import CurationReport, judge
+from s2c.distill.curate import CurationReport, judge, with_curation
 from s2c.distill.rows import build_rows
 from s2c.distill.write import DatasetWriter, jsonl_line
 from s2c.runtime.executor import RunOptions
@@ -42,8 +42,9 @@ class CompileResult:
                 for name in self.sizes}
 
 
-def run_id_for(cp: ir.CheckedProgram, data: str, model: str, n: int) -> str:
-    h = hashlib.sha256(json.dumps([cp.program.source, data, model, n]).encode()).hexdigest()
+def run_id_for(cp: ir.CheckedProgram, data: str, model: str, n: int, curation: str = "program") -> str:
+    key = [cp.program.source, data, model, n] + ([curation] if curation != "program" else [])
+    h = hashlib.sha256(json.dumps(key).encode()).hexdigest()
     return f"{cp.name}-{h[:10]}"
 
 
@@ -59,11 +60,12 @@ def with_perturbed(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], seed: in
 def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine, out: str | Path, *, cache,
                     data: str, options: RunOptions = RunOptions(), fmt: str | None = None, seed: int = 0,
                     val_split: float = 0.0, skipped: list[str] = (), console=None,
-                    progress: bool = True) -> CompileResult:
+                    progress: bool = True, curation: str = "program") -> CompileResult:
     out = Path(out)
+    cp = with_curation(cp, curation)
     fmt = fmt or cp.format
     model = engine.model_id("default")
-    run_id = run_id_for(cp, data, model, len(rows))
+    run_id = run_id_for(cp, data, model, len(rows), curation)
     outcome = execute(cp, with_perturbed(cp, rows, seed), engine, out / "run", cache=cache, options=options,
                       skipped=skipped, console=console, progress=progress, meta={"data": data, "run_id": run_id})
     report = CurationReport()
@@ -75,7 +77,7 @@ def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine,
     for res in store.originals():
         report.inputs += 1
         if not res.ok:
-            node = next(iter(res.failed), "?")
+            node = res.failed_at
             (report.unparsed if res.status == "unparsed" else report.failed)[node] += 1
             verdicts.add(res.id, res.status, reason=res.failed.get(node), node=node)
             continue
@@ -112,7 +114,8 @@ def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine,
     meta = {
         "program": cp.name, "program_file": cp.program.file, "format": fmt, "data": data,
         "engine": getattr(engine, "name", "?"), "model": model, "run_id": run_id, "run_dir": str(out / "run"),
-        "seed": seed, "val_split": val_split, "perturbations": sorted(cp.perturbations), "tokens": tokens,
+        "seed": seed, "val_split": val_split, "curation": curation, "perturbations": sorted(cp.perturbations),
+        "tokens": tokens,
         "row_problems": problems[:200],
     }
     rep = report.as_dict()

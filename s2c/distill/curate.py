@@ -10,11 +10,12 @@ example gives the reason:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from s2c.compiler import ir
 from s2c.compiler.functions import Failed, TransformError, normalize, vote_counts
+from s2c.errors import S2Error
 from s2c.runtime.values import find_failed
 
 if TYPE_CHECKING:
@@ -49,6 +50,27 @@ class CurationReport:
             "dropped_reasons": dict(self.reasons.most_common()), "elements_dropped": self.elements_dropped,
             "label_distribution": dict(self.labels.most_common()), "warnings": self.warnings,
         }
+
+
+CURATIONS = ("program", "none", "gold")
+
+
+def with_curation(cp: ir.CheckedProgram, curation: str) -> ir.CheckedProgram:
+    """The program with its keep rules as written ("program"), with none ("none": every System-2
+    answer is kept, the papers' unfiltered ablation), or with only `keep matches(TARGET, GOLD)`
+    ("gold": the papers' gold-filtered ablation; TARGET is the first task's target and GOLD the
+    program's one gold field)."""
+    if curation == "program":
+        return cp
+    if curation == "none":
+        return replace(cp, keeps=[])
+    if len(cp.golds) != 1:
+        raise S2Error(f"--curation gold needs a program with exactly one gold field; '{cp.name}' has "
+                      f"{len(cp.golds)}" + (f" ({', '.join(cp.golds)})" if cp.golds else ""),
+                      cp.program.header.span, hint="declare the label the gold filter compares with: gold answer")
+    task = cp.tasks[0]
+    rule = ir.KeepIR("matches", task.span, {"answer": task.target, "gold": cp.golds[0]})
+    return replace(cp, keeps=[rule])
 
 
 def value_of(expr: ir.IRExpr, res: ExampleResult):

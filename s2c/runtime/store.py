@@ -90,6 +90,16 @@ class ExampleResult:
         return self.trace["failed"]
 
     @property
+    def failed_at(self) -> str:
+        """The node where a failed output's failure began: not merely the first node that failed,
+        which in a `for` is often an element a parse was meant to miss (a regex for "for" on an
+        "against" vote)."""
+        for value in self.outputs.values():
+            if isinstance(value, dict) and "node" in value and ("failed" in value or "unparsed" in value):
+                return value["node"]
+        return next(iter(self.failed), "?")
+
+    @property
     def generated_tokens(self) -> int:
         return self.trace["generated_tokens"]
 
