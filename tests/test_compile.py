@@ -8,7 +8,7 @@ import pytest
 from engine_fixtures import judge_script
 
 from s2c.compiler.pipeline import load_program
-from s2c.distill.compile import compile_program, read_verdicts
+from s2c.distill.compile import compile_program, read_verdicts, run_id_for
 from s2c.distill.curate import normalize
 from s2c.distill.write import split_of
 from s2c.runtime.cache import CallCache
@@ -226,6 +226,7 @@ def test_curation_override_gives_the_papers_ablations(tmp_path, curation, kept, 
     res = compile_(cp, bsm_raw(6), eng, tmp_path, curation=curation)
     assert sorted(r["example_id"] for r in res.rows["train"]) == kept
     assert res.meta["curation"] == curation
+    assert res.meta["run_id"] == run_id_for(cp, "fixture", eng.model_id("default"), 6)  # the S2 run's, whatever curates it
     assert res.report["dropped_per_rule"] == ({} if curation == "none" else
                                               {"consistent": 2} if curation == "program" else {"matches": 1})
     assert any("a bad answer" in c.messages[-1].content.split("a good answer")[0] for c in eng.calls

@@ -120,6 +120,17 @@ def test_missing_adapter_is_a_clear_error(tmp_path, fake_engine, capsys):
     assert "no LoRA adapter there" in capsys.readouterr().err
 
 
+def test_merge_adapters_needs_an_engine_that_s2c_starts(tmp_path, capsys):
+    write_rows(tmp_path / "test.jsonl")
+    rc = main(["eval", "bsm.s2", "--data", str(tmp_path / "test.jsonl"), "--adapter", str(adapter_dir(tmp_path)),
+               "--merge-adapters", "--engine", "openai", "--base-url", "http://127.0.0.1:9/v1",
+               "--out", str(tmp_path / "ev")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "--merge-adapters: only with a local engine (vllm or hf)" in err and "s2c export" in err
+    assert not (tmp_path / "ev").exists()  # refused before anything ran
+
+
 def test_cascade_adapter_answers_in_two_passes(tmp_path, monkeypatch):
     ad = adapter_dir(tmp_path)
     (ad / "train_config.json").write_text(json.dumps({"format": "cascade"}))  # as s2c train records it

@@ -401,3 +401,29 @@ def test_eval_takes_the_export_as_model(exported, tmp_path, capsys):
     assert system["n"] == 2 and system["unparsed"] == 0
     # the trained model answers in a word (+ EOS), as its 'predict' rows taught it; the base talks on (~13)
     assert system["mean_generated_tokens"] <= 3
+
+
+@pytest.mark.slow
+def test_eval_merge_adapters_answers_as_the_export_does(trained, exported, tmp_path):
+    """--merge-adapters evaluates the adapter merged into its base, in a folder named by the adapter's
+    weights: its answers are those of the same export passed as --model, and a second eval reuses it."""
+    def run(out, *extra):
+        assert main(["eval", "rar_1step.s2", "--data", "coin_flip:test", "--limit", "2", "--no-system2",
+                     "--engine", "hf", "--no-cache", "--no-progress", "--max-tokens", "16", "--out", str(out),
+                     *extra]) == 0
+        return json.loads((out / "results.json").read_text())["systems"]
+
+    [merged_system] = run(tmp_path / "merged", "--no-system1", "--adapter", str(trained), "--merge-adapters")
+    merged = Path(merged_system["merged"])
+    assert merged.parent == tmp_path / "merged" / "merged" and merged.name.startswith("distilled-system-1-")
+    assert merged_system["adapter"] == str(trained / "adapter")
+    assert json.loads((merged / "s2c_export.json").read_text())["adapter"] == str((trained / "adapter").resolve())
+    [as_model] = run(tmp_path / "model", "--model", str(exported.out))
+
+    def answers(system):
+        return (Path(system["run_dir"]) / "answers.jsonl").read_text()
+
+    assert answers(merged_system) == answers(as_model)
+    stamp = (merged / "model.safetensors").stat().st_mtime_ns
+    run(tmp_path / "merged", "--no-system1", "--adapter", str(trained), "--merge-adapters")
+    assert (merged / "model.safetensors").stat().st_mtime_ns == stamp  # same weights, same folder: not merged again

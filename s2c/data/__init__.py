@@ -15,7 +15,7 @@ Spec forms:
   ID[:SPLIT], ID:CONFIG:SPLIT   any other Hugging Face Hub dataset, e.g. tatsu-lab/alpaca
 
 Readers and converters are plain modules: files (local), hub (Hugging Face), synthetic
-(coin_flip, last_letters), oasst2, mtbench, qa (gsm8k, triviaqa*, bbh). Nothing here imports
+(coin_flip, last_letters, majority_vote), oasst2, mtbench, qa (gsm8k, triviaqa*, bbh). Nothing here imports
 `datasets` until a Hub dataset is loaded.
 """
 from __future__ import annotations

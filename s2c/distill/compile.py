@@ -42,9 +42,9 @@ class CompileResult:
                 for name in self.sizes}
 
 
-def run_id_for(cp: ir.CheckedProgram, data: str, model: str, n: int, curation: str = "program") -> str:
-    key = [cp.program.source, data, model, n] + ([curation] if curation != "program" else [])
-    h = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+def run_id_for(cp: ir.CheckedProgram, data: str, model: str, n: int) -> str:
+    """The System-2 run's identity, in every row it produced (the same under every --curation)."""
+    h = hashlib.sha256(json.dumps([cp.program.source, data, model, n]).encode()).hexdigest()
     return f"{cp.name}-{h[:10]}"
 
 
@@ -65,7 +65,7 @@ def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine,
     cp = with_curation(cp, curation)
     fmt = fmt or cp.format
     model = engine.model_id("default")
-    run_id = run_id_for(cp, data, model, len(rows), curation)
+    run_id = run_id_for(cp, data, model, len(rows))
     outcome = execute(cp, with_perturbed(cp, rows, seed), engine, out / "run", cache=cache, options=options,
                       skipped=skipped, console=console, progress=progress, meta={"data": data, "run_id": run_id})
     report = CurationReport()

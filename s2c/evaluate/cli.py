@@ -10,11 +10,26 @@ EXAMPLE = """example:
 
 
 def cmd_eval(args) -> int:
-    from s2c.cliutil import ENGINE_LOG, check_run_args, console as make_console, engine_output, load_rows, open_cache, \
-        open_engine, own, progress_setting, run_options
+    from s2c.cliutil import (
+        ENGINE_LOG,
+        check_run_args,
+        engine_output,
+        load_rows,
+        open_cache,
+        open_engine,
+        own,
+        progress_setting,
+        run_options,
+    )
+    from s2c.cliutil import console as make_console
     from s2c.compiler.pipeline import load_program
     from s2c.errors import S2Error
-    from s2c.evaluate.evaluate import evaluate_system, resolve_adapter, systems_for
+    from s2c.evaluate.evaluate import (
+        evaluate_system,
+        merge_adapter,
+        resolve_adapter,
+        systems_for,
+    )
     from s2c.evaluate.metrics import labels
     from s2c.evaluate.report import chart, comparison_lines, table, write_results
     from s2c.evaluate.stats import compare_all
@@ -34,23 +49,36 @@ def cmd_eval(args) -> int:
         if not sep:
             name, path = ("Distilled System 1" if i == 0 else f"adapter {i + 1}"), spec
         adapters.append((name, resolve_adapter(path)))
+    if args.merge_adapters and args.engine not in ("auto", "vllm", "hf"):
+        raise S2Error(f"--merge-adapters: only with a local engine (vllm or hf); --engine {args.engine} serves "
+                      "a model s2c cannot replace", hint="export the adapter (s2c export) and serve that folder")
     systems = systems_for(cp, adapters, system1=not args.no_system1, system2=not args.no_system2,
                           max_tokens=args.max_tokens)
     progress = progress_setting(args)
     out = check_run_args(args, "eval")
     ds, rows, problems = load_rows(args, cp, log)
     results = []
-    with own(out), engine_output(out / ENGINE_LOG, args.verbose, console):  # one engine serves every system
+    with own(out), engine_output(out / ENGINE_LOG, args.verbose, console):
         args.log_dir = out
-        # vLLM serves adapters through LoRA requests when started with LoRA on; hf loads them with PEFT
-        engine = open_engine(args, cp, log, **({"enable_lora": True} if adapters and args.engine in ("auto", "vllm") else {}))
+        # one engine serves every system; vLLM serves adapters through LoRA requests when started with
+        # LoRA on, hf loads them with PEFT. --merge-adapters: each merged adapter gets an engine of its own
+        lora = adapters and not args.merge_adapters and args.engine in ("auto", "vllm")
+        engine = open_engine(args, cp, log, **({"enable_lora": True} if lora else {}))
         cache = open_cache(args)
         try:
             for system in systems:
-                log(f"s2c: {system.name}" + (f" ({system.adapter})" if system.adapter else "")
+                if args.merge_adapters and system.adapter:
+                    system = merge_adapter(system, out / "merged", log)
+                log(f"s2c: {system.name}" + (f" ({system.merged or system.adapter})" if system.adapter else "")
                     + (f": {' then '.join(t.name for t in system.program.tasks)}" if system.kind != "system2" else ""))
-                results.append(evaluate_system(cp, system, rows, engine, out, cache=cache, options=run_options(args),
-                                               console=console, progress=progress))
+                served = open_engine(argparse.Namespace(**{**vars(args), "model": system.merged}), cp, log) \
+                    if system.merged else engine
+                try:
+                    results.append(evaluate_system(cp, system, rows, served, out, cache=cache,
+                                                   options=run_options(args), console=console, progress=progress))
+                finally:
+                    if served is not engine:
+                        served.close()
         finally:
             cache.close()
             engine.close()
@@ -80,6 +108,10 @@ def register(sub) -> None:
     add_data_args(e)
     e.add_argument("--adapter", action="append", default=[], metavar="[NAME=]DIR",
                    help="a LoRA adapter from s2c train (repeatable; the first is 'Distilled System 1')")
+    e.add_argument("--merge-adapters", action="store_true",
+                   help="merge each adapter into its base (as s2c export does) and serve it as a model of its "
+                        "own: what export ships, and on CPU much faster than vLLM's LoRA (docs/benchmarks.md); "
+                        "answers can differ from the unmerged adapter's by the merge's rounding")
     e.add_argument("--max-tokens", type=int, default=128, help="System 1's generation budget (default 128)")
     e.add_argument("--no-system1", action="store_true", help="skip the base System 1")
     e.add_argument("--no-system2", action="store_true", help="skip running the System-2 program")

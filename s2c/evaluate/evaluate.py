@@ -7,6 +7,8 @@ retries, --refresh, --max-errors, progress, traces and token counts are the runt
     system1/          the System-1 program (compiler/system1.py) on the base model
     <adapter name>/   the same program with the adapter on every request; a cascade-trained
                       adapter runs the cascade (rationale, then answer), as compile's after=
+    merged/           with --merge-adapters: each adapter merged into its base (`s2c export`),
+                      in a folder named by the adapter's weights, served as a model of its own
 
 Scoring: on System 2 each metric scores its own answer expression. System 1 writes one
 completion, and the eval section's `parse` turns it into its one answer: every metric scores
@@ -15,6 +17,7 @@ copy of each input too and maps the answer back.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from array import array
@@ -40,6 +43,7 @@ class SystemResult:
     name: str
     kind: str  # system1 | system2 | distilled
     adapter: str | None
+    merged: str | None  # the adapter merged into its base, the model that answered (--merge-adapters)
     metrics: dict[str, float | None]
     mean_generated_tokens: float
     n: int
@@ -51,7 +55,8 @@ class SystemResult:
     tokens_ci: tuple[float, float] | None = None  # of mean_generated_tokens
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "adapter": self.adapter, "metrics": self.metrics,
+        return {"name": self.name, "kind": self.kind, "adapter": self.adapter, "merged": self.merged,
+                "metrics": self.metrics,
                 "ci": {k: stats.rounded(v) for k, v in self.ci.items()},
                 "mean_generated_tokens": round(self.mean_generated_tokens, 2),
                 "mean_generated_tokens_ci": stats.rounded(self.tokens_ci, 2), "n": self.n,
@@ -66,6 +71,7 @@ class System:
     kind: str
     program: ir.CheckedProgram
     adapter: str | None = None
+    merged: str | None = None  # the adapter merged into its base: requests go to this model, adapter-less
 
     def answer(self, metric: ir.MetricIR, res: ExampleResult):
         if self.kind == "system2":
@@ -110,8 +116,9 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
                                                                        "info": {}}
 
     run_dir = out / run_dir_name(system)
+    adapter = None if system.merged else system.adapter
     outcome = execute(system.program, inputs(), engine, run_dir, cache=cache,
-            options=RunOptions(**{**options.__dict__, "adapter": system.adapter}), console=console,
+            options=RunOptions(**{**options.__dict__, "adapter": adapter}), console=console,
             progress=progress, meta={"system": system.name})
     scores = Scores(cp.metrics, len(rows))
     tokens = array("q")  # generated tokens per input, for the CI of their mean
@@ -138,9 +145,24 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
             answers.write(jsonl_line({"example_id": res.id, "answer": to_json(first)}, default=str))
     store.close()
     outcomes = scores.by_label()
-    return SystemResult(system.name, system.kind, system.adapter, scores.result(), sum(tokens) / max(1, len(tokens)),
+    return SystemResult(system.name, system.kind, system.adapter, system.merged, scores.result(), sum(tokens) / max(1, len(tokens)),
                         len(tokens), unreadable, run_dir, exit_code(outcome.summary), outcomes,
                         {k: stats.metric_ci(o) for k, o in outcomes.items()}, stats.bootstrap_ci(tokens))
+
+
+def merge_adapter(system: System, folder: Path, log=print) -> System:
+    """The system with its adapter merged into its base model (`s2c export`'s merge), under
+    `folder`/NAME-DIGEST, DIGEST from the adapter's weights: a model folder's path is its identity in
+    the call cache, so a retrained adapter never reads the completions of an earlier one. An
+    existing folder of the same digest is reused (export writes it whole or not at all)."""
+    from s2c.train.export import export
+
+    weights = Path(system.adapter) / "adapter_model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    merged = folder / f"{run_dir_name(system)}-{digest}"
+    if not merged.exists():
+        export(system.adapter, merged, log=log)
+    return System(system.name, system.kind, system.program, system.adapter, str(merged))
 
 
 def adapter_format(adapter: str) -> str | None:
