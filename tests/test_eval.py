@@ -131,6 +131,16 @@ def test_merge_adapters_needs_an_engine_that_s2c_starts(tmp_path, capsys):
     assert not (tmp_path / "ev").exists()  # refused before anything ran
 
 
+def test_merge_adapters_needs_the_adapters_weights(tmp_path, fake_engine, capsys):
+    write_rows(tmp_path / "test.jsonl")
+    ad = adapter_dir(tmp_path)  # a config and no weights
+    assert main(["eval", "bsm.s2", "--data", str(tmp_path / "test.jsonl"), "--adapter", str(ad), "--no-system2",
+                 "--merge-adapters", "--out", str(tmp_path / "ev")]) == 1
+    assert f"error: --adapter {ad / 'adapter'}: no adapter weights (adapter_model.safetensors) to merge" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "ev" / "system1").exists()  # refused before any system ran
+
+
 def test_cascade_adapter_answers_in_two_passes(tmp_path, monkeypatch):
     ad = adapter_dir(tmp_path)
     (ad / "train_config.json").write_text(json.dumps({"format": "cascade"}))  # as s2c train records it

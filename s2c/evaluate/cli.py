@@ -66,9 +66,9 @@ def cmd_eval(args) -> int:
         engine = open_engine(args, cp, log, **({"enable_lora": True} if lora else {}))
         cache = open_cache(args)
         try:
+            if args.merge_adapters:  # all merged first: a bad adapter stops eval before any system ran
+                systems = [merge_adapter(s, out / "merged", log) if s.adapter else s for s in systems]
             for system in systems:
-                if args.merge_adapters and system.adapter:
-                    system = merge_adapter(system, out / "merged", log)
                 log(f"s2c: {system.name}" + (f" ({system.merged or system.adapter})" if system.adapter else "")
                     + (f": {' then '.join(t.name for t in system.program.tasks)}" if system.kind != "system2" else ""))
                 served = open_engine(argparse.Namespace(**{**vars(args), "model": system.merged}), cp, log) \

@@ -157,8 +157,11 @@ def merge_adapter(system: System, folder: Path, log=print) -> System:
     existing folder of the same digest is reused (export writes it whole or not at all)."""
     from s2c.train.export import export
 
-    weights = Path(system.adapter) / "adapter_model.safetensors"
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    weights = sorted(Path(system.adapter).glob("adapter_model.*"))  # .safetensors (PEFT's default) or .bin
+    if not weights:
+        raise S2Error(f"--adapter {system.adapter}: no adapter weights (adapter_model.safetensors) to merge",
+                      hint="pass the folder `s2c train` wrote, or its adapter/ subfolder")
+    digest = hashlib.sha256(weights[0].read_bytes()).hexdigest()[:12]
     merged = folder / f"{run_dir_name(system)}-{digest}"
     if not merged.exists():
         export(system.adapter, merged, log=log)
