@@ -81,37 +81,20 @@ def generate(task: str, make: Callable[[random.Random], dict], seed: int) -> dic
     return out
 
 
-def _reader(task: str, make) -> Callable[[Request], Iterator[Record]]:
+def _source(task: str, description: str, make: Callable[[random.Random], dict]) -> Source:
+    """A generated task: every split from one seeded stream, no file to read."""
     def read(req: Request) -> Iterator[Record]:
         for i, item in enumerate(generate(task, make, req.seed)[req.split]):
             yield Record(f"{task}[{req.split}, seed {req.seed}]: row {i + 1}", i, item)
 
-    return read
+    return Source(task, f"generated: {description}", ("question", "answer"), read, splits=tuple(SPLITS),
+                  takes_path=False)
 
 
 SOURCES = [
-    Source(
-        "coin_flip",
-        "generated: is the coin still heads up after 2-4 people flip it or not? (Wei et al. 2022)",
-        ("question", "answer"),
-        _reader("coin_flip", coin_flip_item),
-        splits=tuple(SPLITS),
-        takes_path=False,
-    ),
-    Source(
-        "last_letters",
-        "generated: concatenate the last letters of 2-4 names (Wei et al. 2022)",
-        ("question", "answer"),
-        _reader("last_letters", last_letters_item),
-        splits=tuple(SPLITS),
-        takes_path=False,
-    ),
-    Source(
-        "majority_vote",
-        "generated: do more of 3, 5 or 7 named people vote for a proposal than against it? (s2c)",
-        ("question", "answer"),
-        _reader("majority_vote", majority_vote_item),
-        splits=tuple(SPLITS),
-        takes_path=False,
-    ),
+    _source("coin_flip", "is the coin still heads up after 2-4 people flip it or not? (Wei et al. 2022)",
+            coin_flip_item),
+    _source("last_letters", "concatenate the last letters of 2-4 names (Wei et al. 2022)", last_letters_item),
+    _source("majority_vote", "do more of 3, 5 or 7 named people vote for a proposal than against it? (s2c)",
+            majority_vote_item),
 ]
