@@ -145,9 +145,10 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
             answers.write(jsonl_line({"example_id": res.id, "answer": to_json(first)}, default=str))
     store.close()
     outcomes = scores.by_label()
-    return SystemResult(system.name, system.kind, system.adapter, system.merged, scores.result(), sum(tokens) / max(1, len(tokens)),
-                        len(tokens), unreadable, run_dir, exit_code(outcome.summary), outcomes,
-                        {k: stats.metric_ci(o) for k, o in outcomes.items()}, stats.bootstrap_ci(tokens))
+    return SystemResult(system.name, system.kind, system.adapter, system.merged, scores.result(),
+                        sum(tokens) / max(1, len(tokens)), len(tokens), unreadable, run_dir,
+                        exit_code(outcome.summary), outcomes, {k: stats.metric_ci(o) for k, o in outcomes.items()},
+                        stats.bootstrap_ci(tokens))
 
 
 def merge_adapter(system: System, folder: Path, log=print) -> System:

@@ -12,6 +12,7 @@ are fractions (0.533 is 53.3 %); a CI is [low, high], or null where nothing was 
                              test: "exact McNemar, two-sided"}
     systems[]               one per system, in the table's order:
       name, kind, adapter   "System 1" | "System 2" | an adapter's name; system1|system2|distilled
+      merged                the folder the adapter was merged into (--merge-adapters), else null
       metrics               {metric: mean, or null}; metric names are metrics.labels()
       ci                    {metric: [low, high] or null}
       mean_generated_tokens, mean_generated_tokens_ci ([low, high], tokens)
