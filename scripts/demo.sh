@@ -14,7 +14,7 @@ S2C=${S2C:-.venv/bin/s2c}
 OUT=${OUT:-runs/demo}
 PROGRAM=${PROGRAM:-examples/majority_steps.s2}
 DATA=${DATA:-majority_vote}
-TRAIN=${TRAIN:-400}   # System-2 runs to compile from (one epoch: 50 steps of 8 rows, at lr 1e-3)
+TRAIN=${TRAIN:-400}   # System-2 runs to compile from (two epochs: 100 steps of 8 rows, at lr 1e-3)
 TEST=${TEST:-500}     # held-out inputs to evaluate on (the whole test split)
 SEED=${SEED:-0}       # training seed
 mkdir -p "$OUT"
@@ -23,7 +23,7 @@ stamp() { echo "demo: $1 done at $(( $(date +%s) - start )) s" >&2; }
 $S2C compile "$PROGRAM" --data "$DATA:train" --limit "$TRAIN" --out "$OUT/data" --chunk-size 256 \
     --cache "$OUT/calls.sqlite"
 stamp compile
-$S2C train "$OUT/data" --epochs 1 --batch-size 8 --lr 1e-3 --max-length 256 --seed "$SEED" --out "$OUT/train"
+$S2C train "$OUT/data" --epochs 2 --batch-size 8 --lr 1e-3 --max-length 256 --seed "$SEED" --out "$OUT/train"
 stamp train
 $S2C eval "$PROGRAM" --data "$DATA:test" --limit "$TEST" --adapter "$OUT/train" --merge-adapters \
     --max-tokens 32 --chunk-size 256 --cache "$OUT/calls.sqlite" --out "$OUT/eval"

@@ -35,14 +35,14 @@ for c in program none gold; do compile "majority-$c" examples/majority_steps.s2 
 stamp "majority compile"
 adapters=()
 for seed in 0 1 2; do
-    train majority-program "$seed" --epochs 1
+    train majority-program "$seed" --epochs 2
     adapters+=(--adapter "seed $seed=$OUT/train-majority-program-$seed")
 done
 for c in none gold; do
     if same_rows "majority-$c" majority-program; then  # the tables say so; seed 0's adapter stands for it
         echo "results: majority-$c rows are byte-identical to majority-program's: not trained again" >&2
     else
-        train "majority-$c" 0 --epochs 1
+        train "majority-$c" 0 --epochs 2
         adapters+=(--adapter "$c=$OUT/train-majority-$c-0")
     fi
 done
