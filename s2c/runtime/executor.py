@@ -369,6 +369,7 @@ class Executor:
                 "inputs": {p.name: ex.row.get(p.name) for p in cp.inputs},
                 "gold": {g: ex.row.get(g) for g in cp.golds},
                 "outputs": to_json(outputs), "failed": {k: v.reason for k, v in ex.failed.items()},
+                "failed_at": bad[0].node if bad else None,  # where the outputs' failure began
                 "nodes": ex.trace, "prompt_tokens": ex.prompt_tokens, "generated_tokens": ex.generated_tokens,
                 "engine_calls": ex.calls,
             }

@@ -93,11 +93,8 @@ class ExampleResult:
     def failed_at(self) -> str:
         """The node where a failed output's failure began: not merely the first node that failed,
         which in a `for` is often an element a parse was meant to miss (a regex for "for" on an
-        "against" vote)."""
-        for value in self.outputs.values():
-            if isinstance(value, dict) and "node" in value and ("failed" in value or "unparsed" in value):
-                return value["node"]
-        return next(iter(self.failed), "?")
+        "against" vote). The executor records it; a store written before it did gives the first."""
+        return self.trace.get("failed_at") or next(iter(self.failed), "?")
 
     @property
     def generated_tokens(self) -> int:
