@@ -460,3 +460,24 @@ def test_a_value_in_nested_repeats_is_reported_unused_once(s2c):
     assert rc == 0
     assert err.count("warning: value 'b' is never used") == 1, err
     assert "p.s2:6:9: warning: value 'b' is never used" in err.splitlines()
+
+
+def test_loop_fields_render_as_jinja_renders_them_and_the_sandbox_still_holds():
+    """templates._Sandbox reads loop.index0 and its kind without the sandbox's checks: the same
+    text as jinja's own unsandboxed environment, and anything else on `loop` or on a value still
+    goes through the sandbox."""
+    import jinja2
+    from jinja2 import StrictUndefined
+    from jinja2.exceptions import SecurityError
+
+    from s2c.compiler.templates import LOOP_FIELDS
+    # previtem has no value on the first item, nextitem on the last: "-" there
+    source = "{% for c in cs %}" + "|".join(f"{{{{ loop.{f} if loop.{f} is defined else '-' }}}}"
+                                             for f in sorted(LOOP_FIELDS)) + ";{% endfor %}"
+    values = {"cs": ["x", "y", "z"]}
+    expected = jinja2.Environment(undefined=StrictUndefined).from_string(source).render(values)
+    assert "|x|" in expected and "|-|" in expected and render(source, values) == expected
+    for unsafe in ("{% for c in cs %}{{ loop.__class__ }}{% endfor %}", "{% for c in cs %}{{ loop._after }}{% endfor %}",
+                   "{{ cs.__class__ }}", "{{ cs.append }}"):
+        with pytest.raises(SecurityError, match="unsafe"):
+            render(unsafe, values)

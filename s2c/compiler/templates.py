@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from s2c.dsl.ast import MAX_BLOCK_DEPTH, MAX_EXPR_DEPTH, Text
@@ -22,12 +23,25 @@ from s2c.errors import did_you_mean
 JINJA_BUILTINS = {"loop", "range", "dict", "lipsum", "cycler", "joiner", "namespace", "true", "false", "none"}
 
 
+# What a template may read of `loop` in a {% for %}: plain numbers, flags and the items themselves.
+LOOP_FIELDS = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth",
+                         "depth0", "previtem", "nextitem"})
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """jinja's immutable sandbox, with `loop.index0` and its kind read directly: the sandbox's
+    safety checks on them (what it would allow anyway) were half the cost of rendering a prompt
+    with a {% for %} (BSM's merge: 24 -> 12 us)."""
+
+    def getattr(self, obj, attribute):
+        if type(obj) is LoopContext and attribute in LOOP_FIELDS:
+            return getattr(obj, attribute)
+        return super().getattr(obj, attribute)
+
+
 @functools.lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False
-    )
-    return env
+    return _Sandbox(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
 
 # Rendering a prompt with user data can fail on that data ({{ x.field }} on text, {{ xs[3] }} on a

@@ -92,6 +92,12 @@ class RunTotals:
     prompt_tokens: int = 0
 
 
+def _order(rank: int, seq: int, arrival: int) -> int:
+    """The pool's order, (node rank, example, arrival), as one int: unique, so the heap never
+    compares the items, and one comparison per heap step instead of up to three."""
+    return rank << 80 | seq << 40 | arrival
+
+
 class _Pending:
     """One LLM instance waiting for the engine; also its tag in the engine."""
 
@@ -152,7 +158,7 @@ class Executor:
         """rows: (example id, row) or (example id, row, tag), already validated. Finished examples
         go to the store; the totals come back."""
         self.ready: list = []
-        self.pool: list[tuple[int, int, int, _Pending]] = []  # heap: node rank, example, arrival
+        self.pool: list[tuple[int, _Pending]] = []  # heap on _order(node rank, example, arrival)
         self.arrivals = 0
         self.active = 0
         source = iter(rows)
@@ -204,7 +210,7 @@ class Executor:
         """Keep the engine's window full, earliest node and shared prefixes first."""
         room = self.options.window - self.engine.pending()
         while room > 0 and self.pool:
-            it = heapq.heappop(self.pool)[3]
+            it = heapq.heappop(self.pool)[1]
             n = it.node.sampling.n
             req = it.request if not it.have else replace(
                 it.request, sampling=replace(it.request.sampling, n=n - len(it.have)))  # only what's missing
@@ -280,7 +286,7 @@ class Executor:
             item = self._request(ex, node, p, tr)
             if item is not None:
                 self.arrivals += 1
-                heapq.heappush(self.pool, (self.rank[node.id], ex.seq, self.arrivals, item))
+                heapq.heappush(self.pool, (_order(self.rank[node.id], ex.seq, self.arrivals), item))
                 waiting += 1
         if waiting:
             ex.pending[node.id] = waiting

@@ -27,7 +27,7 @@ class ExampleValues:
     # ------------------------------------------------------------ reading
     def lookup(self, ref: ir.Ref, prefix: tuple, ctx_loops: tuple[str, ...]):
         """The value `ref` names, read from inside `ctx_loops` at index `prefix`."""
-        read = self.cp.readers.get((ref, ctx_loops))
+        read = self.cp.readers.get((ref, ctx_loops))  # memo: (ref, loops) -> reader; ("vars", node) -> its readers
         if read is None:
             read = self.cp.readers[(ref, ctx_loops)] = _reader(self.cp, ref, ctx_loops)
         return read(self, prefix)
@@ -145,9 +145,13 @@ class ExampleValues:
             return Failed(f"template error: {type(e).__name__}: {e}", node.id)
 
     def template_vars(self, node: ir.Node, prefix: tuple) -> dict[str, Any] | Failed:
+        reads = self.cp.readers.get(("vars", node.id))  # the node's readers, found once per program
+        if reads is None:
+            reads = self.cp.readers[("vars", node.id)] = [(var, _reader(self.cp, ref, node.loops))
+                                                          for var, ref in node.vars.items()]
         out = {}
-        for var, ref in node.vars.items():
-            v = self.lookup(ref, prefix, node.loops)
+        for var, read in reads:
+            v = read(self, prefix)
             if type(v) is not str:  # most values are text: nothing to look into
                 bad = find_failed(v)
                 if bad is not None:
