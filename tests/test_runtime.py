@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -144,6 +145,38 @@ def test_engine_failure_is_recorded_and_dependents_skipped(tmp_path):
     # no solve or merge request was sent for q1
     assert not any("question q1?" in c.messages[-1].content for c in eng.calls[3:])
     assert out.summary["nodes"]["branch"]["failed"] == 1
+
+
+def test_an_identical_call_in_flight_is_sent_once_and_both_get_its_samples(tmp_path):
+    """Two inputs with the same question, sampled at temperature 0.8: one engine call for the
+    two, both get its five samples, and a rerun from the cache gives both the same again. (Sent
+    twice, they would get different samples, and the cache would keep only the last.)"""
+    cp = load_program(SAMPLES)
+    replies = itertools.count()
+    rows = [("x", {"question": "Pick a number."}), ("y", {"question": "Pick a number."}), ("z", {"question": "Another?"})]
+    eng = FakeEngine(lambda request, i: f"Answer: {next(replies)}")
+    out = run(cp, rows, eng, tmp_path, "a")
+    assert len(eng.calls) == 2  # the shared question once, the other once
+    tries = {r.id: r.trace["nodes"]["tries"]["instances"][0] for r in out.examples()}
+    assert tries["x"]["completions"] == tries["y"]["completions"] != tries["z"]["completions"]
+    assert len(set(tries["x"]["completions"])) == 5  # five different samples, not one five times
+    assert sorted((tries["x"]["cached"], tries["y"]["cached"])) == [0, 5]  # one served from the other's call
+    assert out.summary["engine_calls"] == 2 and out.summary["cache_hits"] == 5
+    eng = FakeEngine(lambda request, i: "Answer: new")
+    again = run(cp, rows, eng, tmp_path, "b")
+    assert eng.calls == [] and {r.id: r.trace["nodes"]["tries"]["instances"][0]["completions"]
+                                for r in again.examples()} == {k: v["completions"] for k, v in tries.items()}
+
+
+def test_an_identical_call_that_fails_fails_every_instance_waiting_for_it(tmp_path):
+    cp = load_program(SAMPLES)
+    rows = [("x", {"question": "Pick a number."}), ("y", {"question": "Pick a number."}), ("z", {"question": "Another?"})]
+    eng = FakeEngine(default="Answer: 1", fail=["Pick a number."])
+    out = run(cp, rows, eng, tmp_path)
+    by = {r.id: r for r in out.examples()}
+    assert len(eng.calls) == 2 and by["z"].ok
+    assert by["x"].failed["tries"] == by["y"].failed["tries"] and by["y"].failed["tries"].startswith("engine: scripted")
+    assert out.summary["nodes"]["tries"]["failed"] == 2
 
 
 def test_an_exception_from_the_engine_is_a_bug_and_stops_the_run(tmp_path):

@@ -13,6 +13,12 @@ Earlier examples go first, so they finish and leave memory sooner.
 
 Each finished request is committed to the call cache the moment the engine hands it back, before
 anything that depends on it runs: after kill -9 only requests still in flight can be repeated.
+A request whose cache key is already in flight (the same prompt, model, adapter and sampling, from
+another example or another instance) is not sent again: it waits for that call and is served
+from it as a cache hit, which the cache would have done had the first finished sooner. So a run
+pays once per distinct call, and a rerun from the cache gives every example the completion it got
+(with sampling, two identical calls sent at once would return two different samples, and the cache
+would keep only the last).
 Examples are admitted from the input as earlier ones finish (at most `examples` at once), and a
 finished example is written to the store and forgotten, so memory stays flat however long the
 input is.
@@ -99,13 +105,15 @@ def _order(rank: int, seq: int, arrival: int) -> int:
 
 
 class _Pending:
-    """One LLM instance waiting for the engine; also its tag in the engine."""
+    """One LLM instance waiting for the engine; also its tag in the engine. `followers`: the
+    identical instances waiting for this call (same cache key, same samples wanted)."""
 
-    __slots__ = ("ex", "node", "prefix", "request", "key", "have", "trace")
+    __slots__ = ("ex", "node", "prefix", "request", "key", "have", "trace", "followers")
 
     def __init__(self, ex, node, prefix, request, key, have, trace):
         self.ex, self.node, self.prefix, self.request = ex, node, prefix, request
         self.key, self.have, self.trace = key, have, trace
+        self.followers: list[_Pending] = []
 
 
 class _Example:
@@ -159,6 +167,7 @@ class Executor:
         go to the store; the totals come back."""
         self.ready: list = []
         self.pool: list[tuple[int, _Pending]] = []  # heap on _order(node rank, example, arrival)
+        self.in_flight: dict[str, _Pending] = {}  # cache key -> the call in the pool or the engine
         self.arrivals = 0
         self.active = 0
         source = iter(rows)
@@ -231,8 +240,9 @@ class Executor:
                 st.retries[reason] += 1
             it.ex.calls += 1
             it.trace["seconds"] = dt
+            failure = None
             if isinstance(res, EngineFailure):
-                self._fail_instance(it.ex, node, it.prefix, it.trace, Failed(f"engine: {res.reason}", node.id))
+                failure = f"engine: {res.reason}"
                 tokens = 0
             else:
                 n, have = node.sampling.n, it.have
@@ -242,8 +252,7 @@ class Executor:
                     if it.key is not None:
                         puts.append((it.key, i, c, self.models[node.role]))
                 if len(have) < n:
-                    short = Failed(f"engine returned {len(res)} of {len(missing)} samples", node.id)
-                    self._fail_instance(it.ex, node, it.prefix, it.trace, short)
+                    failure = f"engine returned {len(res)} of {len(missing)} samples"
                 else:
                     self._complete(it.ex, node, it.prefix, res if len(missing) == n == len(res) else [have[i] for i in range(n)],
                                    it.trace, cached=n - len(missing))
@@ -251,14 +260,32 @@ class Executor:
                 if res:
                     st.engine_prompt_tokens += res[0].prompt_tokens  # read once per call
                     st.prefix_cached_tokens += res[0].cached_tokens
+            if failure is not None:
+                self._fail_instance(it.ex, node, it.prefix, it.trace, Failed(failure, node.id))
             if self.progress:
                 self.progress.advance(node.id, tokens)
+            for f in it.followers:
+                self._follow(f, it, failure)
+            if it.key is not None and self.in_flight.get(it.key) is it:
+                del self.in_flight[it.key]
         self.cache.put_many(puts)  # committed before anything downstream runs
         for it, _, _ in finished:
-            pending = it.ex.pending
-            pending[it.node.id] -= 1
-            if pending[it.node.id] == 0:
-                self._done(it.ex, it.node)
+            for f in (it, *it.followers):
+                pending = f.ex.pending
+                pending[f.node.id] -= 1
+                if pending[f.node.id] == 0:
+                    self._done(f.ex, f.node)
+
+    def _follow(self, f: _Pending, it: _Pending, failure: str | None):
+        """Serve an identical instance from the call it waited for, as the cache would have; or
+        fail it as that call failed."""
+        if failure is not None:
+            self._fail_instance(f.ex, f.node, f.prefix, f.trace, Failed(failure, f.node.id))
+        else:
+            n = f.node.sampling.n
+            self._complete(f.ex, f.node, f.prefix, [it.have[i] for i in range(n)], f.trace, cached=n)
+        if self.progress:
+            self.progress.advance(f.node.id, 0)
 
     # ------------------------------------------------------------ nodes
     def _start(self, ex: _Example, node: ir.Node):
@@ -284,10 +311,17 @@ class Executor:
         waiting = 0
         for p in instances:
             item = self._request(ex, node, p, tr)
-            if item is not None:
-                self.arrivals += 1
-                heapq.heappush(self.pool, (_order(self.rank[node.id], ex.seq, self.arrivals), item))
-                waiting += 1
+            if item is None:
+                continue
+            waiting += 1
+            lead = self.in_flight.get(item.key) if item.key is not None else None
+            if lead is not None and lead.node.sampling.n == node.sampling.n and len(lead.have) == len(item.have):
+                lead.followers.append(item)  # the same call is on its way: wait for it
+                continue
+            if item.key is not None and lead is None:
+                self.in_flight[item.key] = item
+            self.arrivals += 1
+            heapq.heappush(self.pool, (_order(self.rank[node.id], ex.seq, self.arrivals), item))
         if waiting:
             ex.pending[node.id] = waiting
             if self.progress:
