@@ -392,3 +392,37 @@ def test_load_sampler_samples_on_its_own_thread_while_the_run_waits(tmp_path):
     with LoadSampler(Plain(), csv_sink(out), period=0.01):
         _time.sleep(0.05)
     assert out.getvalue().splitlines()[1].split(",")[1:] == ["1", "", ""]
+
+
+def test_an_adapter_trained_again_in_its_folder_does_not_read_the_first_ones_completions(tmp_path):
+    """`s2c train` resumes into its --out: the folder's path stays, the adapter changes. The cache
+    key holds a digest of the adapter's weights, so the second adapter's calls are sent."""
+    cp = load_program(TWO_STEP)
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(b"first")
+    rows = [("a", {"question": "2+2?"})]
+    first = run(cp, rows, FakeEngine(default="Final answer: 4"), tmp_path, "a", adapter=str(adapter))
+    weights.write_bytes(b"trained again, other weights")
+    eng = FakeEngine(default="Final answer: 5")
+    second = run(cp, rows, eng, tmp_path, "b", adapter=str(adapter))
+    assert len(eng.calls) == 2 and all(c.adapter == str(adapter) for c in eng.calls)
+    assert [r.outputs for r in second.examples()] != [r.outputs for r in first.examples()]
+    eng = FakeEngine(default="Final answer: 6")
+    third = run(cp, rows, eng, tmp_path, "c", adapter=str(adapter))  # untouched: served by the cache
+    assert eng.calls == [] and [r.outputs for r in third.examples()] == [r.outputs for r in second.examples()]
+
+
+def test_a_model_folder_rewritten_in_place_is_another_model_in_the_cache(tmp_path):
+    from s2c.runtime.model import EMBEDDED, ModelRef, resolve_model
+
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    first = resolve_model(str(folder)).cache_identity
+    assert first.startswith(str(folder)) and resolve_model(str(folder)).cache_identity == first
+    (folder / "model.safetensors").write_bytes(b"weights of a model exported again")
+    assert resolve_model(str(folder)).cache_identity != first
+    assert ModelRef(EMBEDDED, str(folder), True).cache_identity == "smollm2-135m"  # the embedded model: its name

@@ -17,7 +17,6 @@ copy of each input too and maps the answer back.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from array import array
@@ -33,6 +32,7 @@ from s2c.errors import S2Error
 from s2c.evaluate import stats
 from s2c.evaluate.metrics import Scores
 from s2c.runtime.executor import RunOptions
+from s2c.runtime.model import adapter_digest, adapter_weights
 from s2c.runtime.run import execute, exit_code
 from s2c.runtime.store import ExampleResult, RunStore
 from s2c.runtime.values import find_failed, to_json
@@ -153,17 +153,15 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
 
 def merge_adapter(system: System, folder: Path, log=print) -> System:
     """The system with its adapter merged into its base model (`s2c export`'s merge), under
-    `folder`/NAME-DIGEST, DIGEST from the adapter's weights: a model folder's path is its identity in
-    the call cache, so a retrained adapter never reads the completions of an earlier one. An
-    existing folder of the same digest is reused (export writes it whole or not at all)."""
+    `folder`/NAME-DIGEST, DIGEST from the adapter's weights: an adapter trained again gets a folder
+    of its own, and an existing folder of the same digest is reused (export writes it whole or not
+    at all; the call cache tells model folders apart by what they hold, runtime/model.py)."""
     from s2c.train.export import export
 
-    weights = sorted(Path(system.adapter).glob("adapter_model.*"))  # .safetensors (PEFT's default) or .bin
-    if not weights:
+    if not adapter_weights(system.adapter):
         raise S2Error(f"--adapter {system.adapter}: no adapter weights (adapter_model.safetensors) to merge",
                       hint="pass the folder `s2c train` wrote, or its adapter/ subfolder")
-    digest = hashlib.sha256(weights[0].read_bytes()).hexdigest()[:12]
-    merged = folder / f"{run_dir_name(system)}-{digest}"
+    merged = folder / f"{run_dir_name(system)}-{adapter_digest(system.adapter)[:12]}"
     if not merged.exists():
         export(system.adapter, merged, log=log)
     return System(system.name, system.kind, system.program, system.adapter, str(merged))

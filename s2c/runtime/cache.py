@@ -1,6 +1,7 @@
 """A content-addressed call cache in SQLite.
 
-key = sha256(model identity + what the model sees + sampling parameters without n + adapter);
+key = sha256(model identity + what the model sees + sampling parameters without n + adapter), the
+model and adapter identified by what they hold, not only their paths (model.py);
 each sample of a call is its own row (key, sample index), committed as soon as it returns, so a
 run killed with `kill -9` repeats no completed call.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from s2c.errors import S2Error
 from s2c.runtime.engines.base import Completion, Request
+from s2c.runtime.model import adapter_identity
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -47,7 +49,7 @@ def engine_model(engine, role: str = "default") -> str:
 
 def call_key(model_id: str, request: Request) -> str:
     blob = json.dumps(
-        {"model": model_id, "input": request.payload(), "adapter": request.adapter},
+        {"model": model_id, "input": request.payload(), "adapter": adapter_identity(request.adapter)},
         sort_keys=True,
         ensure_ascii=False,
     )

@@ -6,6 +6,8 @@ safetensors folder in the user's cache directory; every engine then loads that f
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -27,8 +29,56 @@ class ModelRef:
 
     @property
     def identity(self) -> str:
-        """Stable identity for cache keys: the name for the embedded model, else the path."""
+        """What the model is called in records: the name for the embedded model, else the path."""
         return self.name if self.name == EMBEDDED else os.path.abspath(self.path) if self.local else self.path
+
+    @functools.cached_property
+    def cache_identity(self) -> str:
+        """Its identity in cache keys: for a local folder, the path with a fingerprint of what is in
+        it (folder_stamp): a model re-exported into the same folder is another model, and must not
+        read the first one's completions from the cache."""
+        local_folder = self.local and self.name != EMBEDDED
+        return f"{self.identity}#{folder_stamp(self.path)}" if local_folder else self.identity
+
+
+def folder_stamp(path: str) -> str:
+    """A fingerprint of a model folder, cheap at any size: config.json's bytes and each weight
+    file's name, size and modification time (hashing gigabytes of weights would take minutes).
+    Rewriting the weights changes it; a copy made without keeping times changes it too, which
+    costs a recompute, never a wrong answer."""
+    h = hashlib.sha256()
+    folder = Path(path)
+    config = folder / "config.json"
+    h.update(config.read_bytes() if config.exists() else b"")
+    for f in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if f.suffix in (".safetensors", ".bin", ".pt", ".gguf") and f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def adapter_weights(path: str) -> list[Path]:
+    """A PEFT adapter folder's weight files (adapter_model.safetensors, or .bin)."""
+    return sorted(Path(path).glob("adapter_model.*"))
+
+
+def adapter_identity(path: str | None) -> str | None:
+    """Identity of a LoRA adapter for cache keys: its path with a digest of its weights. Training
+    again into the same folder (`s2c train` resumes there) makes another adapter; keyed by its path
+    alone, its eval would read the earlier adapter's completions from the cache."""
+    if path is None:
+        return None
+    stamp = tuple((w.name, st.st_size, st.st_mtime_ns) for w in adapter_weights(path) for st in (w.stat(),))
+    return f"{os.path.abspath(path)}#{adapter_digest(path, stamp)}"
+
+
+@functools.lru_cache(maxsize=64)
+def adapter_digest(path: str, stamp: tuple = ()) -> str:
+    """sha256 of an adapter's weights (megabytes: read once per process and stamp)."""
+    h = hashlib.sha256()
+    for w in adapter_weights(path):
+        h.update(w.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def cache_dir() -> Path:

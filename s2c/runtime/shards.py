@@ -135,7 +135,7 @@ class Shards:
 
 def _identities(model, roles) -> dict[str, str]:
     """On a worker: the model identities its node resolves (the cache keys' model part)."""
-    return {role: ref.identity for role, ref in models_on_node(model, roles).items()}
+    return {role: ref.cache_identity for role, ref in models_on_node(model, roles).items()}
 
 
 def _run_shard(cp, items, model, roles, vllm_options, options, seed, meta):

@@ -19,7 +19,7 @@ class RoleModels:
         return self._refs.get(role, self._refs["default"])
 
     def model_id(self, role: str = "default") -> str:
-        return self._ref(role).identity
+        return self._ref(role).cache_identity
 
     def role_models(self) -> dict[str, str]:
         return {role: ref.name for role, ref in self._refs.items()}
