@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -420,9 +421,13 @@ def test_a_model_folder_rewritten_in_place_is_another_model_in_the_cache(tmp_pat
     folder = tmp_path / "exported"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"weights")
+    weights = bytes(range(256)) * 40_000  # 10 MB: the fingerprint samples it
+    (folder / "model.safetensors").write_bytes(weights)
     first = resolve_model(str(folder)).cache_identity
     assert first.startswith(str(folder)) and resolve_model(str(folder)).cache_identity == first
-    (folder / "model.safetensors").write_bytes(b"weights of a model exported again")
+    copy = tmp_path / "copy"  # the same model elsewhere (another node): the same fingerprint
+    shutil.copytree(folder, copy)
+    assert resolve_model(str(copy)).cache_identity.split("#")[1] == first.split("#")[1]
+    (folder / "model.safetensors").write_bytes(weights[::-1])  # exported again: same size, other bytes
     assert resolve_model(str(folder)).cache_identity != first
     assert ModelRef(EMBEDDED, str(folder), True).cache_identity == "smollm2-135m"  # the embedded model: its name

@@ -41,19 +41,28 @@ class ModelRef:
         return f"{self.identity}#{folder_stamp(self.path)}" if local_folder else self.identity
 
 
+SAMPLES, BLOCK = 64, 1 << 16  # a weight file's fingerprint reads 64 blocks of 64 KiB (4 MiB), spread over it
+
+
 def folder_stamp(path: str) -> str:
-    """A fingerprint of a model folder, cheap at any size: config.json's bytes and each weight
-    file's name, size and modification time (hashing gigabytes of weights would take minutes).
-    Rewriting the weights changes it; a copy made without keeping times changes it too, which
-    costs a recompute, never a wrong answer."""
+    """A fingerprint of a model folder by what it holds, cheap at any size: config.json's bytes,
+    and each weight file's name, size and 64 blocks of 64 KiB evenly spread over it (hashing
+    gigabytes of weights would take minutes). Merging or training again rewrites nearly every
+    byte, so any sample sees it; a change confined to a few small tensors between the samples
+    would go unseen. Content, not modification times: copies of one model on several nodes (Ray)
+    must have one identity."""
     h = hashlib.sha256()
     folder = Path(path)
     config = folder / "config.json"
     h.update(config.read_bytes() if config.exists() else b"")
     for f in sorted(folder.iterdir()) if folder.is_dir() else ():
         if f.suffix in (".safetensors", ".bin", ".pt", ".gguf") and f.is_file():
-            st = f.stat()
-            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            size = f.stat().st_size
+            h.update(f"{f.name}\0{size}\n".encode())
+            with open(f, "rb") as fh:
+                for k in range(SAMPLES):
+                    fh.seek(max(0, size - BLOCK) * k // (SAMPLES - 1))
+                    h.update(fh.read(BLOCK))
     return h.hexdigest()[:16]
 
 
