@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from s2c.cli import main
+from s2c.runtime.model import folder_stamp
 from s2c.train import export as export_module
 from s2c.train.export import export
 
@@ -381,7 +382,8 @@ def test_vllm_loads_the_export_and_answers_as_transformers(exported, trained_pro
 
     engine = make_engine("vllm", str(exported.out))
     try:
-        assert engine.model_id() == os.path.abspath(exported.out)
+        # the folder, with a fingerprint of its weights: the identity in cache keys (runtime/model.py)
+        assert engine.model_id() == f"{os.path.abspath(exported.out)}#{folder_stamp(str(exported.out))}"
         outs = engine.generate([Request(messages=tuple(Message(m["role"], m["content"]) for m in messages),
                                         sampling=Sampling(max_tokens=16)) for messages in trained_prompts])
     finally:
@@ -396,7 +398,8 @@ def test_eval_takes_the_export_as_model(exported, tmp_path, capsys):
                  "--engine", "hf", "--model", str(exported.out), "--no-cache", "--no-progress",
                  "--max-tokens", "16", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert (results["engine"], results["model"], results["examples"]) == ("hf", os.path.abspath(exported.out), 2)
+    assert (results["engine"], results["model"], results["examples"]) == (
+        "hf", f"{os.path.abspath(exported.out)}#{folder_stamp(str(exported.out))}", 2)
     [system] = results["systems"]
     assert system["n"] == 2 and system["unparsed"] == 0
     # the trained model answers in a word (+ EOS), as its 'predict' rows taught it; the base talks on (~13)
