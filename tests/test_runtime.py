@@ -415,6 +415,24 @@ def test_an_adapter_trained_again_in_its_folder_does_not_read_the_first_ones_com
     assert eng.calls == [] and [r.outputs for r in third.examples()] == [r.outputs for r in second.examples()]
 
 
+def test_a_model_or_adapter_that_cannot_be_read_stops_the_run_naming_the_file(tmp_path):
+    """Their identities read their files (the cache keys hold them): a file that cannot be read is
+    an EngineError naming it, before any call, not an OSError's traceback."""
+    from s2c.runtime.engines.base import EngineError
+    from s2c.runtime.model import resolve_model
+
+    folder = tmp_path / "exported"
+    (folder / "config.json").mkdir(parents=True)  # read as a file: IsADirectoryError, even for root
+    with pytest.raises(EngineError, match=r"cannot read .*exported/config\.json: Is a directory"):
+        resolve_model(str(folder)).cache_identity
+    adapter = tmp_path / "lora"
+    (adapter / "adapter_model.safetensors").mkdir(parents=True)
+    eng = FakeEngine(default="Final answer: 4")
+    with pytest.raises(EngineError, match=r"cannot read .*lora/adapter_model\.safetensors: Is a directory"):
+        run(load_program(TWO_STEP), [("a", {"question": "2+2?"})], eng, tmp_path, "a", adapter=str(adapter))
+    assert eng.calls == []
+
+
 def test_a_model_folder_rewritten_in_place_is_another_model_in_the_cache(tmp_path):
     from s2c.runtime.model import EMBEDDED, ModelRef, resolve_model
 
@@ -431,3 +449,4 @@ def test_a_model_folder_rewritten_in_place_is_another_model_in_the_cache(tmp_pat
     (folder / "model.safetensors").write_bytes(weights[::-1])  # exported again: same size, other bytes
     assert resolve_model(str(folder)).cache_identity != first
     assert ModelRef(EMBEDDED, str(folder), True).cache_identity == "smollm2-135m"  # the embedded model: its name
+

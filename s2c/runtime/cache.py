@@ -17,7 +17,6 @@ from pathlib import Path
 
 from s2c.errors import S2Error
 from s2c.runtime.engines.base import Completion, Request
-from s2c.runtime.model import adapter_identity
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -47,9 +46,11 @@ def engine_model(engine, role: str = "default") -> str:
     return f"{getattr(engine, 'name', '?')}:{engine.model_id(role)}"
 
 
-def call_key(model_id: str, request: Request) -> str:
+def call_key(model_id: str, request: Request, adapter_id: str | None) -> str:
+    """adapter_id: `model.adapter_identity(request.adapter)`, found once per run by the caller (it
+    reads the adapter's weights)."""
     blob = json.dumps(
-        {"model": model_id, "input": request.payload(), "adapter": adapter_identity(request.adapter)},
+        {"model": model_id, "input": request.payload(), "adapter": adapter_id},
         sort_keys=True,
         ensure_ascii=False,
     )

@@ -42,6 +42,7 @@ from s2c.compiler import ir
 from s2c.compiler.functions import Failed, Skipped
 from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineFailure
+from s2c.runtime.model import adapter_identity
 from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
 
 GC_SECONDS = 5.0  # the cyclic GC's period during a run
@@ -160,6 +161,8 @@ class Executor:
         self.waiting0 = {n: sum(cp.nodes[p].kind != "input" for p in g.predecessors(n)) for n in self.order}
         self.roots = [n for n in self.order if self.waiting0[n] == 0]
         self.models = {n.role: engine_model(self.engine, n.role) for n in cp.llm_nodes()}
+        # the adapter's identity reads its weights: once per run, and only for a cache
+        self.adapter_id = adapter_identity(self.options.adapter) if self.cache.db is not None else None
 
     # ------------------------------------------------------------ run
     def run(self, rows: Iterable[tuple]) -> RunTotals:
@@ -342,7 +345,7 @@ class Executor:
         key = None
         have: dict[int, Completion] = {}
         if self.cache.db is not None:
-            key = call_key(self.models[node.role], req)
+            key = call_key(self.models[node.role], req, self.adapter_id)
             if node.id not in self.options.refresh:
                 have = self.cache.get(key, n)
             if len(have) == n:

@@ -6,6 +6,7 @@ safetensors folder in the user's cache directory; every engine then loads that f
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -54,16 +55,26 @@ def folder_stamp(path: str) -> str:
     h = hashlib.sha256()
     folder = Path(path)
     config = folder / "config.json"
-    h.update(config.read_bytes() if config.exists() else b"")
-    for f in sorted(folder.iterdir()) if folder.is_dir() else ():
-        if f.suffix in (".safetensors", ".bin", ".pt", ".gguf") and f.is_file():
-            size = f.stat().st_size
-            h.update(f"{f.name}\0{size}\n".encode())
-            with open(f, "rb") as fh:
-                for k in range(SAMPLES):
-                    fh.seek(max(0, size - BLOCK) * k // (SAMPLES - 1))
-                    h.update(fh.read(BLOCK))
+    with _reading(folder):
+        h.update(config.read_bytes() if config.exists() else b"")
+        for f in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if f.suffix in (".safetensors", ".bin", ".pt", ".gguf") and f.is_file():
+                size = f.stat().st_size
+                h.update(f"{f.name}\0{size}\n".encode())
+                with open(f, "rb") as fh:
+                    for k in range(SAMPLES):
+                        fh.seek(max(0, size - BLOCK) * k // (SAMPLES - 1))
+                        h.update(fh.read(BLOCK))
     return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _reading(folder: Path):
+    """A model or adapter folder that cannot be read stops the run before any call, naming the file."""
+    try:
+        yield
+    except OSError as e:
+        raise EngineError(f"cannot read {e.filename or folder}: {e.strerror or e}") from None
 
 
 def adapter_weights(path: str) -> list[Path]:
@@ -77,8 +88,9 @@ def adapter_identity(path: str | None) -> str | None:
     alone, its eval would read the earlier adapter's completions from the cache."""
     if path is None:
         return None
-    stamp = tuple((w.name, st.st_size, st.st_mtime_ns) for w in adapter_weights(path) for st in (w.stat(),))
-    return f"{os.path.abspath(path)}#{adapter_digest(path, stamp)}"
+    with _reading(Path(path)):
+        stamp = tuple((w.name, st.st_size, st.st_mtime_ns) for w in adapter_weights(path) for st in (w.stat(),))
+        return f"{os.path.abspath(path)}#{adapter_digest(path, stamp)}"
 
 
 @functools.lru_cache(maxsize=64)

@@ -30,7 +30,7 @@ def main():
             time.sleep(delay)
             with open(log_path, "a") as f:
                 for r in requests:
-                    f.write(call_key(self.model_id(r.role), r) + "\n")
+                    f.write(call_key(self.model_id(r.role), r, None) + "\n")  # no adapter
             return super().generate(requests)
 
     outcome = execute(cp, good, Slow(script), out, cache=CallCache(cache_path), options=RunOptions(window=2),
