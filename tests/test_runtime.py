@@ -450,3 +450,22 @@ def test_a_model_folder_rewritten_in_place_is_another_model_in_the_cache(tmp_pat
     assert resolve_model(str(folder)).cache_identity != first
     assert ModelRef(EMBEDDED, str(folder), True).cache_identity == "smollm2-135m"  # the embedded model: its name
 
+
+def test_the_store_appends_in_finishing_order_and_reads_in_input_order(tmp_path):
+    """Records are appended as examples finish (the table's rowid) and read back by their input
+    position (seq), whatever the order they finished in; a repeated id keeps the first."""
+    cp = load_program(TWO_STEP)
+    store = RunStore.create(tmp_path, cp, {})
+    store.COMMIT_ROWS = 3  # several transactions
+    finished = [5, 0, 3, 1, 4, 2, 7, 6]
+    for seq in finished:
+        variant = "~swap" if seq % 2 else ""
+        store.add(seq, f"e{seq // 2}{variant}", f"e{seq // 2}", variant, "ok", {"example_id": f"e{seq}"}, {})
+    store.add(8, "e0", "e0", "", "ok", {"example_id": "again"}, {})
+    store.close()
+    reader = RunStore.open(tmp_path)
+    assert [t["example_id"] for t in reader.traces()] == [f"e{s}" for s in range(8)]
+    assert reader.ids(originals=True) == ["e0", "e1", "e2", "e3"]
+    assert [t["example_id"] for t in reader.traces(originals=True)] == ["e0", "e2", "e4", "e6"]
+    assert reader.find_trace("e2~swap") == {"example_id": "e5"} and store.duplicates == ["e0"]
+    assert [rowid for (rowid,) in reader.db.execute("SELECT seq FROM examples ORDER BY rowid")] == finished

@@ -17,7 +17,9 @@ replaces it; a third less time per example than `NORMAL`), and records encoded b
 `json.loads` reads too).
 
     examples(seq, id, source, variant, status, trace, state, tag)
-      seq      the row's position in the input (perturbed copies follow their original)
+      seq      the row's position in the input (perturbed copies follow their original); the
+               table's own rowid is the order examples finished, so each record is appended at
+               the end of the table's B-tree rather than split into the middle of a page
       source   the original example's id; variant "" or the perturbation suffix ("~swap")
       status   ok | failed | unparsed
       trace    the trace record `s2c trace` shows (prompts, completions, values, tokens)
@@ -43,12 +45,17 @@ from s2c.errors import S2Error
 from s2c.runtime.values import ExampleValues, load_state
 
 FILE = "run.sqlite"
+# A BSM record is ~8 KB: in 4 KB pages each spills into a chain of overflow pages, each written on
+# its own (twice: the WAL, then the checkpoint). In 64 KB pages, appended in finishing order (the
+# rowid), records sit side by side: 47 -> 36 us per example to encode and write one, of which
+# ~19 us is the encoding (bench/store_write.py, docs/benchmarks.md).
+PAGE_SIZE = 65536
 _encode = msgspec.json.Encoder(enc_hook=str).encode  # UTF-8 JSON bytes; str() for anything else
 _decode = msgspec.json.decode
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS examples (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL UNIQUE,
     id TEXT NOT NULL UNIQUE,
     source TEXT NOT NULL,
     variant TEXT NOT NULL,
@@ -136,6 +143,7 @@ class RunStore:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)
         db = sqlite3.connect(path)
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL: a WAL database keeps its page size
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")  # derived data: see the module docstring
         db.executescript(SCHEMA)
@@ -155,10 +163,11 @@ class RunStore:
         if not self._buffer:
             return
         rows, self._buffer = self._buffer, []
-        with self.db:
-            try:
+        try:
+            with self.db:
                 self.db.executemany("INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)", rows)
-            except sqlite3.IntegrityError:  # a duplicate id in the data: keep the first, report the rest
+        except sqlite3.IntegrityError:  # a duplicate id in the data: keep the first, report the rest
+            with self.db:  # the batch again, row by row (the failed one was rolled back whole)
                 for r in rows:
                     try:
                         self.db.execute("INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)", r)
