@@ -242,7 +242,8 @@ def decode(v):
 
 def dump_state(values: ExampleValues) -> dict:
     """An example's per-instance values as JSON: {node: [[index, value], ...]}."""
-    return {nid: [[list(p), encode(v)] for p, v in inst.items()] for nid, inst in values.store.items()}
+    return {nid: [[list(p), v if type(v) is str else encode(v)] for p, v in inst.items()]  # mostly text
+            for nid, inst in values.store.items()}
 
 
 def load_state(cp: ir.CheckedProgram, data: dict) -> ExampleValues:
