@@ -36,6 +36,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+import msgspec
 import networkx as nx
 
 from s2c.compiler import ir
@@ -224,7 +225,7 @@ class Executor:
         while room > 0 and self.pool:
             it = heapq.heappop(self.pool)[1]
             n = it.node.sampling.n
-            req = it.request if not it.have else replace(
+            req = it.request if not it.have else msgspec.structs.replace(
                 it.request, sampling=replace(it.request.sampling, n=n - len(it.have)))  # only what's missing
             self.engine.submit(it, req)
             room -= 1
