@@ -481,3 +481,19 @@ def test_loop_fields_render_as_jinja_renders_them_and_the_sandbox_still_holds():
                    "{{ cs.__class__ }}", "{{ cs.append }}"):
         with pytest.raises(SecurityError, match="unsafe"):
             render(unsafe, values)
+
+
+def test_jinja_globals_render_as_jinja_renders_them():
+    """templates.compiled keeps a template's globals as a plain dict (a ChainMap was half of a
+    render): range, dict, namespace, cycler and joiner are there as in jinja's own environment,
+    and a value named like one of them still wins."""
+    import jinja2
+    from jinja2 import StrictUndefined
+
+    source = ("{% for i in range(3) %}{{ i }}{% endfor %};{{ dict(a=1) }};{% set ns = namespace(n=0) %}"
+              "{% for c in cs %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }};{% set cy = cycler('a', 'b') %}"
+              "{{ cy.next() }}{{ cy.next() }}{{ cy.next() }};{% set j = joiner('+') %}{% for c in cs %}{{ j() }}{{ c }}{% endfor %}")
+    values = {"cs": ["x", "y"]}
+    expected = jinja2.Environment(undefined=StrictUndefined).from_string(source).render(values)
+    assert expected == "012;{'a': 1};2;aba;x+y" and render(source, values) == expected
+    assert render("{{ range }}", {"range": "mine"}) == "mine"

@@ -51,7 +51,12 @@ RENDER_ERRORS = (TemplateError, TypeError, ValueError, ArithmeticError, LookupEr
 
 @functools.lru_cache(maxsize=4096)
 def compiled(source: str):
-    return environment().from_string(source)
+    template = environment().from_string(source)
+    # jinja keeps a template's globals as a ChainMap over the environment's, and copies them into
+    # every render's context: iterating a ChainMap is slow Python, half of rendering BSM's merge
+    # prompt (17.6 -> 9 us). The environment's globals never change after it is made: a plain dict.
+    template.globals = dict(template.globals)
+    return template
 
 
 @functools.lru_cache(maxsize=4096)
