@@ -107,15 +107,14 @@ class ExampleValues:
                     bad = find_failed(v)
                 if bad is not None:
                     return carried(bad, node_id)
-            what = f"{expr.fn}()" if expr.fn.isidentifier() else f"'{expr.fn}'"
             try:
                 return fn.impl(*args, **kwargs)
             except NoMatch as e:
-                return Failed(f"{what}: {e}", node_id, unparsed=True)
+                return Failed(f"{_called(expr)}: {e}", node_id, unparsed=True)
             except TransformError as e:
-                return Failed(f"{what}: {e}", node_id)
+                return Failed(f"{_called(expr)}: {e}", node_id)
             except (TypeError, ValueError, AttributeError) as e:
-                return Failed(f"{what}: {type(e).__name__}: {e}", node_id)
+                return Failed(f"{_called(expr)}: {type(e).__name__}: {e}", node_id)
         raise TypeError(expr)  # a bug in s2c
 
     def request(self, node: ir.Node, prefix: tuple, adapter: str | None = None) -> Request | Failed:
@@ -158,6 +157,11 @@ class ExampleValues:
                     return depends_on(bad)
             out[var] = v
         return out
+
+
+def _called(call: ir.FnCall) -> str:
+    """How a failure names the function or operator that failed: `lines()`, `'+'`."""
+    return f"{call.fn}()" if call.fn.isidentifier() else f"'{call.fn}'"
 
 
 def _reader(cp: ir.CheckedProgram, ref: ir.Ref, ctx_loops: tuple[str, ...]):
