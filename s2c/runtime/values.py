@@ -75,47 +75,13 @@ class ExampleValues:
     # ------------------------------------------------------------ evaluating
     def eval(self, expr: ir.IRExpr, prefix: tuple, ctx_loops: tuple[str, ...], node_id: str,
              extra: dict[str, Any] | None = None):
-        """Evaluate a transform expression; Failed when it or what it reads failed."""
-        if isinstance(expr, ir.Const):
-            return expr.value
-        if isinstance(expr, ir.RefExpr):
-            if extra and isinstance(expr.ref, ir.NodeRef) and expr.ref.node in extra:
-                return extra[expr.ref.node]
-            return self.lookup(expr.ref, prefix, ctx_loops)
-        if isinstance(expr, ir.ListE):
-            items = [self.eval(i, prefix, ctx_loops, node_id, extra) for i in expr.items]
-            bad = next((i for i in items if isinstance(i, Failed)), None)
-            return bad or items
-        if isinstance(expr, ir.LoopIndex):
-            return prefix[ctx_loops.index(expr.loop)]
-        if isinstance(expr, ir.Pick):
-            items = self.eval(expr.items, prefix, ctx_loops, node_id, extra)
-            if isinstance(items, Failed):
-                return carried(items, node_id)
-            if expr.index < len(items):
-                return self.eval(expr.then, prefix, ctx_loops, node_id, extra)
-            if expr.otherwise is None:
-                return Skipped(f"not run: the list has {len(items)} items, this is item {expr.index + 1}", node_id)
-            return self.eval(expr.otherwise, prefix, ctx_loops, node_id, extra)
-        if isinstance(expr, ir.FnCall):
-            fn = F.function(expr.fn)
-            args = [self.eval(a, prefix, ctx_loops, node_id, extra) for a in expr.args]
-            kwargs = {k: self.eval(v, prefix, ctx_loops, node_id, extra) for k, v in expr.kwargs}
-            for v in (*args, *kwargs.values()):
-                bad = v if isinstance(v, Failed) else None
-                if bad is None and not fn.aggregates:
-                    bad = find_failed(v)
-                if bad is not None:
-                    return carried(bad, node_id)
-            try:
-                return fn.impl(*args, **kwargs)
-            except NoMatch as e:
-                return Failed(f"{_called(expr)}: {e}", node_id, unparsed=True)
-            except TransformError as e:
-                return Failed(f"{_called(expr)}: {e}", node_id)
-            except (TypeError, ValueError, AttributeError) as e:
-                return Failed(f"{_called(expr)}: {type(e).__name__}: {e}", node_id)
-        raise TypeError(expr)  # a bug in s2c
+        """Evaluate a transform expression; Failed when it or what it reads failed. `extra`: values
+        for some node names, read instead of the example's (a parse reading `completion`)."""
+        key = ("expr", id(expr), ctx_loops, node_id)  # the closure keeps `expr`: its id stays its own
+        run = self.cp.readers.get(key)
+        if run is None:
+            run = self.cp.readers[key] = _evaluator(self.cp, expr, ctx_loops, node_id)
+        return run(self, prefix, extra)
 
     def request(self, node: ir.Node, prefix: tuple, adapter: str | None = None) -> Request | Failed:
         """The request one instance of an llm node sends: its prompt rendered on this example's
@@ -157,6 +123,77 @@ class ExampleValues:
                     return depends_on(bad)
             out[var] = v
         return out
+
+
+def _evaluator(cp: ir.CheckedProgram, expr: ir.IRExpr, ctx_loops: tuple[str, ...], node_id: str):
+    """A transform expression as a function of (values, index, extra), worked out once per program
+    and place, as _reader does for references: the dispatch on the expression's kind and the
+    function lookups happen here, not on every evaluation."""
+    if isinstance(expr, ir.Const):
+        value = expr.value
+        return lambda vals, prefix, extra: value
+    if isinstance(expr, ir.RefExpr):
+        ref = expr.ref
+        if not isinstance(ref, ir.NodeRef):
+            read = _reader(cp, ref, ctx_loops)
+            return lambda vals, prefix, extra: read(vals, prefix)
+        name = ref.node
+        if name not in cp.nodes:  # a name only `extra` has (a parse's `completion`)
+            return lambda vals, prefix, extra: extra[name] if extra and name in extra else vals.lookup(ref, prefix, ctx_loops)
+        read = _reader(cp, ref, ctx_loops)
+        return lambda vals, prefix, extra: extra[name] if extra and name in extra else read(vals, prefix)
+    if isinstance(expr, ir.ListE):
+        parts = [_evaluator(cp, i, ctx_loops, node_id) for i in expr.items]
+
+        def list_of(vals, prefix, extra):
+            items = [part(vals, prefix, extra) for part in parts]
+            bad = next((i for i in items if isinstance(i, Failed)), None)
+            return bad or items
+        return list_of
+    if isinstance(expr, ir.LoopIndex):
+        level = ctx_loops.index(expr.loop)
+        return lambda vals, prefix, extra: prefix[level]
+    if isinstance(expr, ir.Pick):
+        items_of = _evaluator(cp, expr.items, ctx_loops, node_id)
+        then = _evaluator(cp, expr.then, ctx_loops, node_id)
+        otherwise = None if expr.otherwise is None else _evaluator(cp, expr.otherwise, ctx_loops, node_id)
+        index = expr.index
+
+        def pick(vals, prefix, extra):
+            items = items_of(vals, prefix, extra)
+            if isinstance(items, Failed):
+                return carried(items, node_id)
+            if index < len(items):
+                return then(vals, prefix, extra)
+            if otherwise is None:
+                return Skipped(f"not run: the list has {len(items)} items, this is item {index + 1}", node_id)
+            return otherwise(vals, prefix, extra)
+        return pick
+    if isinstance(expr, ir.FnCall):
+        fn = F.function(expr.fn)
+        impl, aggregates = fn.impl, fn.aggregates
+        args = [_evaluator(cp, a, ctx_loops, node_id) for a in expr.args]
+        kwargs = [(k, _evaluator(cp, v, ctx_loops, node_id)) for k, v in expr.kwargs]
+
+        def call(vals, prefix, extra):
+            a = [arg(vals, prefix, extra) for arg in args]
+            kw = {k: arg(vals, prefix, extra) for k, arg in kwargs}
+            for v in (*a, *kw.values()):
+                bad = v if isinstance(v, Failed) else None
+                if bad is None and not aggregates:
+                    bad = find_failed(v)
+                if bad is not None:
+                    return carried(bad, node_id)
+            try:
+                return impl(*a, **kw)
+            except NoMatch as e:
+                return Failed(f"{_called(expr)}: {e}", node_id, unparsed=True)
+            except TransformError as e:
+                return Failed(f"{_called(expr)}: {e}", node_id)
+            except (TypeError, ValueError, AttributeError) as e:
+                return Failed(f"{_called(expr)}: {type(e).__name__}: {e}", node_id)
+        return call
+    raise TypeError(expr)  # a bug in s2c
 
 
 def _called(call: ir.FnCall) -> str:
