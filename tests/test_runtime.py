@@ -428,9 +428,12 @@ def test_a_model_or_adapter_that_cannot_be_read_stops_the_run_naming_the_file(tm
     adapter = tmp_path / "lora"
     (adapter / "adapter_model.safetensors").mkdir(parents=True)
     eng = FakeEngine(default="Final answer: 4")
+    cp = load_program(TWO_STEP)
+    run(cp, [("a", {"question": "2+2?"})], eng, tmp_path, "a")  # an earlier run into the same folder
+    eng.calls.clear()
     with pytest.raises(EngineError, match=r"cannot read .*lora/adapter_model\.safetensors: Is a directory"):
-        run(load_program(TWO_STEP), [("a", {"question": "2+2?"})], eng, tmp_path, "a", adapter=str(adapter))
-    assert eng.calls == []
+        run(cp, [("a", {"question": "2+2?"})], eng, tmp_path, "a", adapter=str(adapter))
+    assert eng.calls == [] and [t["example_id"] for t in RunStore.open(tmp_path / "a").traces()] == ["a"]
 
 
 def test_a_model_folder_rewritten_in_place_is_another_model_in_the_cache(tmp_path):

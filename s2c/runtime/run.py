@@ -125,12 +125,16 @@ def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str |
     every `progress` seconds (a number); False for none."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    store = RunStore.create(run_dir, cp, {"program_file": cp.program.file, "engine": getattr(engine, "name", "?"),
-                                          "adapter": options.adapter, **(meta or {})})
+    about = {"program_file": cp.program.file, "engine": getattr(engine, "name", "?"), "adapter": options.adapter,
+             **(meta or {})}
     if isinstance(engine, Shards):
+        store = RunStore.create(run_dir, cp, about)
         return _execute_shards(cp, rows, engine, run_dir, store, cache, options, skipped, meta, console)
     bars = _Progress(cp, engine, console, PROGRESS_EVERY if progress is True else progress) if progress else None
-    ex = Executor(cp, engine, cache=cache, options=options, store=store, progress=bars)
+    # The executor finds the model's and the adapter's identities (reading their files) first: one
+    # that cannot be read stops the run before the folder's earlier store is replaced.
+    ex = Executor(cp, engine, cache=cache, options=options, progress=bars)
+    store = ex.store = RunStore.create(run_dir, cp, about)
     if bars:
         rows = bars.follow(rows, ex.totals)
     startup0 = _startup_seconds(engine)  # an engine serving several runs (eval) starts in one of them
