@@ -86,16 +86,19 @@ def adapter_identity(path: str | None) -> str | None:
     """Identity of a LoRA adapter for cache keys: its path with a digest of its weights. Training
     again into the same folder (`s2c train` resumes there) makes another adapter; keyed by its path
     alone, its eval would read the earlier adapter's completions from the cache."""
-    if path is None:
-        return None
+    return None if path is None else f"{os.path.abspath(path)}#{adapter_digest(path)}"
+
+
+def adapter_digest(path: str) -> str:
+    """sha256 of an adapter's weights: read once per process while their names, sizes and
+    modification times stay as they are (megabytes)."""
     with _reading(Path(path)):
         stamp = tuple((w.name, st.st_size, st.st_mtime_ns) for w in adapter_weights(path) for st in (w.stat(),))
-        return f"{os.path.abspath(path)}#{adapter_digest(path, stamp)}"
+        return _weights_digest(path, stamp)
 
 
 @functools.lru_cache(maxsize=64)
-def adapter_digest(path: str, stamp: tuple = ()) -> str:
-    """sha256 of an adapter's weights (megabytes: read once per process and stamp)."""
+def _weights_digest(path: str, stamp: tuple) -> str:  # `stamp` keys the memo: weights written again are read again
     h = hashlib.sha256()
     for w in adapter_weights(path):
         h.update(w.read_bytes())

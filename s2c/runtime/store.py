@@ -47,8 +47,8 @@ from s2c.runtime.values import ExampleValues, load_state
 FILE = "run.sqlite"
 # A BSM record is ~8 KB: in 4 KB pages each spills into a chain of overflow pages, each written on
 # its own (twice: the WAL, then the checkpoint). In 64 KB pages, appended in finishing order (the
-# rowid), records sit side by side: 47 -> 36 us per example to encode and write one, of which
-# ~19 us is the encoding (bench/store_write.py, docs/benchmarks.md).
+# rowid), records sit side by side: 43-47 -> 32-36 us per example to encode and write one, of
+# which ~16 us is the encoding (bench/store_write.py, docs/benchmarks.md).
 PAGE_SIZE = 65536
 _encode = msgspec.json.Encoder(enc_hook=str).encode  # UTF-8 JSON bytes; str() for anything else
 _decode = msgspec.json.decode

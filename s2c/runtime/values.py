@@ -77,11 +77,11 @@ class ExampleValues:
              extra: dict[str, Any] | None = None):
         """Evaluate a transform expression; Failed when it or what it reads failed. `extra`: values
         for some node names, read instead of the example's (a parse reading `completion`)."""
-        key = ("expr", id(expr), ctx_loops, node_id)  # the closure keeps `expr`: its id stays its own
-        run = self.cp.readers.get(key)
-        if run is None:
-            run = self.cp.readers[key] = _evaluator(self.cp, expr, ctx_loops, node_id)
-        return run(self, prefix, extra)
+        key = ("expr", id(expr), ctx_loops, node_id)
+        memo = self.cp.readers.get(key)
+        if memo is None:  # the memo holds `expr` too, so no other expression can take its id
+            memo = self.cp.readers[key] = (expr, _evaluator(self.cp, expr, ctx_loops, node_id))
+        return memo[1](self, prefix, extra)
 
     def request(self, node: ir.Node, prefix: tuple, adapter: str | None = None) -> Request | Failed:
         """The request one instance of an llm node sends: its prompt rendered on this example's
@@ -137,10 +137,9 @@ def _evaluator(cp: ir.CheckedProgram, expr: ir.IRExpr, ctx_loops: tuple[str, ...
         if not isinstance(ref, ir.NodeRef):
             read = _reader(cp, ref, ctx_loops)
             return lambda vals, prefix, extra: read(vals, prefix)
-        name = ref.node
-        if name not in cp.nodes:  # a name only `extra` has (a parse's `completion`)
-            return lambda vals, prefix, extra: extra[name] if extra and name in extra else vals.lookup(ref, prefix, ctx_loops)
-        read = _reader(cp, ref, ctx_loops)
+        name = ref.node  # read from `extra` when it has the name (a parse's `completion` is no node)
+        read = _reader(cp, ref, ctx_loops) if name in cp.nodes else (
+            lambda vals, prefix: vals.lookup(ref, prefix, ctx_loops))
         return lambda vals, prefix, extra: extra[name] if extra and name in extra else read(vals, prefix)
     if isinstance(expr, ir.ListE):
         parts = [_evaluator(cp, i, ctx_loops, node_id) for i in expr.items]
