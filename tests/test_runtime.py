@@ -415,6 +415,19 @@ def test_an_adapter_trained_again_in_its_folder_does_not_read_the_first_ones_com
     assert eng.calls == [] and [r.outputs for r in third.examples()] == [r.outputs for r in second.examples()]
 
 
+def test_an_adapters_digest_follows_its_weights_within_one_process(tmp_path):
+    """`eval --merge-adapters` names the merged folder by adapter_digest: weights written again
+    (another size) in the same process give another digest, though the digest is memoized."""
+    from s2c.runtime.model import adapter_digest
+
+    weights = tmp_path / "adapter_model.safetensors"
+    weights.write_bytes(b"first")
+    first = adapter_digest(str(tmp_path))
+    assert adapter_digest(str(tmp_path)) == first
+    weights.write_bytes(b"trained again, other weights")
+    assert adapter_digest(str(tmp_path)) != first
+
+
 def test_a_model_or_adapter_that_cannot_be_read_stops_the_run_naming_the_file(tmp_path):
     """Their identities read their files (the cache keys hold them): a file that cannot be read is
     an EngineError naming it, before any call, not an OSError's traceback."""
