@@ -8,7 +8,7 @@ import pytest
 from engine_fixtures import judge_script
 
 from s2c.compiler.pipeline import load_program
-from s2c.distill.compile import compile_program, read_verdicts, run_id_for
+from s2c.distill.build import distill_program, read_verdicts, run_id_for
 from s2c.distill.curate import normalize
 from s2c.distill.write import split_of
 from s2c.runtime.cache import CallCache
@@ -28,7 +28,7 @@ def rows_of(cp, raw):
 
 
 def compile_(cp, raw, engine, tmp_path, **kw):
-    return compile_program(cp, rows_of(cp, raw), engine, tmp_path / "ds", cache=CallCache(tmp_path / "c.sqlite"),
+    return distill_program(cp, rows_of(cp, raw), engine, tmp_path / "ds", cache=CallCache(tmp_path / "c.sqlite"),
                            data="fixture", progress=False, **kw)
 
 
@@ -138,12 +138,12 @@ def test_recompiling_with_a_changed_rule_reuses_every_call(tmp_path):
     cp = load_program(SAMPLES)
     cache = CallCache(tmp_path / "c.sqlite")
     raw = [{"id": f"q{i}", "question": f"q{i}"} for i in range(3)]
-    compile_program(cp, rows_of(cp, raw), FakeEngine(lambda r, i: f"Answer: {i % 2}"), tmp_path / "a",
+    distill_program(cp, rows_of(cp, raw), FakeEngine(lambda r, i: f"Answer: {i % 2}"), tmp_path / "a",
                     cache=cache, data="x", progress=False)
     loose = tmp_path / "samples.s2"
     loose.write_text(SAMPLES.read_text().replace("min_share=0.6", "min_share=0.5"))
     eng = FakeEngine(lambda r, i: f"Answer: {i % 2}")
-    res = compile_program(load_program(loose), rows_of(cp, raw), eng, tmp_path / "b", cache=cache, data="x",
+    res = distill_program(load_program(loose), rows_of(cp, raw), eng, tmp_path / "b", cache=cache, data="x",
                           progress=False)
     assert eng.batches == [] and res.report["kept"] == 3
 

@@ -15,7 +15,7 @@ from helpers.llm_server import MARKUP, Fault, serve
 
 from s2c.cli import main
 from s2c.compiler.pipeline import load_program
-from s2c.distill.compile import compile_program, read_verdicts
+from s2c.distill.build import distill_program, read_verdicts
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine, request_text
 
@@ -164,7 +164,7 @@ def test_dropped_shows_a_curation_reason_that_holds_markup(tmp_path, capsys):
     program.write_text(SWAP)
     cp = load_program(program)
     ds = markup_dir(tmp_path) / "ds"
-    compile_program(cp, [("[/x]", {"question": "which?", "a": "one", "b": "two"})], FakeEngine(first_option), ds,
+    distill_program(cp, [("[/x]", {"question": "which?", "a": "one", "b": "two"})], FakeEngine(first_option), ds,
                     cache=CallCache(None), data="fixture", progress=False)
     reason = read_verdicts(ds)["[/x]"]["reason"]
     assert reason == "consistent: answer changes under swap ([bold]one[/x] vs [bold]two[/x])"

@@ -15,7 +15,7 @@ from test_eval import fake_engine, write_rows  # noqa: F401  (the fixture is use
 
 from s2c.cli import main
 from s2c.compiler.pipeline import load_program
-from s2c.distill.compile import compile_program
+from s2c.distill.build import distill_program
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine
 from s2c.runtime.run import execute, validate_rows
@@ -38,7 +38,7 @@ def compiled(tmp_path) -> Path:
     cp = load_program(TWO_STEP)
     rows, problems = validate_rows(cp, ROWS)
     assert not problems
-    compile_program(cp, rows, FakeEngine(reply, fail=["crash"]), tmp_path / "ds",
+    distill_program(cp, rows, FakeEngine(reply, fail=["crash"]), tmp_path / "ds",
                     cache=CallCache(tmp_path / "c.sqlite"), data="fixture", progress=False)
     return tmp_path / "ds"
 

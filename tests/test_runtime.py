@@ -25,7 +25,7 @@ from s2c.runtime.engines.fake import FakeEngine
 from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import execute, validate_rows
 from s2c.runtime.store import RunStore
-from s2c.runtime.trace_view import find_trace, render_trace
+from s2c.report.trace_view import find_trace, render_trace
 
 HERE = Path(__file__).parent
 TWO_STEP = HERE / "fixtures" / "programs" / "two_step.s2"
@@ -356,7 +356,7 @@ def test_layering_lower_stages_do_not_import_higher_ones():
     bad += [f"curate.py: {m}" for m in imports(pkg / "distill" / "curate.py") if m == "s2c.runtime.executor"]
     bad += [f"metrics.py: {m}" for m in imports(pkg / "evaluate" / "metrics.py") if m.startswith("s2c.distill")]
     for path in pkg.rglob("cli.py"):
-        if path.parent != pkg:  # subcommands take their helpers from below (s2c.cliutil), never from s2c.cli
+        if path.parent != pkg:  # subcommands take their helpers from below (s2c.cli.common), never from s2c.cli
             bad += [f"{path.relative_to(pkg)}: {m}" for m in imports(path) if m == "s2c.cli"]
     assert not bad
 

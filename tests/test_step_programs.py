@@ -12,7 +12,7 @@ import pytest
 
 from s2c.compiler.pipeline import load_program
 from s2c.data import load_source
-from s2c.distill.compile import compile_program
+from s2c.distill.build import distill_program
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine, request_text
 from s2c.runtime.run import validate_rows
@@ -39,7 +39,7 @@ def compile_steps(name, rows, engine, tmp_path):
     cp = load_program(REPO / "examples" / f"{name}.s2")
     good, problems = validate_rows(cp, rows)
     assert not problems
-    return compile_program(cp, good, engine, tmp_path / "ds", cache=CallCache(tmp_path / "c.sqlite"),
+    return distill_program(cp, good, engine, tmp_path / "ds", cache=CallCache(tmp_path / "c.sqlite"),
                            data="fixture", progress=False)
 
 

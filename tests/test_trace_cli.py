@@ -12,7 +12,7 @@ from engine_fixtures import judge_script
 
 from s2c.cli import main
 from s2c.compiler.pipeline import load_program
-from s2c.distill.compile import compile_program, read_verdicts
+from s2c.distill.build import distill_program, read_verdicts
 from s2c.runtime import cli as runtime_cli
 from s2c.runtime import engines
 from s2c.runtime.cache import CallCache
@@ -56,7 +56,7 @@ def ds(tmp_path) -> Path:
     program = tmp_path / "two_step.s2"  # a copy the tests may change or delete
     shutil.copy(TWO_STEP, program)
     cp = load_program(program)
-    compile_program(cp, rows(cp), fake(), tmp_path / "ds", cache=CallCache(tmp_path / "c.sqlite"), data="fixture",
+    distill_program(cp, rows(cp), fake(), tmp_path / "ds", cache=CallCache(tmp_path / "c.sqlite"), data="fixture",
                     progress=False)
     return tmp_path / "ds"
 
@@ -151,7 +151,7 @@ def test_nothing_failed_or_dropped_is_an_answer_not_an_error(run_dir, tmp_path, 
     assert err.strip() == "no example failed or was unparsed: all 2 are ok"
 
     cp = load_program(TWO_STEP)
-    compile_program(cp, rows(cp, ROWS[3:]), fake(), tmp_path / "one", cache=CallCache(tmp_path / "c.sqlite"),
+    distill_program(cp, rows(cp, ROWS[3:]), fake(), tmp_path / "one", cache=CallCache(tmp_path / "c.sqlite"),
                     data="fixture", progress=False)
     rc, out, err = trace(capsys, tmp_path / "one", "--dropped")
     assert (rc, out) == (0, "")
@@ -228,7 +228,7 @@ def test_a_perturbed_copy_shows_its_originals_verdict_and_is_not_scored(tmp_path
     raw = [{"id": f"e{i}", "question": f"Q{i}", "label": "A" if i % 2 else "B",
             "response_a": "a good answer" if i % 2 else "a bad answer",
             "response_b": "a bad answer" if i % 2 else "a good answer"} for i in range(2)]
-    compile_program(cp, rows(cp, raw), FakeEngine(judge_script(bias_a={"Q0"})), tmp_path / "ds",
+    distill_program(cp, rows(cp, raw), FakeEngine(judge_script(bias_a={"Q0"})), tmp_path / "ds",
                     cache=CallCache(tmp_path / "c.sqlite"), data="fixture", progress=False)
     rc, out, _ = trace(capsys, tmp_path / "ds", "--example", "e0")
     assert rc == 0 and "gold label: B · output verdict: A · ✗ incorrect (agreement)" in out

@@ -25,7 +25,7 @@ from pathlib import Path
 from s2c.compiler import ir
 from s2c.errors import S2Error
 from s2c.runtime.store import FILE
-from s2c.runtime.trace_view import AnswerChecker, open_folder, open_store
+from s2c.report.trace_view import AnswerChecker, open_folder, open_store
 
 CHUNK = 200  # examples per compressed trace chunk
 SHORT = 160  # characters of an output or gold value kept in the index
@@ -95,7 +95,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def collect(src: Sources) -> Report:
-    from s2c.distill.compile import read_verdicts
+    from s2c.distill.build import read_verdicts
 
     summary = _read_json(src.run_dir / "summary.json")
     notes = list(src.notes)
@@ -161,7 +161,7 @@ def _node_table(summary: dict) -> list[dict]:
 
 def _examples(src: Sources, verdicts: dict | None, results: dict | None) -> Iterator[tuple[dict, dict]]:
     """(index entry, detail) per original example, in input order."""
-    from s2c.distill.compile import reason_class
+    from s2c.distill.build import reason_class
     from s2c.runtime.store import RunStore
 
     system1 = _system1_rows(src.root) if src.kind == "compile" else {}

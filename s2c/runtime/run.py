@@ -8,7 +8,7 @@ A run directory holds:
   rows.json      rows that were skipped, with why
   load.csv       the engine's load every quarter second: requests in flight (s2c's count) and,
                  with vLLM, how many its scheduler runs in the batch and holds waiting
-  engine.log     what the engine and its libraries printed (written by the CLI, s2c/cliutil.py)
+  engine.log     what the engine and its libraries printed (written by the CLI, s2c/cli/common.py)
 """
 from __future__ import annotations
 

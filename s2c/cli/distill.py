@@ -14,7 +14,7 @@ EXAMPLE = """example:
 def cmd_compile(args) -> int:
     from rich.text import Text
 
-    from s2c.cliutil import (
+    from s2c.cli.common import (
         ENGINE_LOG,
         check_run_args,
         engine_output,
@@ -25,9 +25,9 @@ def cmd_compile(args) -> int:
         progress_setting,
         run_options,
     )
-    from s2c.cliutil import console as make_console
+    from s2c.cli.common import console as make_console
     from s2c.compiler.pipeline import load_program
-    from s2c.distill.compile import compile_program
+    from s2c.distill.build import distill_program
     from s2c.distill.curate import with_curation
     from s2c.errors import S2Error
     from s2c.runtime.run import exit_code, token_table
@@ -49,7 +49,7 @@ def cmd_compile(args) -> int:
         engine = open_engine(args, cp, log)
         cache = open_cache(args)
         try:
-            res = compile_program(cp, rows, engine, out, cache=cache, data=args.data, options=run_options(args),
+            res = distill_program(cp, rows, engine, out, cache=cache, data=args.data, options=run_options(args),
                                   fmt=args.format, seed=args.seed, val_split=args.val_split, skipped=problems,
                                   console=console, progress=progress, curation=args.curation)
         finally:
@@ -76,7 +76,7 @@ def cmd_compile(args) -> int:
 
 
 def register(sub) -> None:
-    from s2c.cliutil import add_data_args, add_engine_args
+    from s2c.cli.common import add_data_args, add_engine_args
 
     c = sub.add_parser("compile", help="run a System-2 program and write curated System-1 training data",
                        description="Run the program over the data (cached, resumable), curate the outputs with the "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from s2c.cliutil import ENGINE_LOG, add_data_args, add_engine_args, check_run_args, console as make_console, \
+from s2c.cli.common import ENGINE_LOG, add_data_args, add_engine_args, check_run_args, console as make_console, \
     engine_output, load_rows, open_cache, open_engine, own, progress_setting, run_options
 
 RUN_EXAMPLE = """example:
@@ -47,7 +47,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_trace(args) -> int:
-    from s2c.runtime.trace_view import Selection, show
+    from s2c.report.trace_view import Selection, show
 
     sel = Selection(args.example, args.failed, args.dropped, args.limit)
     return show(Path(args.run), sel, node=args.node, full=args.full, out=make_console(stderr=False),

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from s2c.cliutil import console
+from s2c.cli.common import console
 from s2c.errors import CheckError, S2Error, render_all
 from s2c.runtime.engines.base import EngineError
 
@@ -94,14 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("file", metavar="FILE")
     g.add_argument("--format", choices=["tree", "dot", "mermaid", "json"], default="tree")
 
-    for module in ("s2c.runtime.cli", "s2c.distill.cli", "s2c.train.cli", "s2c.train.export_cli", "s2c.evaluate.cli",
-                   "s2c.report.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
+    from s2c.cli import distill, eval, export, report, run, train
+
+    for mod in (run, distill, train, export, eval, report):
         mod.register(sub)
     return p
 

@@ -38,7 +38,7 @@ from rich.text import Text
 
 from s2c.compiler import ir
 from s2c.compiler.system1 import ANSWER, system1_program
-from s2c.distill.compile import CURATION, read_verdicts
+from s2c.distill.build import CURATION, read_verdicts
 from s2c.errors import S2Error, did_you_mean
 from s2c.evaluate.evaluate import System
 from s2c.evaluate.metrics import correct

@@ -29,7 +29,7 @@ MAX_LABELS = 1000  # distinct kept labels counted: free-text targets would make 
 
 
 @dataclass
-class CompileResult:
+class DistillResult:
     out: Path
     sizes: dict[str, dict]  # split -> {"rows": ..., "examples": ...}
     report: dict
@@ -57,10 +57,10 @@ def with_perturbed(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], seed: in
             yield ex_id + suffix, prow, {"source": ex_id, "variant": suffix, "info": info}
 
 
-def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine, out: str | Path, *, cache,
+def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine, out: str | Path, *, cache,
                     data: str, options: RunOptions = RunOptions(), fmt: str | None = None, seed: int = 0,
                     val_split: float = 0.0, skipped: list[str] = (), console=None,
-                    progress: bool = True, curation: str = "program") -> CompileResult:
+                    progress: bool = True, curation: str = "program") -> DistillResult:
     out = Path(out)
     cp = with_curation(cp, curation)
     fmt = fmt or cp.format
@@ -121,7 +121,7 @@ def compile_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine,
     rep = report.as_dict()
     verdicts.close()
     sizes = writer.close(meta, rep)
-    return CompileResult(out, sizes, rep, {**meta, "rows": {k: v["rows"] for k, v in sizes.items()}})
+    return DistillResult(out, sizes, rep, {**meta, "rows": {k: v["rows"] for k, v in sizes.items()}})
 
 
 CURATION = "curation.jsonl"

@@ -10,7 +10,7 @@ EXAMPLE = """example:
 
 
 def cmd_eval(args) -> int:
-    from s2c.cliutil import (
+    from s2c.cli.common import (
         ENGINE_LOG,
         check_run_args,
         engine_output,
@@ -21,7 +21,7 @@ def cmd_eval(args) -> int:
         progress_setting,
         run_options,
     )
-    from s2c.cliutil import console as make_console
+    from s2c.cli.common import console as make_console
     from s2c.compiler.pipeline import load_program
     from s2c.errors import S2Error
     from s2c.evaluate.evaluate import (
@@ -96,7 +96,7 @@ def cmd_eval(args) -> int:
 
 
 def register(sub) -> None:
-    from s2c.cliutil import add_data_args, add_engine_args
+    from s2c.cli.common import add_data_args, add_engine_args
 
     e = sub.add_parser("eval", help="compare System 1, System 2 and distilled System 1 on held-out data",
                        description="Evaluate the base model with the System-1 prompt, the System-2 program, and "

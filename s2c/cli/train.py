@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from s2c.cliutil import add_output_args
+from s2c.cli.common import add_output_args
 
 DESCRIPTION = """\
 Fine-tune a LoRA adapter on the dataset folder `s2c compile` wrote (TRL SFT: the loss is on
@@ -52,7 +52,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Train; print the adapter folder on stdout (progress and messages go to stderr)."""
-    from s2c.cliutil import check_out, console, engine_output, screen
+    from s2c.cli.common import check_out, console, engine_output, screen
     from s2c.train.sft import default_out, train
 
     out = Path(args.out) if args.out else default_out(args.dataset_dir)
