@@ -35,10 +35,10 @@ def vocabulary() -> list[str]:
 
 def compile_bsm(n: int, out: Path) -> float:
     from s2c.compiler.pipeline import load_program
-    from s2c.distill.build import distill_program
+    from s2c.distill.build import DistillSettings, distill_program
     from s2c.runtime.cache import CallCache
     from s2c.runtime.engines.fake import FakeEngine
-    from s2c.runtime.run import validate_rows
+    from s2c.runtime.run import Runner, validate_rows
 
     words = vocabulary()
 
@@ -61,7 +61,7 @@ def compile_bsm(n: int, out: Path) -> float:
     rows, problems = validate_rows(cp, raw)
     assert not problems
     t0 = time.perf_counter()
-    distill_program(cp, rows, FakeEngine(reply), out, cache=CallCache(None), data="bench", progress=False)
+    distill_program(cp, rows, Runner(FakeEngine(reply), CallCache(None), progress=False), out, DistillSettings(data="bench"))
     return time.perf_counter() - t0
 
 

@@ -1,9 +1,12 @@
 """s2c: compile System-2 LLM programs into System-1 training data.
 
     >>> import s2c
-    >>> prog = s2c.load("bsm.s2")      # parse + check + graph; raises s2c.CheckError on errors
+    >>> prog = s2c.Program.load("bsm.s2")      # parse + check + graph; raises s2c.CheckError on errors
     >>> prog.graph.number_of_nodes() > 0
     True
+
+The API (s2c/api.py, docs/python.md): Program, Data, Engine, run, distill, train, evaluate. Its
+names are imported on first use, so `import s2c` stays instant.
 """
 from __future__ import annotations
 
@@ -11,12 +14,21 @@ __version__ = "0.1.0"
 
 from s2c.errors import CheckError, Diagnostic, S2Error
 
+_API = ("Program", "Data", "Engine", "EngineSettings", "RunSettings", "EvalSettings", "EvalResult", "check", "run",
+        "distill", "train", "evaluate")
+_TYPES = {"DistillSettings": "s2c.distill.build", "DistillResult": "s2c.distill.build",
+          "TrainSettings": "s2c.train.sft", "TrainResult": "s2c.train.sft", "RunOutcome": "s2c.runtime.run",
+          "RunOptions": "s2c.runtime.executor"}
 
-def load(path, *, warnings_ok: bool = True):
-    """Parse, check and build the graph of a `.s2` program (a path or a built-in name)."""
-    from s2c.compiler.pipeline import load_program
 
-    return load_program(path)
+def __getattr__(name: str):
+    import importlib
+
+    if name in _API:
+        return getattr(importlib.import_module("s2c.api"), name)
+    if name in _TYPES:
+        return getattr(importlib.import_module(_TYPES[name]), name)
+    raise AttributeError(f"module 's2c' has no attribute {name!r}")
 
 
-__all__ = ["load", "S2Error", "CheckError", "Diagnostic", "__version__"]
+__all__ = ["S2Error", "CheckError", "Diagnostic", "__version__", *_API, *_TYPES]

@@ -8,12 +8,17 @@ import pytest
 from engine_fixtures import judge_script
 
 from s2c.compiler.pipeline import load_program
-from s2c.distill.build import distill_program, read_verdicts, run_id_for
+from s2c.distill.build import (
+    DistillSettings,
+    distill_program,
+    read_verdicts,
+    run_id_for,
+)
 from s2c.distill.curate import normalize
 from s2c.distill.write import split_of
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine
-from s2c.runtime.run import validate_rows
+from s2c.runtime.run import Runner, validate_rows
 from s2c.runtime.store import RunStore
 
 HERE = Path(__file__).parent
@@ -28,8 +33,7 @@ def rows_of(cp, raw):
 
 
 def compile_(cp, raw, engine, tmp_path, **kw):
-    return distill_program(cp, rows_of(cp, raw), engine, tmp_path / "ds", cache=CallCache(tmp_path / "c.sqlite"),
-                           data="fixture", progress=False, **kw)
+    return distill_program(cp, rows_of(cp, raw), Runner(engine, CallCache(tmp_path / "c.sqlite"), progress=False), tmp_path / "ds", DistillSettings(data="fixture", **kw))
 
 
 def bsm_raw(n=6):
@@ -76,7 +80,7 @@ def test_system1_prompts_carry_no_intermediate_text(tmp_path):
 def test_label_format_and_skew_warning(tmp_path):
     cp = load_program("bsm.s2")
     raw = [{**r, "response_a": "a good answer", "response_b": "a bad answer"} for r in bsm_raw(6)]
-    res = compile_(cp, raw, FakeEngine(judge_script(set())), tmp_path, fmt="label")
+    res = compile_(cp, raw, FakeEngine(judge_script(set())), tmp_path, format="label")
     assert {r["completion"][0]["content"] for r in res.rows["train"]} == {"A"}
     assert res.report["label_distribution"] == {"a": 6}
     assert "skewed" in res.report["warnings"][0]
@@ -138,13 +142,11 @@ def test_recompiling_with_a_changed_rule_reuses_every_call(tmp_path):
     cp = load_program(SAMPLES)
     cache = CallCache(tmp_path / "c.sqlite")
     raw = [{"id": f"q{i}", "question": f"q{i}"} for i in range(3)]
-    distill_program(cp, rows_of(cp, raw), FakeEngine(lambda r, i: f"Answer: {i % 2}"), tmp_path / "a",
-                    cache=cache, data="x", progress=False)
+    distill_program(cp, rows_of(cp, raw), Runner(FakeEngine(lambda r, i: f"Answer: {i % 2}"), cache, progress=False), tmp_path / "a", DistillSettings(data="x"))
     loose = tmp_path / "samples.s2"
     loose.write_text(SAMPLES.read_text().replace("min_share=0.6", "min_share=0.5"))
     eng = FakeEngine(lambda r, i: f"Answer: {i % 2}")
-    res = distill_program(load_program(loose), rows_of(cp, raw), eng, tmp_path / "b", cache=cache, data="x",
-                          progress=False)
+    res = distill_program(load_program(loose), rows_of(cp, raw), Runner(eng, cache, progress=False), tmp_path / "b", DistillSettings(data="x"))
     assert eng.batches == [] and res.report["kept"] == 3
 
 

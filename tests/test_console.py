@@ -17,7 +17,7 @@ from helpers.llm_server import serve
 from rich.console import Console
 
 from s2c.cli import main
-from s2c.cli.common import WORTH_READING, log_note
+from s2c.terminal import WORTH_READING, log_note
 from s2c.compiler.pipeline import load_program
 from s2c.runtime.engines.fake import FakeEngine
 from s2c.runtime.run import _duration, _Progress
@@ -30,7 +30,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.e
 NOISY = textwrap.dedent("""
     import logging, os, subprocess, sys, warnings
     from pathlib import Path
-    from s2c.cli.common import console, engine_output, screen
+    from s2c.terminal import console, engine_output, screen
     c = console()
     c.print("s2c: before")
     with engine_output(Path(sys.argv[1]) / "engine.log", sys.argv[2] == "-v", c):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.llm_server import serve
+
 from s2c.runtime.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]

@@ -132,10 +132,10 @@ def test_compile_bsm_on_oasst2_applies_the_swap_rule(tmp_path, repo):
 def test_one_sft_step_on_a_compiled_dataset(tmp_path):
     """A dataset written by s2c compile (fake judge) trains for a step with TRL's SFTTrainer."""
     from s2c.compiler.pipeline import load_program
-    from s2c.distill.build import distill_program
+    from s2c.distill.build import DistillSettings, distill_program
     from s2c.runtime.cache import CallCache
     from s2c.runtime.engines.fake import FakeEngine
-    from s2c.runtime.run import validate_rows
+    from s2c.runtime.run import Runner, validate_rows
 
     cp = load_program("bsm.s2")
     raw = [{"id": f"e{i}", "question": f"Which is right about {i}?", "response_a": "good", "response_b": "bad"}
@@ -146,7 +146,7 @@ def test_one_sft_step_on_a_compiled_dataset(tmp_path):
         t = req.messages[-1].content
         return "1. Accuracy" if "Evaluation Plan" in t else "A: 8\nB: 2" if "[Evaluation of" not in t else "[[C]]"
 
-    distill_program(cp, good, FakeEngine(judge), tmp_path / "ds", cache=CallCache(None), data="x", progress=False)
+    distill_program(cp, good, Runner(FakeEngine(judge), CallCache(None), progress=False), tmp_path / "ds", DistillSettings(data="x"))
     assert main(["train", str(tmp_path / "ds"), "--max-steps", "1", "--batch-size", "2",
                  "--out", str(tmp_path / "train")]) == 0
     conf = json.loads((tmp_path / "train" / "train_config.json").read_text())

@@ -50,7 +50,7 @@ def test_the_property_catches_a_traceback(folder, monkeypatch):
 
     monkeypatch.setattr(pipeline, "check_file", broken)
     out = fz.run_case(fz.CORPUS["bsm.s2"], folder)
-    assert out.failed and out.signature.startswith("KeyError @ s2c/cli.py:")  # the innermost frame in s2c
+    assert out.failed and out.signature.startswith("KeyError @ s2c/cli/__init__.py:")  # the innermost frame in s2c
     assert out.signature.endswith(" in cmd_check")
 
 

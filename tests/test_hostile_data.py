@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.llm_server import serve
 
 from s2c.cli import main
 from s2c.compiler.pipeline import load_program
 from s2c.data import load_source
 from s2c.runtime.run import MAX_FIELD_CHARS, validate_rows
-from helpers.llm_server import serve
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

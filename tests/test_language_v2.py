@@ -20,7 +20,7 @@ from s2c.dsl.parser import parse
 from s2c.dsl.printer import to_source
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine
-from s2c.runtime.run import execute
+from s2c.runtime.run import Runner
 from s2c.runtime.store import RunStore
 
 
@@ -33,7 +33,7 @@ def program(body: str, inputs: str = "input question"):
 
 def run(cp, rows, script, tmp_path):
     engine = FakeEngine(script)
-    out = execute(cp, rows, engine, tmp_path / "run", cache=CallCache(None), progress=False)
+    out = Runner(engine, CallCache(None), progress=False).execute(cp, rows, tmp_path / "run")
     return out, engine
 
 
@@ -157,9 +157,9 @@ def test_scan_resumes_from_the_cache_with_identical_outputs(tmp_path):
     rows = [("three", {"question": "a b c"})]
     cache = CallCache(tmp_path / "calls.sqlite")
     first = FakeEngine(scan_script)
-    execute(cp, rows, first, tmp_path / "run", cache=cache, progress=False)
+    Runner(first, cache, progress=False).execute(cp, rows, tmp_path / "run")
     again = FakeEngine(scan_script)
-    execute(cp, rows, again, tmp_path / "run2", cache=CallCache(tmp_path / "calls.sqlite"), progress=False)
+    Runner(again, CallCache(tmp_path / "calls.sqlite"), progress=False).execute(cp, rows, tmp_path / "run2")
     assert len(first.calls) == 4 and again.calls == []
     a, b = (next(RunStore.open(tmp_path / d).traces())["outputs"] for d in ("run", "run2"))
     assert a == b == {"notes": "[0: a];[1: b];[2: c];", "count": 3}
@@ -240,7 +240,7 @@ def test_continue_picks_each_agents_own_call_from_a_list_built_in_a_repeat():
 def test_a_failed_call_fails_the_calls_that_continue_it(tmp_path):
     cp = program('a = llm() """{{ question }}"""\nb = llm(continue=a) """sure?"""\noutput b')
     eng = FakeEngine(lambda r, i: "ok", fail=["boom"])
-    out = execute(cp, [("r", {"question": "boom"})], eng, tmp_path / "run", cache=CallCache(None), progress=False)
+    out = Runner(eng, CallCache(None), progress=False).execute(cp, [("r", {"question": "boom"})], tmp_path / "run")
     trace = next(RunStore.open(tmp_path / "run").traces())
     assert trace["status"] == "failed" and trace["failed"]["b"] == "depends on failed 'a'"
     assert len(eng.calls) == 1  # b was never sent

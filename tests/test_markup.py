@@ -15,9 +15,10 @@ from helpers.llm_server import MARKUP, Fault, serve
 
 from s2c.cli import main
 from s2c.compiler.pipeline import load_program
-from s2c.distill.build import distill_program, read_verdicts
+from s2c.distill.build import DistillSettings, distill_program, read_verdicts
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine, request_text
+from s2c.runtime.run import Runner
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -164,8 +165,7 @@ def test_dropped_shows_a_curation_reason_that_holds_markup(tmp_path, capsys):
     program.write_text(SWAP)
     cp = load_program(program)
     ds = markup_dir(tmp_path) / "ds"
-    distill_program(cp, [("[/x]", {"question": "which?", "a": "one", "b": "two"})], FakeEngine(first_option), ds,
-                    cache=CallCache(None), data="fixture", progress=False)
+    distill_program(cp, [("[/x]", {"question": "which?", "a": "one", "b": "two"})], Runner(FakeEngine(first_option), CallCache(None), progress=False), ds, DistillSettings(data="fixture"))
     reason = read_verdicts(ds)["[/x]"]["reason"]
     assert reason == "consistent: answer changes under swap ([bold]one[/x] vs [bold]two[/x])"
     capsys.readouterr()

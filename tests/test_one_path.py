@@ -244,7 +244,7 @@ def test_one_owner_per_out_folder_and_a_dead_owner_is_taken_over(tmp_path, monke
         [sys.executable, "-c", textwrap.dedent("""
             import sys, time
             from pathlib import Path
-            from s2c.cli.common import own
+            from s2c.folders import own
             with own(Path(sys.argv[1])):
                 print("held", flush=True)
                 time.sleep(600)

@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 
 from helpers.llm_server import serve
+
 from s2c.compiler.pipeline import load_program
-from s2c.distill.build import CURATION, distill_program
+from s2c.distill.build import CURATION, DistillSettings, distill_program
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine, request_text
+from s2c.runtime.run import Runner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +55,7 @@ def test_data_text_reaches_the_engine_and_the_training_rows_as_written(tmp_path)
     cp = load_program(REPO / "tests/fixtures/programs/two_step.s2")
     rows = [(i, {"question": r["question"] + " | " + r["response_a"], "answer": "yes"}) for i, r in rows_with(PAYLOADS)]
     engine = FakeEngine(lambda request, index: "Final answer: yes")
-    distill_program(cp, rows, engine, tmp_path / "data", cache=CallCache(None), data="payloads", progress=False)
+    distill_program(cp, rows, Runner(engine, CallCache(None), progress=False), tmp_path / "data", DistillSettings(data="payloads"))
     sent = [request_text(r) for r in engine.calls]
     assert len(sent) == 2 * len(rows)  # draft and review, for every row
     for ex_id, row in rows:

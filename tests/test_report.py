@@ -15,10 +15,10 @@ from test_eval import fake_engine, write_rows  # noqa: F401  (the fixture is use
 
 from s2c.cli import main
 from s2c.compiler.pipeline import load_program
-from s2c.distill.build import distill_program
+from s2c.distill.build import DistillSettings, distill_program
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine
-from s2c.runtime.run import execute, validate_rows
+from s2c.runtime.run import Runner, validate_rows
 
 HERE = Path(__file__).parent
 TWO_STEP = HERE / "fixtures" / "programs" / "two_step.s2"
@@ -38,8 +38,7 @@ def compiled(tmp_path) -> Path:
     cp = load_program(TWO_STEP)
     rows, problems = validate_rows(cp, ROWS)
     assert not problems
-    distill_program(cp, rows, FakeEngine(reply, fail=["crash"]), tmp_path / "ds",
-                    cache=CallCache(tmp_path / "c.sqlite"), data="fixture", progress=False)
+    distill_program(cp, rows, Runner(FakeEngine(reply, fail=["crash"]), CallCache(tmp_path / "c.sqlite"), progress=False), tmp_path / "ds", DistillSettings(data="fixture"))
     return tmp_path / "ds"
 
 
@@ -79,7 +78,7 @@ def test_compiled_dataset_report_holds_every_example_with_its_verdict(tmp_path, 
 def test_run_and_eval_folders(tmp_path, fake_engine, capsys):  # noqa: F811
     cp = load_program(TWO_STEP)
     rows, _ = validate_rows(cp, ROWS[:2])
-    execute(cp, rows, FakeEngine(reply), tmp_path / "run", cache=CallCache(None), progress=False)
+    Runner(FakeEngine(reply), CallCache(None), progress=False).execute(cp, rows, tmp_path / "run")
     assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "run.html")]) == 0
     index, _ = page_data((tmp_path / "run.html").read_text())
     assert [(e["id"], e["verdict"], e["correct"]) for e in index] == [("a", None, True), ("b", None, False)]
@@ -104,7 +103,7 @@ def test_without_its_program_file_the_report_still_shows_the_traces(tmp_path, ca
     shutil.copy(TWO_STEP, prog)
     cp = load_program(prog)
     rows, _ = validate_rows(cp, ROWS[:2])
-    execute(cp, rows, FakeEngine(reply), tmp_path / "run", cache=CallCache(None), progress=False)
+    Runner(FakeEngine(reply), CallCache(None), progress=False).execute(cp, rows, tmp_path / "run")
     prog.unlink()
     assert main(["report", str(tmp_path / "run")]) == 0
     assert "does not load" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from s2c.compiler.pipeline import builtin_dir, load_program
 from s2c.compiler.system1 import system1_program
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine
-from s2c.runtime.run import execute
+from s2c.runtime.run import Runner
 
 PROGRAMS = sorted(builtin_dir().glob("*.s2"))
 REQUESTS = GOLDEN / "requests"
@@ -47,7 +47,7 @@ def rows(cp) -> list[tuple[str, dict]]:
 def snapshot(cp, data, tmp_path) -> list[dict]:
     """Run `cp` over `data`; the requests the engine received, in a stable order."""
     engine = FakeEngine(default=REPLY)
-    out = execute(cp, data, engine, tmp_path, cache=CallCache(None), progress=False)
+    out = Runner(engine, CallCache(None), progress=False).execute(cp, data, tmp_path)
     assert (out.summary["ok"], out.summary["failures"], out.summary["unparsed_reasons"]) == (len(data), {}, {})
     records = [{"role": r.role, "adapter": r.adapter, "sampling": r.sampling.to_dict(), **r.payload()}
                for r in engine.calls]

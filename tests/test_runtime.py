@@ -20,12 +20,12 @@ from s2c.compiler import ir
 from s2c.compiler.functions import Failed
 from s2c.compiler.pipeline import load_program
 from s2c.errors import S2Error
+from s2c.report.trace_view import find_trace, render_trace
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine
 from s2c.runtime.executor import RunOptions
-from s2c.runtime.run import execute, validate_rows
+from s2c.runtime.run import Runner, validate_rows
 from s2c.runtime.store import RunStore
-from s2c.report.trace_view import find_trace, render_trace
 
 HERE = Path(__file__).parent
 TWO_STEP = HERE / "fixtures" / "programs" / "two_step.s2"
@@ -49,8 +49,7 @@ def bsm_rows(n=4):
 
 
 def run(cp, rows, engine, tmp_path, name="run", cache=None, **kw):
-    return execute(cp, rows, engine, tmp_path / name, cache=cache or CallCache(tmp_path / "cache.sqlite"),
-                   progress=False, options=RunOptions(**{k: frozenset(v) if k == "refresh" else v for k, v in kw.items()}))
+    return Runner(engine, cache or CallCache(tmp_path / "cache.sqlite"), options=RunOptions(**{k: frozenset(v) if k == "refresh" else v for k, v in kw.items()}), progress=False).execute(cp, rows, tmp_path / name)
 
 
 def test_bsm_batches_one_request_group_per_stage(tmp_path):

@@ -25,7 +25,7 @@ from helpers.llm_server import MARKUP, Fault, reply_text, request_key, serve
 from s2c.compiler.pipeline import load_program
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.openai import OpenAIEngine
-from s2c.runtime.run import RunOutcome, execute
+from s2c.runtime.run import Runner, RunOutcome
 
 REPO = Path(__file__).resolve().parents[1]
 RETRIES = 2  # the engine's: three attempts in all
@@ -71,7 +71,7 @@ def run(tmp_path: Path, url: str, name: str) -> RunOutcome:
     engine = OpenAIEngine("echo-model", base_url=url, retries=RETRIES, backoff=0.01, timeout=TIMEOUT)
     cache = CallCache(tmp_path / "calls.sqlite")
     try:
-        return execute(load_program(program), rows(), engine, tmp_path / name, cache=cache, progress=False)
+        return Runner(engine, cache, progress=False).execute(load_program(program), rows(), tmp_path / name)
     finally:
         cache.close()
         engine.close()

@@ -12,10 +12,10 @@ import pytest
 
 from s2c.compiler.pipeline import load_program
 from s2c.data import load_source
-from s2c.distill.build import distill_program
+from s2c.distill.build import DistillSettings, distill_program
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine, request_text
-from s2c.runtime.run import validate_rows
+from s2c.runtime.run import Runner, validate_rows
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = {  # program, its data, and what a right step says for each kind of sentence
@@ -39,8 +39,7 @@ def compile_steps(name, rows, engine, tmp_path):
     cp = load_program(REPO / "examples" / f"{name}.s2")
     good, problems = validate_rows(cp, rows)
     assert not problems
-    return distill_program(cp, good, engine, tmp_path / "ds", cache=CallCache(tmp_path / "c.sqlite"),
-                           data="fixture", progress=False)
+    return distill_program(cp, good, Runner(engine, CallCache(tmp_path / "c.sqlite"), progress=False), tmp_path / "ds", DistillSettings(data="fixture"))
 
 
 @pytest.mark.parametrize("name", sorted(STEPS))

@@ -12,12 +12,12 @@ from engine_fixtures import judge_script
 
 from s2c.cli import main
 from s2c.compiler.pipeline import load_program
-from s2c.distill.build import distill_program, read_verdicts
-from s2c.runtime import cli as runtime_cli
+from s2c.distill.build import DistillSettings, distill_program, read_verdicts
+from s2c.cli import run_trace as runtime_cli
 from s2c.runtime import engines
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine, request_text
-from s2c.runtime.run import execute, validate_rows
+from s2c.runtime.run import Runner, validate_rows
 
 HERE = Path(__file__).parent
 TWO_STEP = HERE / "fixtures" / "programs" / "two_step.s2"
@@ -56,8 +56,7 @@ def ds(tmp_path) -> Path:
     program = tmp_path / "two_step.s2"  # a copy the tests may change or delete
     shutil.copy(TWO_STEP, program)
     cp = load_program(program)
-    distill_program(cp, rows(cp), fake(), tmp_path / "ds", cache=CallCache(tmp_path / "c.sqlite"), data="fixture",
-                    progress=False)
+    distill_program(cp, rows(cp), Runner(fake(), CallCache(tmp_path / "c.sqlite"), progress=False), tmp_path / "ds", DistillSettings(data="fixture"))
     return tmp_path / "ds"
 
 
@@ -65,7 +64,7 @@ def ds(tmp_path) -> Path:
 def run_dir(tmp_path) -> Path:
     """A plain run folder (s2c run --out) of two_step over a and b: both ok."""
     cp = load_program(TWO_STEP)
-    execute(cp, rows(cp, ROWS[2:]), fake(), tmp_path / "run", cache=CallCache(tmp_path / "c.sqlite"), progress=False)
+    Runner(fake(), CallCache(tmp_path / "c.sqlite"), progress=False).execute(cp, rows(cp, ROWS[2:]), tmp_path / "run")
     return tmp_path / "run"
 
 
@@ -109,8 +108,7 @@ def test_the_compile_folder_its_run_folder_and_run_sqlite_show_the_same(ds, caps
 
 def test_with_no_ok_example_the_first_is_shown(tmp_path, capsys):
     cp = load_program(TWO_STEP)
-    execute(cp, rows(cp, ROWS[:2]), fake(), tmp_path / "run", cache=CallCache(tmp_path / "c.sqlite"),
-            progress=False)
+    Runner(fake(), CallCache(tmp_path / "c.sqlite"), progress=False).execute(cp, rows(cp, ROWS[:2]), tmp_path / "run")
     rc, out, err = trace(capsys, tmp_path / "run")
     assert rc == 0
     assert "showing example c (no example of 2 is ok: the first one; --example ID, --failed to pick others)" in err
@@ -151,8 +149,7 @@ def test_nothing_failed_or_dropped_is_an_answer_not_an_error(run_dir, tmp_path, 
     assert err.strip() == "no example failed or was unparsed: all 2 are ok"
 
     cp = load_program(TWO_STEP)
-    distill_program(cp, rows(cp, ROWS[3:]), fake(), tmp_path / "one", cache=CallCache(tmp_path / "c.sqlite"),
-                    data="fixture", progress=False)
+    distill_program(cp, rows(cp, ROWS[3:]), Runner(fake(), CallCache(tmp_path / "c.sqlite"), progress=False), tmp_path / "one", DistillSettings(data="fixture"))
     rc, out, err = trace(capsys, tmp_path / "one", "--dropped")
     assert (rc, out) == (0, "")
     assert err.strip() == "curation dropped no example: 1 kept"
@@ -200,8 +197,7 @@ def test_a_program_without_metrics_shows_the_gold_alone(tmp_path, capsys):
     program = tmp_path / "plain.s2"
     program.write_text(TWO_STEP.read_text().split("\ndistill:")[0])
     cp = load_program(program)
-    execute(cp, rows(cp, ROWS[3:]), fake(), tmp_path / "run", cache=CallCache(tmp_path / "c.sqlite"),
-            progress=False)
+    Runner(fake(), CallCache(tmp_path / "c.sqlite"), progress=False).execute(cp, rows(cp, ROWS[3:]), tmp_path / "run")
     rc, out, err = trace(capsys, tmp_path / "run")
     assert rc == 0 and "note" not in err
     assert "gold answer: 4" in out and "correct" not in out
@@ -228,8 +224,7 @@ def test_a_perturbed_copy_shows_its_originals_verdict_and_is_not_scored(tmp_path
     raw = [{"id": f"e{i}", "question": f"Q{i}", "label": "A" if i % 2 else "B",
             "response_a": "a good answer" if i % 2 else "a bad answer",
             "response_b": "a bad answer" if i % 2 else "a good answer"} for i in range(2)]
-    distill_program(cp, rows(cp, raw), FakeEngine(judge_script(bias_a={"Q0"})), tmp_path / "ds",
-                    cache=CallCache(tmp_path / "c.sqlite"), data="fixture", progress=False)
+    distill_program(cp, rows(cp, raw), Runner(FakeEngine(judge_script(bias_a={"Q0"})), CallCache(tmp_path / "c.sqlite"), progress=False), tmp_path / "ds", DistillSettings(data="fixture"))
     rc, out, _ = trace(capsys, tmp_path / "ds", "--example", "e0")
     assert rc == 0 and "gold label: B · output verdict: A · ✗ incorrect (agreement)" in out
     assert "curation: dropped by rule consistent: consistent: answer changes under swap" in out

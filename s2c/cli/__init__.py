@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from s2c.cli.common import console
+from s2c.terminal import console
 from s2c.errors import CheckError, S2Error, render_all
 from s2c.runtime.engines.base import EngineError
 
@@ -94,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("file", metavar="FILE")
     g.add_argument("--format", choices=["tree", "dot", "mermaid", "json"], default="tree")
 
-    from s2c.cli import distill, eval, export, report, run, train
+    from s2c.cli import distill, eval, export, report, run_trace, train
 
-    for mod in (run, distill, train, export, eval, report):
+    for mod in (run_trace, distill, train, export, eval, report):
         mod.register(sub)
     return p
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print("s2c: interrupted; everything finished so far is saved", file=sys.stderr)
         return 130
     except Exception as e:  # a bug in s2c: one line for the user, the traceback in a file
-        log = _write_traceback(getattr(args, "log_dir", None))
+        log = _write_traceback(getattr(args, "out", None))  # the folder --out names, if the command has one
         print(f"s2c: internal error ({type(e).__name__}: {str(e)[:200]}); this is a bug in s2c, not in your "
               f"input. Completed calls are cached. Traceback: {log}", file=sys.stderr)
         return EXIT_INTERNAL

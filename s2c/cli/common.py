@@ -1,71 +1,12 @@
-"""What the subcommands share: the console, engine/data/cache flags and how they are opened, the
-run options, and the lock that gives a run folder one owner. Below every subcommand module
-(s2c/cli.py and each `*/cli.py` import from here, never the other way round)."""
+"""What the subcommands share: the engine, data and run flags, and how each group is parsed into
+the API's objects (s2c/api.py): `engine_from`, `data_from`, `run_settings_from`. A command parses
+its flags into those objects and calls the same function a notebook calls."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import io
-import os
-import re
-import sys
-import tempfile
-from pathlib import Path
+import json
 
 from s2c.errors import S2Error
-
-# Where s2c's own output goes while `engine_output` sends file descriptors 1 and 2 to a log:
-# fd -> the stream that still reaches the user. Process-wide, as the descriptors themselves are.
-_SCREEN: dict[int, io.TextIOBase] = {}
-
-
-class _Screen(io.TextIOBase):
-    """The user's stdout (fd 1) or stderr (fd 2), also while the engine's output goes to a log:
-    the stream s2c's console, messages and products write to. Resolved at each write, so a
-    console made before the redirect follows it."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def target(self):
-        return _SCREEN.get(self.fd) or (sys.stdout if self.fd == 1 else sys.stderr)
-
-    def write(self, text: str) -> int:
-        return self.target().write(text)
-
-    def flush(self) -> None:
-        self.target().flush()
-
-    def isatty(self) -> bool:
-        return self.target().isatty()
-
-    def fileno(self) -> int:
-        return self.target().fileno()
-
-    def writable(self) -> bool:
-        return True
-
-
-def screen(stderr: bool = True) -> io.TextIOBase:
-    """The user's stderr (or stdout) for plain `print(..., file=screen())`."""
-    return _Screen(2 if stderr else 1)
-
-
-def console(stderr: bool = True):
-    """A console on the user's stderr (or stdout); wide enough for the tables when output is not
-    a terminal (logs, CI). It keeps the terminal while `engine_output` is in force.
-
-    Markup is off: a string prints exactly as it is, so user text (ids, model outputs, paths, a
-    server's error) that holds `[/x]` or `[bold]` can neither crash a command nor turn into style.
-    Style is given explicitly, as `rich.text.Text`: `Text.assemble(("ok", "green"), f" {path}")`."""
-    from rich.console import Console
-
-    stream = screen(stderr)
-    # measured now: once fds 1 and 2 go to engine.log, rich could no longer ask the terminal
-    width = (os.get_terminal_size(stream.fileno()).columns or 80) if stream.isatty() else 140
-    return Console(file=stream, markup=False, highlight=False, emoji=False, width=width)  # no :x: -> emoji in paths
-
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """Engine, model and cache flags shared by run, compile and eval."""
@@ -116,19 +57,6 @@ def add_output_args(p: argparse.ArgumentParser, progress: bool) -> None:
         g.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
 
 
-def progress_setting(args) -> float | bool:
-    """execute()'s `progress`: False for none, True for its default, else the seconds between
-    plain progress lines."""
-    if args.no_progress:
-        return False
-    if args.progress_every is None:
-        return True
-    if not args.progress_every > 0:
-        raise S2Error(f"--progress-every {args.progress_every:g}: must be more than 0 seconds",
-                      hint="pass --no-progress to turn progress off")
-    return args.progress_every
-
-
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True, metavar="SOURCE",
@@ -152,64 +80,8 @@ def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def open_engine(args, cp, log, **extra):
-    from s2c.runtime.engines import choose_auto, describe, make_engine
-    from s2c.runtime.engines.lazy import LazyEngine
-    from s2c.runtime.engines.local import resolve_roles
-
-    roles = parse_pairs(args.role, "--role")
-    unknown = set(roles) - {n.role for n in cp.llm_nodes()}
-    if unknown:
-        raise S2Error(f"--role {', '.join(sorted(unknown))}: the program has no such role",
-                      hint=f"its roles: {', '.join(sorted({n.role for n in cp.llm_nodes()}))}")
-    options = dict(extra)
-    if args.base_url:
-        options["base_url"] = args.base_url[0] if len(args.base_url) == 1 else args.base_url
-    name = choose_auto(options) if args.engine == "auto" else args.engine
-    vllm_args = parse_vllm_args(args.vllm_arg, name)
-    ray_flags = [f for f, v in (("--replicas", args.replicas), ("--shards", args.shards),
-                                ("--replica-resources", args.replica_resources)) if v]
-    if ray_flags and name != "ray":
-        raise S2Error(f"{', '.join(ray_flags)}: only with --engine ray (the engine here is {name})")
-    if args.shards and args.replicas:
-        raise S2Error("--shards and --replicas: a sharded run has one engine per shard",
-                      hint="drop --replicas; --shards N runs N engines")
-    if name == "ray":
-        resources = {}
-        for k, v in parse_pairs(args.replica_resources, "--replica-resources").items():
-            try:
-                resources[k] = float(v)
-            except ValueError:
-                raise S2Error(f"--replica-resources {k}={v}: the amount must be a number",
-                              hint="e.g. --replica-resources GPU=1 --replica-resources CPU=4") from None
-        resources = resources or None
-        if args.shards:
-            from s2c.runtime.shards import Shards
-
-            engine = Shards(args.shards, args.ray_address, args.model, roles, resources, {**options, **vllm_args})
-            log(f"s2c: ray: {args.shards} shards, each a vllm engine with {resources or {'CPU': 1}}")
-            return engine
-        engine = make_engine("ray", args.model, roles=roles, address=args.ray_address, replicas=args.replicas or 1,
-                             replica_resources=resources, log=log, **options, **vllm_args)
-        log(f"s2c: {describe(engine)}")
-        return engine
-    options.update(vllm_args)
-    if name in ("vllm", "hf"):  # local engines start on the first call the cache cannot serve
-        engine = LazyEngine(name, resolve_roles(args.model, roles, log),
-                            lambda: make_engine(args.engine, args.model, roles=roles, **options), log=log)
-        log(f"s2c: {describe(engine)} (started on the first call the cache cannot serve)")
-    else:
-        engine = make_engine(args.engine, args.model, roles=roles, **options)
-        log(f"s2c: {describe(engine)}")
-    return engine
-
-
-def parse_vllm_args(items: list[str], engine: str) -> dict:
+def parse_vllm_args(items: list[str]) -> dict:
     """--vllm-arg KEY=VALUE pairs, each VALUE read as JSON where it parses (1, false, {"a": 1})."""
-    import json
-
-    if items and engine not in ("vllm", "ray"):
-        raise S2Error(f"--vllm-arg: only with --engine vllm or ray (the engine here is {engine})")
     out = {}
     for key, value in parse_pairs(items, "--vllm-arg").items():
         try:
@@ -219,182 +91,41 @@ def parse_vllm_args(items: list[str], engine: str) -> dict:
     return out
 
 
-def cache_path(args) -> Path | None:
-    """The call cache file --cache names (default ~/.cache/s2c/calls.sqlite); None with --no-cache."""
-    from s2c.runtime.cache import default_cache_path
-
-    return None if args.no_cache else Path(args.cache or default_cache_path())
 
 
-def open_cache(args):
-    from s2c.runtime.cache import CallCache
+def engine_from(args):
+    """The engine the flags name (s2c.api.EngineSettings): the command's call makes it, and closes
+    it before the engine's log is closed."""
+    from s2c.api import EngineSettings
 
-    return CallCache(cache_path(args))
-
-
-def load_rows(args, cp, log):
-    from s2c.data import load_source
-    from s2c.runtime.run import MAX_FIELD_CHARS, validate_rows
-
-    ds = load_source(args.data, split=args.split, limit=args.limit, mapping=parse_pairs(args.map, "--map") or None,
-                     seed=args.seed)
-    rows, problems = validate_rows(cp, ds.rows, args.data, locations=ds.locations,
-                                   max_field_chars=args.max_field_chars or MAX_FIELD_CHARS)
-    problems = list(ds.problems) + problems
-    log(f"s2c: data: {len(rows)} rows from {ds.origin}, split {ds.split}"
-        + (f" ({len(problems)} skipped)" if problems else ""), soft_wrap=True)
-    for p in problems[:20]:
-        log(f"s2c: {p}", soft_wrap=True)  # one line each, however long
-    if len(problems) > 20:
-        log(f"s2c: ... and {len(problems) - 20} more skipped rows (see rows.json in the run folder)")
-    if not rows:
-        raise S2Error(f"no usable rows in {args.data}",
-                      hint=f"the program reads: {', '.join(p.name for p in cp.inputs)}; use --map FIELD=COLUMN")
-    return ds, rows, problems
-
-
-def default_out(kind: str, program: str, data: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data).stem if Path(data).exists() else data).strip("_")
-    return Path("runs") / f"{kind}-{Path(program).stem}-{slug}"
-
-
-def run_options(args):
-    from s2c.runtime.executor import RunOptions
-
-    return RunOptions(window=args.chunk_size, max_errors=args.max_errors, refresh=frozenset(args.refresh))
-
-
-def check_run_args(args, kind: str) -> Path:
-    """What run, compile and eval check before they read any data or start an engine: the numbers,
-    the output folder and the call cache. Returns the output folder (--out, or the default for
-    `kind`), made and known to be writable."""
-    from s2c.runtime.cache import CallCache
-
-    for flag, value, least in (("--chunk-size", args.chunk_size, 1), ("--max-errors", args.max_errors, 0),
-                               ("--replicas", args.replicas, 1), ("--shards", args.shards, 1),
-                               ("--limit", args.limit, 0), ("--max-field-chars", args.max_field_chars, 1)):
-        if value is not None and value < least:
-            raise S2Error(f"{flag} {value}: must be at least {least}")
-    out = Path(args.out) if args.out else default_out(kind, args.program, args.data)
-    check_out(out)
-    CallCache(cache_path(args)).close()  # opening it is the check: a folder, not SQLite, unwritable
-    return out
-
-
-def check_out(out: Path, flag: str = "--out") -> None:
-    """Make the output folder now, and prove a file can be written in it: a bad --out is an error
-    before anything slow starts, not a traceback after it."""
-    if out.exists() and not out.is_dir():
-        raise S2Error(f"{flag} {out}: is a file, not a folder", hint=f"pass a folder path, e.g. {flag} {out}.d")
-    blocker = next((a for a in out.parents if a.exists() and not a.is_dir()), None)
-    if blocker is not None:
-        raise S2Error(f"{flag} {out}: {blocker} is a file, so no folder can be made under it",
-                      hint="pass a path whose parent folders are folders")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise S2Error(f"{flag} {out}: cannot write there ({e.strerror or e})",
-                      hint="pass a folder you can write to") from None
-
-
-LOCK = ".s2c.lock"
-
-
-@contextlib.contextmanager
-def own(folder: Path):
-    """Hold `folder` for this process: a second s2c on the same --out stops at once and names the
-    holder. The lock is an flock on FOLDER/.s2c.lock, which the kernel releases when its holder
-    dies, so a lock left by a killed run is simply taken over."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    resources = {}
+    for k, v in parse_pairs(args.replica_resources, "--replica-resources").items():
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            raise S2Error(f"{folder} is in use by another s2c (pid {holder})",
-                          hint="wait for it to finish, or pass another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield folder
-    finally:
-        os.close(fd)  # releases the flock
+            resources[k] = float(v)
+        except ValueError:
+            raise S2Error(f"--replica-resources {k}={v}: the amount must be a number",
+                          hint="e.g. --replica-resources GPU=1 --replica-resources CPU=4") from None
+    settings = EngineSettings(args.engine, args.model, roles=parse_pairs(args.role, "--role"),
+                              base_url=tuple(args.base_url), vllm_args=parse_vllm_args(args.vllm_arg),
+                              ray_address=args.ray_address, replicas=args.replicas,
+                              replica_resources=resources or None, shards=args.shards)
+    settings.check()
+    return settings
 
 
-ENGINE_LOG = "engine.log"
+def data_from(args):
+    """The data the flags name (s2c.api.Data)."""
+    from s2c.api import Data
 
-# Lines of an engine log a user should read: vLLM logs a full KV cache, a fallback to another
-# implementation and its errors in these words (s2c's vLLM engine adds a line for preemptions).
-WORTH_READING = re.compile(r"(?i:preempt|kv[ _-]?cache|out of memory|fall(?:ing|s)?[ -]?back)"
-                           r"|\bERROR\b|Traceback|\w+Error:")
-# vLLM's prefix on a log line: "(EngineCore pid=7) WARNING 11-23 07:18:12 [core.py:534] "
-LOG_PREFIX = re.compile(r"^(?:\([^)]*\)\s+)?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+\S+\s+\S+\s+\[[^\]]*\]\s+")
+    return Data(args.data, split=args.split, limit=args.limit, map=parse_pairs(args.map, "--map"), seed=args.seed,
+                **({"max_field_chars": args.max_field_chars} if args.max_field_chars is not None else {}))
 
 
-@contextlib.contextmanager
-def engine_output(log_file: Path, verbose: bool, console, what: str = "engine"):
-    """Send what the engine and the libraries under it print to `log_file` while the block runs:
-    file descriptors 1 and 2 are pointed at the file (os.dup2), so vLLM's EngineCore and worker
-    processes (which inherit them), native code, Python warnings and logging handlers bound to
-    sys.stdout all land there, while s2c's console (`screen`, `console`) keeps a duplicate of the
-    user's terminal. On leaving, one line on `console` names the lines worth reading, if any.
-    verbose (-v): nothing is redirected and no log is written."""
-    if verbose or _SCREEN:  # -v, or already redirected (one log per command)
-        yield None
-        return
-    log_file = Path(log_file)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved: dict[int, int] = {}
-    opened = []
-    with open(log_file, "wb") as f:
-        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
-            saved[fd] = os.dup(fd)
-            _SCREEN[fd] = stream
-            if _on_fd(stream, fd):  # it would follow the redirect: s2c writes to the duplicate instead
-                _SCREEN[fd] = open(saved[fd], "w", buffering=1, closefd=False,  # noqa: SIM115 (closed below)
-                                   errors="backslashreplace", encoding=getattr(stream, "encoding", None) or "utf-8")
-                opened.append(_SCREEN[fd])
-            os.dup2(f.fileno(), fd)
-    try:
-        yield log_file
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for stream in opened:
-            stream.close()  # flushes; the descriptor stays (closefd=False) until restored below
-        for fd, dup in saved.items():
-            os.dup2(dup, fd)
-            os.close(dup)
-            del _SCREEN[fd]
-        with contextlib.suppress(OSError):
-            if log_file.stat().st_size == 0:  # nothing was printed (a run served by the cache): no log
-                log_file.unlink()
-        note = log_note(log_file, what)
-        if note:
-            console.print(note)
+def run_settings_from(args):
+    """How the calls run (s2c.api.RunSettings)."""
+    from s2c.api import RunSettings
 
-
-def _on_fd(stream, fd: int) -> bool:
-    try:
-        return stream.fileno() == fd
-    except (AttributeError, ValueError, io.UnsupportedOperation):  # no descriptor, or closed
-        return False
-
-
-def log_note(log_file: Path, what: str = "engine") -> str | None:
-    """One line naming the lines of `log_file` worth reading (see WORTH_READING), or None."""
-    try:
-        text = log_file.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    found = list(dict.fromkeys(LOG_PREFIX.sub("", line).strip() for line in text.splitlines()
-                               if WORTH_READING.search(line)))
-    if not found:
-        return None
-    first = found[0] if len(found[0]) <= 80 else found[0][:77] + "..."
-    n = len(found)
-    return f"s2c: {what}: {n} warning{'s' * (n != 1)} worth reading ({first}); see {log_file}"
+    return RunSettings(cache=None if args.no_cache else (args.cache or "default"), window=args.chunk_size,
+                       max_errors=args.max_errors, refresh=frozenset(args.refresh),
+                       progress=False if args.no_progress else True if args.progress_every is None else args.progress_every,
+                       verbose=args.verbose)

@@ -14,65 +14,35 @@ EXAMPLE = """example:
 def cmd_compile(args) -> int:
     from rich.text import Text
 
-    from s2c.cli.common import (
-        ENGINE_LOG,
-        check_run_args,
-        engine_output,
-        load_rows,
-        open_cache,
-        open_engine,
-        own,
-        progress_setting,
-        run_options,
-    )
-    from s2c.cli.common import console as make_console
-    from s2c.compiler.pipeline import load_program
-    from s2c.distill.build import distill_program
-    from s2c.distill.curate import with_curation
-    from s2c.errors import S2Error
+    from s2c import api
+    from s2c.cli.common import data_from, engine_from, run_settings_from
+    from s2c.distill.build import DistillSettings
     from s2c.runtime.run import exit_code, token_table
+    from s2c.terminal import console as make_console
 
+    program = api.Program.load(args.program)
     console = make_console()
     log = console.print
-    cp = load_program(args.program)
-    if not cp.tasks:
-        raise S2Error(f"program '{cp.name}' has no distill section: nothing to compile",
-                      cp.program.header.span, hint='add: distill:\n    task NAME(target=OUTPUT) """System-1 prompt"""')
-    with_curation(cp, args.curation)  # a --curation the program cannot take is refused before any data is read
-    if not 0 <= args.val_split < 1:
-        raise S2Error("--val-split must be in [0, 1)")
-    progress = progress_setting(args)
-    out = check_run_args(args, "data")
-    ds, rows, problems = load_rows(args, cp, log)
-    with own(out), engine_output(out / "run" / ENGINE_LOG, args.verbose, console):  # beside the run it served
-        args.log_dir = out
-        engine = open_engine(args, cp, log)
-        cache = open_cache(args)
-        try:
-            res = distill_program(cp, rows, engine, out, cache=cache, data=args.data, options=run_options(args),
-                                  fmt=args.format, seed=args.seed, val_split=args.val_split, skipped=problems,
-                                  console=console, progress=progress, curation=args.curation)
-        finally:
-            cache.close()
-            engine.close()
-        import json
-
-        summary = json.loads((out / "run" / "summary.json").read_text())
-        console.print(token_table(summary))
-        r = res.report
-        how = "" if args.curation == "program" else f" (--curation {args.curation})"
-        log(Text.assemble(("curation", "bold"), f"{how}: {r['inputs']} inputs, ", (f"{r['kept']} kept", "green"),
-                          "".join(f", {n} {what}" for what, n in [("failed", r["failed"]), ("unparsed", r["unparsed"]),
-                                  *((f"dropped by {rule}", n) for rule, n in r["dropped_per_rule"].items())])))
-        for reason, n in list(r["dropped_reasons"].items())[:5]:
-            log(f"  {n} × {reason}")
-        if r["label_distribution"]:
-            log(f"  kept labels: {r['label_distribution']}")
-        for w in r["warnings"]:
-            log(Text.assemble(("warning:", "yellow"), f" {w}"))
-        sizes = ", ".join(f"{k} {v['rows']} rows" for k, v in res.sizes.items())
-        log(f"s2c: wrote {out} ({sizes}, format {res.meta['format']}); traces: s2c trace {out} [--dropped]; all of it: s2c report {out}")
-    return exit_code(summary)  # the engine's warnings, if any, were named last (engine_output)
+    settings = DistillSettings(format=args.format, val_split=args.val_split, curation=args.curation)
+    res = api.distill(program, data_from(args), engine_from(args), out=args.out, settings=run_settings_from(args),
+                      distill=settings)
+    out, summary = res.out, res.summary
+    console.print(token_table(summary))
+    r = res.report
+    how = "" if args.curation == "program" else f" (--curation {args.curation})"
+    log(Text.assemble(("curation", "bold"), f"{how}: {r['inputs']} inputs, ", (f"{r['kept']} kept", "green"),
+                      "".join(f", {n} {what}" for what, n in [("failed", r["failed"]), ("unparsed", r["unparsed"]),
+                              *((f"dropped by {rule}", n) for rule, n in r["dropped_per_rule"].items())])))
+    for reason, n in list(r["dropped_reasons"].items())[:5]:
+        log(f"  {n} × {reason}")
+    if r["label_distribution"]:
+        log(f"  kept labels: {r['label_distribution']}")
+    for w in r["warnings"]:
+        log(Text.assemble(("warning:", "yellow"), f" {w}"))
+    sizes = ", ".join(f"{k} {v['rows']} rows" for k, v in res.sizes.items())
+    log(f"s2c: wrote {out} ({sizes}, format {res.meta['format']}); traces: s2c trace {out} [--dropped]; "
+        f"all of it: s2c report {out}")
+    return exit_code(summary)
 
 
 def register(sub) -> None:

@@ -41,7 +41,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Export; print the model folder on stdout (messages go to stderr)."""
-    from s2c.cli.common import screen
+    from s2c.terminal import screen
     from s2c.train.export import export
 
     with _no_loading_bar():

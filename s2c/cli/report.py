@@ -9,7 +9,7 @@ EXAMPLE = """example:
 
 
 def cmd_report(args) -> int:
-    from s2c.cli.common import console
+    from s2c.terminal import console
     from s2c.report.build import write_report
 
     dest, report = write_report(args.dir, args.out)

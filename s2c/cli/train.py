@@ -52,7 +52,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Train; print the adapter folder on stdout (progress and messages go to stderr)."""
-    from s2c.cli.common import check_out, console, engine_output, screen
+    from s2c.folders import check_out
+    from s2c.terminal import console, engine_output, screen
     from s2c.train.sft import default_out, train
 
     out = Path(args.out) if args.out else default_out(args.dataset_dir)

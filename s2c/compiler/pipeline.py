@@ -15,7 +15,7 @@ from s2c.compiler.check import check
 from s2c.compiler.graph import build_graph
 from s2c.compiler.ir import CheckedProgram
 from s2c.dsl.ast import Program
-from s2c.dsl.parser import parse_file
+from s2c.dsl.parser import parse, parse_file
 from s2c.errors import CheckError, S2Error
 
 
@@ -60,7 +60,18 @@ def resolver(name: str, path: str | None, importer: Program) -> tuple[Program, s
 
 def check_file(path) -> CheckedProgram:
     """Parse and check; returns the program with diagnostics (errors included) and its graph."""
-    program = parse_file(find_program(path))
+    return _checked(parse_file(find_program(path)))
+
+
+def load_text(text: str, file: str = "<text>.s2") -> CheckedProgram:
+    """`load_program` for `.s2` source text; messages point at `file`."""
+    cp = _checked(parse(text, file))
+    if cp.errors:
+        raise CheckError(cp.diagnostics, cp.sources)
+    return cp
+
+
+def _checked(program: Program) -> CheckedProgram:
     cp = check(program, resolver=resolver)
     if not cp.errors:
         cp.graph = build_graph(cp)

@@ -24,7 +24,14 @@ from dataclasses import replace
 from functools import cache
 
 from s2c.data import files, hub
-from s2c.data.rows import DataSet, Request, Source, apply_mapping, check_nonempty, finish
+from s2c.data.rows import (
+    DataSet,
+    Request,
+    Source,
+    apply_mapping,
+    check_nonempty,
+    finish,
+)
 from s2c.errors import S2Error, did_you_mean
 
 __all__ = ["DataSet", "list_sources", "load_source"]

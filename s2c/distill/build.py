@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2c.compiler import ir
+from s2c.errors import S2Error
 from s2c.compiler.functions import normalize
 from s2c.distill.curate import CurationReport, judge, with_curation
 from s2c.distill.rows import build_rows
 from s2c.distill.write import DatasetWriter, jsonl_line
-from s2c.runtime.executor import RunOptions
-from s2c.runtime.run import execute
 from s2c.runtime.store import RunStore
 
 SKEW = 0.8  # a kept-label share above this is reported (a judge that always says A is position-biased)
@@ -30,10 +29,44 @@ MAX_LABELS = 1000  # distinct kept labels counted: free-text targets would make 
 
 @dataclass
 class DistillResult:
+    """What `s2c compile` wrote: the System-1 rows (`dataset`, a datasets.DatasetDict), the
+    curation report, the System-2 run's summary, and the folder they are in."""
+
     out: Path
     sizes: dict[str, dict]  # split -> {"rows": ..., "examples": ...}
-    report: dict
+    report: dict  # counts kept, dropped per rule, failed, labels, warnings (report.json)
     meta: dict
+    summary: dict  # the System-2 run's (OUT/run/summary.json)
+
+    @property
+    def dataset(self):
+        """The splits as a datasets.DatasetDict of TRL prompt-completion rows."""
+        import datasets
+
+        return datasets.DatasetDict({split: datasets.Dataset.from_json(str(self.out / f"{split}.jsonl"))
+                                     for split in self.sizes})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Copy the dataset folder to `path`: the same files, byte for byte, as `s2c compile
+        --out PATH` writes (the System-2 run under run/ too, so `s2c trace` and `s2c report` work
+        there)."""
+        import shutil
+
+        dest = Path(path)
+        if dest.exists() and any(dest.iterdir()):
+            raise S2Error(f"{dest}: exists and is not empty", hint="save to a new folder")
+        shutil.copytree(self.out, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".s2c.lock"))
+        return dest
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """datasets' own DatasetDict.push_to_hub, unchanged. Untested: no hub can be reached from
+        the machines s2c is built and tested on."""
+        return self.dataset.push_to_hub(repo_id, **kwargs)
+
+    def __repr__(self) -> str:
+        r = self.report
+        return (f"<s2c.DistillResult {self.out}: {r['inputs']} inputs, {r['kept']} kept; "
+                + ", ".join(f"{k} {v['rows']} rows" for k, v in self.sizes.items()) + ">")
 
     @property
     def rows(self) -> dict[str, list[dict]]:
@@ -57,17 +90,28 @@ def with_perturbed(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], seed: in
             yield ex_id + suffix, prow, {"source": ex_id, "variant": suffix, "info": info}
 
 
-def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine, out: str | Path, *, cache,
-                    data: str, options: RunOptions = RunOptions(), fmt: str | None = None, seed: int = 0,
-                    val_split: float = 0.0, skipped: list[str] = (), console=None,
-                    progress: bool = True, curation: str = "program") -> DistillResult:
+@dataclass(frozen=True)
+class DistillSettings:
+    """How `s2c compile` turns a run into a dataset (one value, passed whole; the CLI's flags)."""
+
+    data: str = "data"  # the data's name, recorded in every row's run id and in meta.json
+    format: str | None = None  # the row format; None: the one the distill section declares
+    seed: int = 0  # perturbations and the validation split
+    val_split: float = 0.0  # the share of examples in validation.jsonl
+    curation: str = "program"  # program (the keep rules), none, or gold (curate.CURATIONS)
+
+
+def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner, out: str | Path,
+                    settings: DistillSettings = DistillSettings(), *, skipped: list[str] = ()) -> DistillResult:
+    """Run `cp` (and its perturbed copies) on `runner` into OUT/run, curate, write the dataset folder."""
     out = Path(out)
+    curation, seed, val_split, data = settings.curation, settings.seed, settings.val_split, settings.data
     cp = with_curation(cp, curation)
-    fmt = fmt or cp.format
-    model = engine.model_id("default")
+    fmt = settings.format or cp.format
+    model = runner.model_id("default")
     run_id = run_id_for(cp, data, model, len(rows))
-    outcome = execute(cp, with_perturbed(cp, rows, seed), engine, out / "run", cache=cache, options=options,
-                      skipped=skipped, console=console, progress=progress, meta={"data": data, "run_id": run_id})
+    outcome = runner.execute(cp, with_perturbed(cp, rows, seed), out / "run", skipped=skipped,
+                             meta={"data": data, "run_id": run_id})
     report = CurationReport()
     problems: list[str] = []
     writer = DatasetWriter(out, val_split, seed)
@@ -113,7 +157,7 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine,
     }
     meta = {
         "program": cp.name, "program_file": cp.program.file, "format": fmt, "data": data,
-        "engine": getattr(engine, "name", "?"), "model": model, "run_id": run_id, "run_dir": str(out / "run"),
+        "engine": runner.engine_name, "model": model, "run_id": run_id, "run_dir": str(out / "run"),
         "seed": seed, "val_split": val_split, "curation": curation, "perturbations": sorted(cp.perturbations),
         "tokens": tokens,
         "row_problems": problems[:200],
@@ -121,7 +165,7 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], engine,
     rep = report.as_dict()
     verdicts.close()
     sizes = writer.close(meta, rep)
-    return DistillResult(out, sizes, rep, {**meta, "rows": {k: v["rows"] for k, v in sizes.items()}})
+    return DistillResult(out, sizes, rep, {**meta, "rows": {k: v["rows"] for k, v in sizes.items()}}, s)
 
 
 CURATION = "curation.jsonl"

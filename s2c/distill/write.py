@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
 from pathlib import Path
 
 PARQUET_BATCH = 1024  # rows per Parquet row group

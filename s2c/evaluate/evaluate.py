@@ -31,9 +31,8 @@ from s2c.distill.write import jsonl_line
 from s2c.errors import S2Error
 from s2c.evaluate import stats
 from s2c.evaluate.metrics import Scores
-from s2c.runtime.executor import RunOptions
 from s2c.runtime.model import adapter_digest, adapter_weights
-from s2c.runtime.run import execute, exit_code
+from s2c.runtime.run import exit_code
 from s2c.runtime.store import ExampleResult, RunStore
 from s2c.runtime.values import find_failed, to_json
 
@@ -104,8 +103,9 @@ def run_dir_name(system: System) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", system.name.lower()).strip("-")
 
 
-def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str, dict]], engine, out: Path, *,
-                    cache, options: RunOptions, console=None, progress: bool = True) -> SystemResult:
+def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str, dict]], runner,
+                    out: Path) -> SystemResult:
+    """Run `system` on `runner` (with its adapter on every request) into OUT/<system>, and score it."""
     swap = next((m.perturbation for m in cp.metrics if m.perturbation is not None), None)
 
     def inputs():
@@ -117,9 +117,8 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
 
     run_dir = out / run_dir_name(system)
     adapter = None if system.merged else system.adapter
-    outcome = execute(system.program, inputs(), engine, run_dir, cache=cache,
-            options=RunOptions(**{**options.__dict__, "adapter": adapter}), console=console,
-            progress=progress, meta={"system": system.name})
+    outcome = runner.with_options(adapter=adapter).execute(system.program, inputs(), run_dir,
+                                                           meta={"system": system.name})
     scores = Scores(cp.metrics, len(rows))
     tokens = array("q")  # generated tokens per input, for the CI of their mean
     store = RunStore.open(run_dir, system.program)

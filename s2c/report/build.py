@@ -24,8 +24,8 @@ from pathlib import Path
 
 from s2c.compiler import ir
 from s2c.errors import S2Error
-from s2c.runtime.store import FILE
 from s2c.report.trace_view import AnswerChecker, open_folder, open_store
+from s2c.runtime.store import FILE
 
 CHUNK = 200  # examples per compressed trace chunk
 SHORT = 160  # characters of an output or gold value kept in the index

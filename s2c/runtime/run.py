@@ -8,7 +8,7 @@ A run directory holds:
   rows.json      rows that were skipped, with why
   load.csv       the engine's load every quarter second: requests in flight (s2c's count) and,
                  with vLLM, how many its scheduler runs in the batch and holds waiting
-  engine.log     what the engine and its libraries printed (written by the CLI, s2c/cli/common.py)
+  engine.log     what the engine and its libraries printed (s2c/terminal.py, while the API or the CLI runs)
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
 from s2c.runtime.executor import Executor, NodeStats, RunOptions, TooManyErrors
 from s2c.runtime.load import LoadSampler, csv_sink
-from s2c.runtime.shards import Shards
 from s2c.runtime.store import RunStore
 
 # The longest value a declared input may have, in characters (a list input: its JSON). Longer
@@ -115,75 +114,86 @@ def exit_code(summary: dict) -> int:
     return EXIT_ALL_FAILED if summary["examples"] and not summary["ok"] and summary["failed"] else 0
 
 
-def execute(cp: ir.CheckedProgram, rows: Iterable[tuple], engine, run_dir: str | os.PathLike, *,
-            cache: CallCache, options: RunOptions = RunOptions(), skipped: list[str] = (),
-            meta: dict | None = None, progress: bool | float = True, console=None) -> RunOutcome:
-    """Run `cp` over `rows` into `run_dir`: run.sqlite (every finished example), summary.json,
-    rows.json (skipped rows). Raises S2Error when --max-errors stops the run.
+@dataclass
+class Runner:
+    """Runs programs on one engine in this process: what `s2c run`, `s2c compile` and `s2c eval`
+    hand their stages, built once and passed whole (runtime/shards.py's ShardRunner is the other
+    runner: the same `execute`, each shard on a Ray worker).
 
     progress: bars on a terminal, elsewhere a plain line every PROGRESS_EVERY seconds (True) or
     every `progress` seconds (a number); False for none."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    about = {"program_file": cp.program.file, "engine": getattr(engine, "name", "?"), "adapter": options.adapter,
-             **(meta or {})}
-    if isinstance(engine, Shards):
-        store = RunStore.create(run_dir, cp, about)
-        return _execute_shards(cp, rows, engine, run_dir, store, cache, options, skipped, meta, console)
-    bars = _Progress(cp, engine, console, PROGRESS_EVERY if progress is True else progress) if progress else None
-    # The executor finds the model's and the adapter's identities (reading their files) first: one
-    # that cannot be read stops the run before the folder's earlier store is replaced.
-    ex = Executor(cp, engine, cache=cache, options=options, progress=bars)
-    store = ex.store = RunStore.create(run_dir, cp, about)
-    if bars:
-        rows = bars.follow(rows, ex.totals)
-    startup0 = _startup_seconds(engine)  # an engine serving several runs (eval) starts in one of them
-    t0 = time.time()
-    stopped = None
-    try:
+
+    engine: Any
+    cache: CallCache = field(default_factory=lambda: CallCache(None))
+    options: RunOptions = RunOptions()
+    progress: bool | float = True
+    console: Any = None
+
+    @property
+    def engine_name(self) -> str:
+        return getattr(self.engine, "name", "?")
+
+    def model_id(self, role: str = "default") -> str:
+        return self.engine.model_id(role)
+
+    def with_options(self, **changes) -> Runner:
+        """The same runner with some run options changed (eval serves each adapter this way)."""
+        return replace(self, options=replace(self.options, **changes))
+
+    def execute(self, cp: ir.CheckedProgram, rows: Iterable[tuple], run_dir: str | os.PathLike, *,
+                skipped: list[str] = (), meta: dict | None = None) -> RunOutcome:
+        """Run `cp` over `rows` into `run_dir`: run.sqlite (every finished example), summary.json,
+        rows.json (skipped rows). Raises S2Error when --max-errors stops the run."""
+        engine, options, progress = self.engine, self.options, self.progress
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        bars = _Progress(cp, engine, self.console, PROGRESS_EVERY if progress is True else progress) \
+            if progress else None
+        # The executor finds the model's and the adapter's identities (reading their files) first: one
+        # that cannot be read stops the run before the folder's earlier store is replaced.
+        ex = Executor(cp, engine, cache=self.cache, options=options, progress=bars)
+        store = ex.store = RunStore.create(run_dir, cp, run_about(cp, self, meta))
         if bars:
-            bars.start()
-        with open(run_dir / LOAD_LOG, "w", encoding="utf-8") as f, LoadSampler(engine, csv_sink(f)):
-            ex.run(rows)
-    except TooManyErrors as e:
-        stopped = str(e)
-    except KeyboardInterrupt:
-        stopped = "interrupted"
-        raise
-    finally:
-        if bars:
-            bars.stop()
-        store.close()
-        skipped = list(skipped) + [f"duplicate id '{i}': the first row with this id was kept" for i in store.duplicates]
-        summary = summarize(cp, engine, ex, len(skipped), time.time() - t0, _startup_seconds(engine) - startup0,
-                            options, meta, stopped)
-        _write_json(run_dir / "summary.json", summary)
-        if skipped:
-            _write_json(run_dir / "rows.json", {"skipped": skipped})
-    if stopped:
-        raise S2Error(stopped + f"; finished examples are in {run_dir}, completed calls are cached",
-                      hint="see the failure reasons in summary.json, or raise --max-errors")
-    return RunOutcome(run_dir, summary, cp)
+            rows = bars.follow(rows, ex.totals)
+        startup0 = _startup_seconds(engine)  # an engine serving several runs (eval) starts in one of them
+        t0 = time.time()
+        stopped = None
+        try:
+            if bars:
+                bars.start()
+            with open(run_dir / LOAD_LOG, "w", encoding="utf-8") as f, LoadSampler(engine, csv_sink(f)):
+                ex.run(rows)
+        except TooManyErrors as e:
+            stopped = str(e)
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            raise
+        finally:
+            if bars:
+                bars.stop()
+            store.close()
+            skipped = list(skipped) + [f"duplicate id '{i}': the first row with this id was kept"
+                                       for i in store.duplicates]
+            summary = summarize(cp, engine, ex, len(skipped), time.time() - t0, _startup_seconds(engine) - startup0,
+                                options, meta, stopped)
+            finish_run(run_dir, summary, skipped)
+        if stopped:
+            raise S2Error(stopped + f"; finished examples are in {run_dir}, completed calls are cached",
+                          hint="see the failure reasons in summary.json, or raise --max-errors")
+        return RunOutcome(run_dir, summary, cp)
 
 
-def _execute_shards(cp, rows, shards: Shards, run_dir: Path, store: RunStore, cache: CallCache, options: RunOptions,
-                    skipped, meta, console) -> RunOutcome:
-    """`execute` with --shards: the shards run the program on Ray workers (runtime/shards.py);
-    their examples and calls are merged here, and summary.json is theirs summed."""
-    t0 = time.time()
-    try:
-        summary = shards.execute(cp, rows, run_dir, store=store, cache=cache, options=options, meta=meta or {},
-                                 log=console.print if console else print)
-    finally:
-        store.close()
-    seconds = time.time() - t0
-    summary.update(meta or {}, wall_seconds=round(seconds, 2), rows_skipped=len(skipped),
-                   rows_given=summary["examples"] + len(skipped), stopped=None,
-                   generated_tokens_per_second=round(summary["generated_tokens"] / seconds, 1) if seconds > 0 else 0.0)
+def run_about(cp: ir.CheckedProgram, runner, meta: dict | None) -> dict:
+    """What a run store records about its run (RunStore.create's `about`)."""
+    return {"program_file": cp.program.file, "engine": runner.engine_name, "adapter": runner.options.adapter,
+            **(meta or {})}
+
+
+def finish_run(run_dir: Path, summary: dict, skipped: list[str]) -> None:
+    """summary.json, and rows.json when rows were skipped."""
     _write_json(run_dir / "summary.json", summary)
     if skipped:
         _write_json(run_dir / "rows.json", {"skipped": list(skipped)})
-    return RunOutcome(run_dir, summary, cp)
 
 
 def _startup_seconds(engine) -> float:

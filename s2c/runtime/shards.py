@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -36,7 +36,15 @@ from s2c.compiler import ir
 from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.base import EngineError
-from s2c.runtime.engines.raypool import actor_options, connect, failure, models_on_node, require_feasible
+from s2c.runtime.engines.raypool import (
+    actor_options,
+    connect,
+    failure,
+    models_on_node,
+    require_feasible,
+)
+from s2c.runtime.executor import RunOptions
+from s2c.runtime.run import Runner, RunOutcome, finish_run, run_about
 from s2c.runtime.store import RunStore
 
 SHARDS_DIR = "shards"
@@ -44,8 +52,10 @@ STREAM_SECONDS = 1.0  # how often a worker sends the calls it has committed
 
 
 @dataclass
-class Shards:
-    """What `--shards N` opens instead of an engine: where and how each shard's engine runs."""
+class ShardPool:
+    """Where and how `--shards N` runs each shard: N shards, each a vLLM engine of its own on a Ray
+    worker. Connecting to Ray and resolving the models' identities on a worker happen once, here;
+    a ShardRunner runs programs on it."""
 
     shards: int
     address: str | None = "auto"
@@ -53,7 +63,7 @@ class Shards:
     roles: dict[str, str] = field(default_factory=dict)
     replica_resources: dict[str, float] | None = None  # None: one CPU
     vllm_options: dict = field(default_factory=dict)
-    name: ClassVar[str] = "vllm"  # each shard's engine: its completions are cached as vllm's
+    engine_name: ClassVar[str] = "vllm"  # each shard's engine: its completions are cached as vllm's
 
     def __post_init__(self):
         if self.shards < 1:
@@ -64,32 +74,75 @@ class Shards:
         self._options = actor_options(self.replica_resources)
         ident = self._ray.remote(_identities).options(num_cpus=0)
         try:
-            self._ids = self._ray.get(ident.remote(self.model, self.roles))
+            self.identities = self._ray.get(ident.remote(self.model, self.roles))
         except self._ray.exceptions.RayTaskError as e:
             raise EngineError(f"ray: cannot resolve the model on a worker: {failure(e)}") from None
 
+
+@dataclass
+class ShardRunner:
+    """The runner beside run.Runner: the same `execute`, the input cut into the pool's shards, each
+    run whole on a Ray worker; their examples and calls are merged here, summary.json is theirs
+    summed."""
+
+    pool: ShardPool
+    cache: CallCache
+    options: RunOptions = RunOptions()
+    console: object = None
+
+    @property
+    def engine_name(self) -> str:
+        return self.pool.engine_name
+
     def model_id(self, role: str = "default") -> str:
-        return self._ids.get(role, self._ids["default"])
+        return self.pool.identities.get(role, self.pool.identities["default"])
 
-    def close(self) -> None:
-        pass
+    def with_options(self, **changes) -> ShardRunner:
+        return replace(self, options=replace(self.options, **changes))
 
-    def execute(self, cp: ir.CheckedProgram, rows: Iterable[tuple], run_dir: Path, *, store: RunStore,
-                cache: CallCache, options, meta: dict, log) -> dict:
+    def execute(self, cp: ir.CheckedProgram, rows: Iterable[tuple], run_dir: str | os.PathLike, *,
+                skipped: list[str] = (), meta: dict | None = None) -> RunOutcome:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store = RunStore.create(run_dir, cp, run_about(cp, self, meta))
+        t0 = time.time()
+        try:
+            summary = self._shards(cp, rows, run_dir, store, meta or {})
+        finally:
+            store.close()
+        seconds = time.time() - t0
+        summary.update(meta or {}, wall_seconds=round(seconds, 2), rows_skipped=len(skipped),
+                       rows_given=summary["examples"] + len(skipped), stopped=None,
+                       generated_tokens_per_second=round(summary["generated_tokens"] / seconds, 1) if seconds else 0.0)
+        finish_run(run_dir, summary, skipped)
+        return RunOutcome(run_dir, summary, cp)
+
+    def _shards(self, cp: ir.CheckedProgram, rows: Iterable[tuple], run_dir: Path, store: RunStore, meta: dict) -> dict:
         """Run every shard; merge their examples into `store` (in input order) and their calls into
-        `cache`. Returns the merged summary (the caller sets wall time and the driver's own fields)."""
+        the cache. Returns the merged summary (the caller sets wall time and the driver's own fields)."""
+        log = self.console.print if self.console else print
         items = list(rows)
-        k = min(self.shards, max(1, len(items)))
+        k = min(self.pool.shards, max(1, len(items)))
         bounds = [len(items) * j // k for j in range(k + 1)]
         shard_dirs = [run_dir / SHARDS_DIR / str(j) for j in range(k)]
         results: list[dict | None] = [None] * k
         errors: list[str | None] = [None] * k
+        bugs: list[BaseException | None] = [None] * k
 
         def one(j: int) -> None:
             try:
-                results[j] = self._one(j, cp, items[bounds[j]:bounds[j + 1]], shard_dirs[j], options, meta, log)
-            except Exception as e:  # noqa: BLE001 (said per shard below; the other shards go on)
-                errors[j] = failure(e).splitlines()[-1]  # one line per shard
+                results[j] = self._one(j, cp, items[bounds[j]:bounds[j + 1]], shard_dirs[j], meta, log)
+            except (S2Error, EngineError) as e:  # said per shard below; the other shards go on
+                errors[j] = str(e).splitlines()[-1]
+            except self.pool._ray.exceptions.RayError as e:
+                cause = getattr(e, "cause", None)
+                if isinstance(e, self.pool._ray.exceptions.RayTaskError) and \
+                        not isinstance(cause, (S2Error, EngineError)):
+                    bugs[j] = e  # a bug on the worker: raised below, after the other shards end
+                else:  # s2c's own error on the worker, or a worker or node that died
+                    errors[j] = failure(e).splitlines()[-1]
+            except BaseException as e:  # noqa: BLE001 (a bug here: re-raised on the main thread below)
+                bugs[j] = e
 
         log(f"s2c: ray: {len(items)} rows in {k} shard{'s' * (k > 1)} of ~{len(items) // k} rows")
         threads = [threading.Thread(target=one, args=(j,), name=f"s2c-shard-{j}") for j in range(k)]
@@ -98,26 +151,30 @@ class Shards:
         for t in threads:
             t.join()
         for d in shard_dirs:  # the union, also of a failed shard's finished calls
-            cache.merge(d / "calls.sqlite")
+            self.cache.merge(d / "calls.sqlite")
         failed = [f"shard {j} ({bounds[j + 1] - bounds[j]} rows): {e}" for j, e in enumerate(errors) if e]
         if failed:
             raise S2Error("; ".join(failed) + f"; the calls they finished are kept in {run_dir / SHARDS_DIR}",
                           hint="run the same command again: each shard resumes from its own finished calls")
+        bug = next((b for b in bugs if b is not None), None)
+        if bug is not None:
+            raise bug
         for j, d in enumerate(shard_dirs):
             store.merge(d / "run.sqlite", offset=bounds[j])
         return merge_summaries(results)
 
-    def _one(self, j: int, cp, items: list, shard_dir: Path, options, meta: dict, log) -> dict:
+    def _one(self, j: int, cp, items: list, shard_dir: Path, meta: dict, log) -> dict:
         shard_dir.mkdir(parents=True, exist_ok=True)
         shard_cache = CallCache(shard_dir / "calls.sqlite")
         try:
             seed = shard_cache.rows()
             t0 = time.time()
             summary = None
-            gen = self._task.options(num_returns="streaming", **self._options).remote(
-                cp, items, self.model, self.roles, self.vllm_options, options, seed, meta)
+            pool = self.pool
+            gen = pool._task.options(num_returns="streaming", **pool._options).remote(
+                cp, items, pool.model, pool.roles, pool.vllm_options, self.options, seed, meta)
             for ref in gen:
-                kind, payload = self._ray.get(ref)
+                kind, payload = pool._ray.get(ref)
                 if kind == "calls":
                     shard_cache.put_rows(payload)
                 elif kind == "store":
@@ -145,7 +202,6 @@ def _run_shard(cp, items, model, roles, vllm_options, options, seed, meta):
 
     from s2c.runtime.engines import make_engine
     from s2c.runtime.engines.lazy import LazyEngine
-    from s2c.runtime.run import execute
 
     work = Path(tempfile.mkdtemp(prefix="s2c-shard-", dir=os.environ.get("S2C_WORK_DIR")))
     try:
@@ -159,8 +215,8 @@ def _run_shard(cp, items, model, roles, vllm_options, options, seed, meta):
         def run():
             cache = CallCache(work / "calls.sqlite")
             try:
-                outcome["summary"] = execute(cp, items, engine, work / "run", cache=cache, options=options,
-                                             meta=meta, progress=False).summary
+                runner = Runner(engine, cache, options, progress=False)
+                outcome["summary"] = runner.execute(cp, items, work / "run", meta=meta).summary
             except S2Error as e:
                 outcome["stopped"] = str(e)
             except BaseException as e:  # noqa: BLE001 (re-raised on the generator's thread below)

@@ -12,9 +12,9 @@ from typing import Any
 from s2c.calls import Message, Request
 from s2c.compiler import functions as F
 from s2c.compiler import ir
+from s2c.compiler.functions import Failed, NoMatch, Skipped, TransformError
 from s2c.compiler.system1 import render_request
 from s2c.compiler.templates import RENDER_ERRORS
-from s2c.compiler.functions import Failed, NoMatch, Skipped, TransformError
 
 
 class ExampleValues:

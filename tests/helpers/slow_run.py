@@ -11,7 +11,7 @@ from s2c.compiler.pipeline import load_program
 from s2c.runtime.cache import CallCache, call_key
 from s2c.runtime.engines.fake import FakeEngine
 from s2c.runtime.executor import RunOptions
-from s2c.runtime.run import execute, validate_rows
+from s2c.runtime.run import Runner, validate_rows
 
 
 def main():
@@ -33,8 +33,7 @@ def main():
                     f.write(call_key(self.model_id(r.role), r, None) + "\n")  # no adapter
             return super().generate(requests)
 
-    outcome = execute(cp, good, Slow(script), out, cache=CallCache(cache_path), options=RunOptions(window=2),
-                      progress=False)
+    outcome = Runner(Slow(script), CallCache(cache_path), options=RunOptions(window=2), progress=False).execute(cp, good, out)
     print(json.dumps({"engine_calls": outcome.summary["engine_calls"],
                       "outputs": {r.id: r.outputs for r in outcome.examples()}}, default=str))
 

@@ -19,7 +19,6 @@ other exception from an engine is a bug in s2c and stops the run with its traceb
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from s2c.calls import Completion, EngineFailure, Message, Request, Result, Sampling

@@ -24,8 +24,8 @@ from s2c.runtime.engines.base import (
     Result,
     Sampling,
 )
-from s2c.runtime.model import ModelRef
 from s2c.runtime.engines.local import RoleModels, resolve_roles
+from s2c.runtime.model import ModelRef
 
 INSTALL_HINT = "pip install 's2c[hf]' (torch, transformers)"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from s2c.cli.common import ENGINE_LOG, add_data_args, add_engine_args, check_run_args, console as make_console, \
-    engine_output, load_rows, open_cache, open_engine, own, progress_setting, run_options
+from s2c.cli.common import add_data_args, add_engine_args, data_from, engine_from, run_settings_from
+from s2c.terminal import console as make_console
 
 RUN_EXAMPLE = """example:
   s2c run cot_zeroshot.s2 --data questions.jsonl --limit 8
@@ -15,35 +15,24 @@ RUN_EXAMPLE = """example:
 def cmd_run(args) -> int:
     from rich.text import Text
 
-    from s2c.compiler.pipeline import load_program
-    from s2c.runtime.run import execute, exit_code, token_table
+    from s2c import api
+    from s2c.runtime.run import exit_code, token_table
 
+    program = api.Program.load(args.program)
     console = make_console()
     log = console.print
-    progress = progress_setting(args)
-    cp = load_program(args.program)
-    out = check_run_args(args, "run")
-    ds, rows, problems = load_rows(args, cp, log)
-    with own(out), engine_output(out / ENGINE_LOG, args.verbose, console):
-        args.log_dir = out
-        engine = open_engine(args, cp, log)
-        cache = open_cache(args)
-        try:
-            outcome = execute(cp, rows, engine, out, cache=cache, options=run_options(args), skipped=problems,
-                              console=console, progress=progress, meta={"data": args.data, "split": ds.split})
-        finally:
-            cache.close()
-            engine.close()
-        console.print(token_table(outcome.summary))
-        s = outcome.summary
-        log(f"s2c: {s['examples']} examples: {s['ok']} ok, {s['failed']} failed, {s['unparsed']} unparsed; "
-            f"{s['engine_calls']} engine calls, {s['cache_hits']} cache hits, {s['retries']} retries -> "
-            f"{out}/summary.json; traces: s2c trace {out} [--failed]; all of it: s2c report {out}")
-        for kind, table in (("failed", s["failures"]), ("unparsed", s["unparsed_reasons"])):
-            for nid, reasons in table.items():
-                for reason, k in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]:
-                    log(Text.assemble("  ", (nid, "yellow"), f" {kind}: {k} × {reason}"))
-    return exit_code(s)  # the engine's warnings, if any, were named last (engine_output)
+    outcome = api.run(program, data_from(args), engine_from(args), out=args.out, settings=run_settings_from(args))
+    out = outcome.run_dir
+    console.print(token_table(outcome.summary))
+    s = outcome.summary
+    log(f"s2c: {s['examples']} examples: {s['ok']} ok, {s['failed']} failed, {s['unparsed']} unparsed; "
+        f"{s['engine_calls']} engine calls, {s['cache_hits']} cache hits, {s['retries']} retries -> "
+        f"{out}/summary.json; traces: s2c trace {out} [--failed]; all of it: s2c report {out}")
+    for kind, table in (("failed", s["failures"]), ("unparsed", s["unparsed_reasons"])):
+        for nid, reasons in table.items():
+            for reason, k in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]:
+                log(Text.assemble("  ", (nid, "yellow"), f" {kind}: {k} × {reason}"))
+    return exit_code(s)
 
 
 def cmd_trace(args) -> int:
