@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from s2c.errors import S2Error
+from s2c.errors import S2Error, require
 from s2c.train.data import TrainData, load_dataset_dir
 from s2c.train.plot import plot_loss
 from s2c.train.progress import make_callbacks, read_loss_log, trim_loss_log
@@ -30,6 +30,7 @@ from s2c.train.progress import make_callbacks, read_loss_log, trim_loss_log
 # A checkpoint only continues a run that trained the same adapter on the same rows.
 RESUME_KEYS = ("dataset_sha256", "model", "lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length")
 LOSS_REDUCTION = "sum over rows of weight * mean completion-token NLL, divided by the rows in the batch"
+PACKAGES = ("transformers", "torch", "datasets", "peft", "trl")  # what training imports: s2c[train]
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def train(dataset_dir, settings: TrainSettings = TrainSettings(), *, model: str 
     """
     settings.check()
     data = load_dataset_dir(dataset_dir)  # before the model: a bad row fails in a second
+    require_packages()  # before the model too: the embedded one is dequantized with them
     ref = _resolve(model, log)
     out = Path(out) if out else default_out(dataset_dir)
     paths = _Paths(out)
@@ -130,6 +132,12 @@ def train(dataset_dir, settings: TrainSettings = TrainSettings(), *, model: str 
     trainer.model.save_pretrained(paths.adapter)
     trainer.processing_class.save_pretrained(paths.adapter)
     return _finish(paths, config, data, trainer.state.global_step, seconds, checkpoint, log)
+
+
+def require_packages() -> None:
+    """A `MissingExtra` naming s2c[train] now, before any model loads, when a package is missing."""
+    for name in PACKAGES:
+        require(name, "train", "s2c train")
 
 
 def build_trainer(data: TrainData, model_path: str, settings: TrainSettings, output_dir: Path,
