@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from s2c.errors import CheckError, Diagnostic, S2Error
+from s2c.errors import CheckError, Diagnostic, MissingExtra, S2Error
 
 _API = ("Program", "Data", "Engine", "EngineSettings", "RunSettings", "EvalSettings", "EvalResult", "check", "run",
         "distill", "train", "evaluate")
@@ -31,4 +31,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 's2c' has no attribute {name!r}")
 
 
-__all__ = ["S2Error", "CheckError", "Diagnostic", "__version__", *_API, *_TYPES]
+__all__ = ["S2Error", "CheckError", "Diagnostic", "MissingExtra", "__version__", *_API, *_TYPES]

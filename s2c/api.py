@@ -487,9 +487,12 @@ def distill(program, data, engine: Engine | EngineSettings | str | None = None, 
 
 
 def train(dataset: DistillResult | str | os.PathLike, settings: TrainSettings = TrainSettings(), *,
-          out: str | os.PathLike | None = None, verbose: bool = False) -> TrainResult:
+          model: str | None = None, out: str | os.PathLike | None = None, resume: bool = True,
+          verbose: bool = False) -> TrainResult:
     """Fine-tune a LoRA adapter on a distilled dataset (`s2c train`): TRL's SFTTrainer with PEFT,
-    each row's loss weighted. What transformers, TRL and torch print goes to OUT/train.log."""
+    each row's loss weighted; `model` is the base (default: the embedded model), and a rerun
+    into the same `out` resumes from its last checkpoint unless `resume=False`. What
+    transformers, TRL and torch print goes to OUT/train.log."""
     from s2c.train.sft import default_out
     from s2c.train.sft import train as train_sft
 
@@ -498,8 +501,8 @@ def train(dataset: DistillResult | str | os.PathLike, settings: TrainSettings = 
     folders.check_out(out)  # before train.log goes there
     console = terminal.console()
     with terminal.engine_output(out / TRAIN_LOG, verbose, console, what="train"):
-        return train_sft(folder, settings, out=out, log=lambda message: print(message, file=terminal.screen()),
-                         console=console)
+        return train_sft(folder, settings, model=model, out=out, resume=resume,
+                         log=lambda message: print(message, file=terminal.screen()), console=console)
 
 
 TRAIN_LOG = "train.log"  # what transformers, TRL and torch print, in the output folder

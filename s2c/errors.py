@@ -78,6 +78,26 @@ class CheckError(S2Error):
         return render_all(self.diagnostics, self.sources)
 
 
+class MissingExtra(S2Error):
+    """An optional package is not installed; the message names the extra of s2c that installs it."""
+
+
+def require(module: str, extra: str, what: str, *, install: str | None = None, error: type = MissingExtra):
+    """`importlib.import_module(module)`, or `error` (one line: what needs which package, and the
+    pip command) when `module` or the package it is in is not installed. Any other failure of the
+    import, a missing dependency of that package included, propagates as it is: that is a broken
+    install, not a missing extra. `install` replaces `pip install 's2c[extra]'` in the message."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if not e.name or not (module == e.name or module.startswith(e.name + ".")):
+            raise
+        install = install or f"pip install 's2c[{extra}]'"
+        raise error(f"{what} needs {e.name}, which is not installed: {install}") from e
+
+
 def source_lines(source: str) -> list[str]:
     """The lines of a source file as the lexer counts them: split at "\\n" only (not at a form feed,
     U+2028 or U+0085, which `str.splitlines` also breaks at), so line N is the line errors name."""

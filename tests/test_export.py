@@ -266,11 +266,11 @@ def test_out_is_required():
 def trained(tmp_path_factory):
     """A real `s2c train` output folder: 2 steps of 2 rows at a high rate, the least that changes what
     the model says on the fixture's prompts (it answers 'yes' where the base talks at length)."""
-    from s2c.train.sft import train
+    from s2c.train.sft import TrainSettings, train
 
     out = tmp_path_factory.mktemp("export-train") / "run"
-    train(TINY_DATA, out=out, max_steps=2, batch_size=2, lr=2e-3, max_length=128, save_steps=100,
-          log=lambda m: None)
+    settings = TrainSettings(max_steps=2, batch_size=2, lr=2e-3, max_length=128, save_steps=100)
+    train(TINY_DATA, settings, out=out, log=lambda m: None)
     return out
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from s2c.errors import S2Error
 from s2c.train.data import load_dataset_dir
-from s2c.train.sft import train
+from s2c.train.sft import TrainSettings, train
 
 TINY = Path(__file__).parent / "fixtures" / "train" / "tiny"
 ROW = {"prompt": [{"role": "user", "content": "Is the coin heads up?"}],
@@ -105,9 +105,9 @@ def test_parquet_only_folder_reads_the_same_rows(tmp_path):
 
 def test_bad_flags_fail_before_loading_a_model(tmp_path):
     with pytest.raises(S2Error, match=r"--max-length 8: must be >= 16 tokens"):
-        train(TINY, out=tmp_path, max_length=8)
+        train(TINY, TrainSettings(max_length=8), out=tmp_path)
     with pytest.raises(S2Error, match=r"--epochs 0: must be > 0 \(or give --max-steps N\)"):
-        train(TINY, out=tmp_path, epochs=0)
+        train(TINY, TrainSettings(epochs=0), out=tmp_path)
 
 
 def test_resume_refuses_a_checkpoint_of_another_dataset(tmp_path):
@@ -116,10 +116,69 @@ def test_resume_refuses_a_checkpoint_of_another_dataset(tmp_path):
     (ckpt / "trainer_state.json").write_text('{"global_step": 3}')
     (tmp_path / "train_config.json").write_text(json.dumps({"dataset_sha256": "0" * 64}))
     with pytest.raises(S2Error) as info:
-        train(TINY, out=tmp_path, max_steps=4)
+        train(TINY, TrainSettings(max_steps=4), out=tmp_path)
     message = info.value.render()
     assert message.startswith(f"error: cannot resume from {ckpt}: the run changed (dataset_sha256: '0000")
     assert message.endswith("= hint: pass --no-resume to start over, or --out DIR to train into another folder")
+
+
+def test_resume_compares_the_lora_alpha_the_run_uses(tmp_path):
+    """lora_alpha defaults to 2 * lora_r: a new rank alone changes the recorded alpha too."""
+    ckpt = tmp_path / "checkpoints" / "checkpoint-3"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text('{"global_step": 3}')
+    (tmp_path / "train_config.json").write_text(json.dumps({"lora_r": 16, "lora_alpha": 32}))
+    with pytest.raises(S2Error, match=r"the run changed \(lora_r: 16 -> 8, lora_alpha: 32 -> 16\)$"):
+        train(TINY, TrainSettings(lora_r=8), out=tmp_path)
+
+
+def test_lora_alpha_is_twice_the_rank_unless_given():
+    assert TrainSettings().alpha == 32 and TrainSettings(lora_r=8).alpha == 16
+    assert TrainSettings(lora_r=8, lora_alpha=4).alpha == 4
+    assert TrainSettings(lora_r=8).record() | {"lora_r": 8, "lora_alpha": 16} == TrainSettings(lora_r=8).record()
+    with pytest.raises(S2Error, match=r"^--lora-alpha 0: must be >= 1$"):
+        TrainSettings(lora_alpha=0).check()
+
+
+# ---- `s2c train`'s flags are TrainSettings' fields, with its defaults ----
+
+def _parser():
+    from s2c.cli import train as cli
+
+    parser = argparse.ArgumentParser(prog="s2c")
+    cli.register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def _settings(*flags) -> TrainSettings:
+    from s2c.cli.train import settings_from
+
+    return settings_from(_parser().parse_args(["train", str(TINY), *flags]))
+
+
+def test_flags_default_to_the_settings_defaults():
+    assert _settings() == TrainSettings()
+
+
+def test_each_field_has_its_flag():
+    settings = _settings("--epochs", "2.5", "--max-steps", "7", "--lr", "1e-3", "--lora-r", "8", "--lora-alpha", "4",
+                         "--lora-dropout", "0", "--batch-size", "2", "--grad-accum", "3", "--max-length", "64",
+                         "--seed", "5", "--save-steps", "9")
+    assert settings == TrainSettings(epochs=2.5, max_steps=7, lr=1e-3, lora_r=8, lora_alpha=4, lora_dropout=0.0,
+                                     batch_size=2, grad_accum=3, max_length=64, seed=5, save_steps=9)
+    assert _settings("--lora-r", "8").alpha == 16
+
+
+def test_help_shows_each_default(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per flag
+    from s2c.cli import train as cli
+
+    train_parser = cli.register(argparse.ArgumentParser(prog="s2c").add_subparsers())
+    lines = {line.split()[0]: line for line in train_parser.format_help().splitlines() if line.startswith("  --")}
+    shown = {"--epochs": "1", "--max-steps": "-1: off", "--lr": "0.0002", "--lora-r": "16", "--lora-alpha": "2R",
+             "--lora-dropout": "0.05", "--batch-size": "4", "--grad-accum": "1", "--max-length": "256",
+             "--seed": "0", "--save-steps": "50"}
+    assert {flag: lines[flag].rsplit("(default ", 1)[-1].rstrip(")") for flag in shown} == shown
 
 
 # ---- the weighted loss, through the real SFTTrainer on the embedded model ----
@@ -130,7 +189,7 @@ def trainer(tmp_path_factory):
     import torch
 
     from s2c.runtime.model import resolve_model
-    from s2c.train.sft import TrainSettings, build_trainer
+    from s2c.train.sft import build_trainer
 
     settings = TrainSettings(max_steps=1, lora_dropout=0.0)  # no dropout: passes are comparable
     tr = build_trainer(load_dataset_dir(TINY), resolve_model(None).path, settings,
@@ -223,11 +282,7 @@ def _mean_completion_nll(tr, row):
 # ---- real runs of `s2c train` ----
 
 def _cli(argv) -> int:
-    from s2c.train import cli
-
-    parser = argparse.ArgumentParser(prog="s2c")
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     return args.func(args)
 
 
@@ -299,13 +354,13 @@ def _step_recorder(seen):
 def test_resume_after_crash(tmp_path):
     out = tmp_path / "run"
     # one row a step keeps it cheap; a checkpoint after every step
-    kwargs = {"out": out, "max_steps": 4, "save_steps": 1, "batch_size": 1, "max_length": 128}
+    settings = TrainSettings(max_steps=4, save_steps=1, batch_size=1, max_length=128)
     with pytest.raises(RuntimeError, match="simulated crash after checkpoint 2"):
-        train(TINY, **kwargs, log=lambda m: None, callbacks=[_crash_after_save(2)])
+        train(TINY, settings, out=out, log=lambda m: None, callbacks=[_crash_after_save(2)])
     assert (out / "checkpoints" / "checkpoint-2").is_dir()
 
     messages, steps = [], []
-    result = train(TINY, **kwargs, log=messages.append, callbacks=[_step_recorder(steps)])
+    result = train(TINY, settings, out=out, log=messages.append, callbacks=[_step_recorder(steps)])
     ckpt = out / "checkpoints" / "checkpoint-2"
     assert f"s2c: resuming from checkpoint {ckpt} (step 2); pass --no-resume to start over" in messages
     assert steps == [3, 4]  # only the steps after the checkpoint ran again

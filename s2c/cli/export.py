@@ -42,8 +42,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     """Export; print the model folder on stdout (messages go to stderr)."""
     from s2c.terminal import screen
-    from s2c.train.export import export
+    from s2c.train.export import export, require_packages
 
+    require_packages()  # before _no_loading_bar imports transformers
     with _no_loading_bar():
         result = export(args.adapter, args.out, model=args.model, dtype=args.dtype, force=args.force,
                         log=lambda message: print(message, file=screen()))

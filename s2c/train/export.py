@@ -27,11 +27,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2c.errors import S2Error
+from s2c.errors import S2Error, require
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")  # auto: the base model's own dtype
 RECORD = "s2c_export.json"
 ADAPTER_HINT = "pass the folder `s2c train` wrote, or its adapter/ subfolder"
+PACKAGES = ("transformers", "torch", "peft")  # what a merge imports; peft comes with s2c[train], not s2c[hf]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def export(adapter, out, *, model: str | None = None, dtype: str = "auto", force
     `S2Error` for what a user can fix.
     """
     started = time.perf_counter()
+    require_packages()
     if dtype not in DTYPES:
         raise S2Error(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     adapter_dir = find_adapter(adapter)
@@ -93,6 +95,12 @@ def export(adapter, out, *, model: str | None = None, dtype: str = "auto", force
             "from base + adapter; --dtype float32 keeps the merge exact, for a runtime that runs float32")
     return ExportResult(out, adapter_dir, ref.identity, stats["dtype"], stats["layers"], stats["rounding"],
                         seconds, size)
+
+
+def require_packages() -> None:
+    """A `MissingExtra` naming s2c[train] now, before any model loads, when a package is missing."""
+    for name in PACKAGES:
+        require(name, "train", "s2c export")
 
 
 def find_adapter(path) -> Path:

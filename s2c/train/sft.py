@@ -1,8 +1,10 @@
 """Fine-tune a LoRA adapter on a dataset folder from `s2c compile` (TRL SFT, per-row weights).
 
-    >>> r = train("runs/coinflip-data", max_steps=100)        # doctest: +SKIP
-    >>> r.adapter_dir                                          # doctest: +SKIP
+    >>> r = train("runs/coinflip-data", TrainSettings(max_steps=100))    # doctest: +SKIP
+    >>> r.adapter_dir                                                    # doctest: +SKIP
     PosixPath('runs/train-coinflip-data/adapter')
+
+`TrainSettings` holds every knob with its default, once: `s2c train` builds its flags from it.
 
 The output folder holds `adapter/` (a PEFT adapter: `PeftModel.from_pretrained(base, out/"adapter")`),
 `train_config.json` (settings, dataset, base model, row counts per task, results),
@@ -20,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from s2c.errors import S2Error
+from s2c.errors import S2Error, require
 from s2c.train.data import TrainData, load_dataset_dir
 from s2c.train.plot import plot_loss
 from s2c.train.progress import make_callbacks, read_loss_log, trim_loss_log
@@ -28,23 +30,35 @@ from s2c.train.progress import make_callbacks, read_loss_log, trim_loss_log
 # A checkpoint only continues a run that trained the same adapter on the same rows.
 RESUME_KEYS = ("dataset_sha256", "model", "lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length")
 LOSS_REDUCTION = "sum over rows of weight * mean completion-token NLL, divided by the rows in the batch"
+PACKAGES = ("transformers", "torch", "datasets", "peft", "trl")  # what training imports: s2c[train]
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Every knob of a run, passed around whole and written to train_config.json."""
+    """Every knob of a run, with its default: passed around whole, written to train_config.json,
+    and the source of `s2c train`'s flags (`--lora-r` for `lora_r`, ...)."""
 
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
     lr: float = 2e-4  # LoRA takes a larger rate than full fine-tuning (TRL's 2e-5 default)
     lora_r: int = 16
-    lora_alpha: int = 32
+    lora_alpha: int | None = None  # None: 2 * lora_r (see `alpha`)
     lora_dropout: float = 0.05
     batch_size: int = 4
     grad_accum: int = 1
     max_length: int = 256  # prompt + completion tokens; longer rows are cut at the end
     seed: int = 0
     save_steps: int = 50  # a checkpoint to resume from every this many steps, and at the end
+
+    @property
+    def alpha(self) -> int:
+        """The LoRA alpha the run uses: `lora_alpha`, else 2 * `lora_r` (the usual alpha/r = 2
+        scaling, so changing the rank alone changes capacity, not the update's scale)."""
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
+
+    def record(self) -> dict:
+        """The settings as train_config.json holds them: the values the run used (alpha resolved)."""
+        return {**asdict(self), "lora_alpha": self.alpha}
 
     def check(self) -> None:
         def bad(flag, value, need):
@@ -56,6 +70,8 @@ class TrainSettings:
                             ("--grad-accum", self.grad_accum), ("--save-steps", self.save_steps)):
             if value < 1:
                 bad(flag, value, "must be >= 1")
+        if self.lora_alpha is not None and self.lora_alpha < 1:
+            bad("--lora-alpha", self.lora_alpha, "must be >= 1")
         if not self.lr > 0:
             bad("--lr", self.lr, "must be > 0")
         if not 0 <= self.lora_dropout < 1:
@@ -82,18 +98,18 @@ def default_out(dataset_dir) -> Path:
     return Path("runs") / f"train-{Path(dataset_dir).resolve().name}"
 
 
-def train(dataset_dir, *, model=None, out=None, epochs=1.0, max_steps=-1, lr=2e-4, lora_r=16,
-          lora_alpha=32, lora_dropout=0.05, batch_size=4, grad_accum=1, max_length=256, seed=0,
-          save_steps=50, resume=True, log=print, callbacks=(), console=None) -> TrainResult:
+def train(dataset_dir, settings: TrainSettings = TrainSettings(), *, model: str | None = None, out=None,
+          resume: bool = True, log=print, callbacks=(), console=None) -> TrainResult:
     """Check the dataset, fine-tune a LoRA adapter on it, write the output folder (see module doc).
 
-    `callbacks` are extra `transformers.TrainerCallback`s; the progress bar goes to `console` (a
-    rich Console; default stderr). Raises `S2Error` for bad input.
+    `model` is the base model (a folder or hub id; None: the embedded SmolLM2-135M-Instruct);
+    `out` defaults to `default_out(dataset_dir)`, and with `resume` a checkpoint there is
+    continued. `callbacks` are extra `transformers.TrainerCallback`s; the progress bar goes to
+    `console` (a rich Console; default stderr). Raises `S2Error` for bad input.
     """
-    settings = TrainSettings(epochs, max_steps, lr, lora_r, lora_alpha, lora_dropout, batch_size,
-                             grad_accum, max_length, seed, save_steps)
     settings.check()
     data = load_dataset_dir(dataset_dir)  # before the model: a bad row fails in a second
+    require_packages()  # before the model too: the embedded one is dequantized with them
     ref = _resolve(model, log)
     out = Path(out) if out else default_out(dataset_dir)
     paths = _Paths(out)
@@ -116,6 +132,12 @@ def train(dataset_dir, *, model=None, out=None, epochs=1.0, max_steps=-1, lr=2e-
     trainer.model.save_pretrained(paths.adapter)
     trainer.processing_class.save_pretrained(paths.adapter)
     return _finish(paths, config, data, trainer.state.global_step, seconds, checkpoint, log)
+
+
+def require_packages() -> None:
+    """A `MissingExtra` naming s2c[train] now, before any model loads, when a package is missing."""
+    for name in PACKAGES:
+        require(name, "train", "s2c train")
 
 
 def build_trainer(data: TrainData, model_path: str, settings: TrainSettings, output_dir: Path,
@@ -158,7 +180,7 @@ def build_trainer(data: TrainData, model_path: str, settings: TrainSettings, out
         dataloader_num_workers=0,
         disable_tqdm=True,  # our own progress (s2c.train.progress) replaces tqdm
     )
-    peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
+    peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.alpha,
                              lora_dropout=settings.lora_dropout, target_modules="all-linear",
                              bias="none", task_type="CAUSAL_LM")
     bars = datasets.is_progress_bar_enabled()
@@ -185,6 +207,7 @@ def config_record(settings: TrainSettings, data: TrainData, ref) -> dict:
     from importlib.metadata import version
 
     splits = {"train": data.train, "validation": data.validation}
+    used = settings.record()
     return {
         "dataset": str(data.dir.resolve()),
         "dataset_files": {k: str(s.path.resolve()) for k, s in splits.items() if s},
@@ -197,8 +220,8 @@ def config_record(settings: TrainSettings, data: TrainData, ref) -> dict:
         "weight_per_task": _weights(data),
         "model": ref.identity,
         "model_path": str(ref.path),
-        "settings": asdict(settings),
-        **{k: getattr(settings, k) for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length")},
+        "settings": used,
+        **{k: used[k] for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length")},
         "lora_target_modules": "all-linear",
         "precision": _precision(),
         "device": _device_name(),

@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
 
+from s2c.errors import require
 from s2c.runtime.engines.base import (
     BatchStream,
     Completion,
@@ -85,10 +86,7 @@ class _Loaded:
         return self.model, contextlib.nullcontext()
 
     def _load_adapter(self, folder: str) -> None:
-        try:
-            from peft import PeftModel
-        except ImportError as e:
-            raise EngineError("hf: LoRA adapters need peft: pip install 's2c[train]'") from e
+        PeftModel = require("peft", "train", "a LoRA adapter on the hf engine", error=EngineError).PeftModel
         name = f"a{len(self.adapters)}"
         try:
             if self.adapters:
@@ -121,11 +119,8 @@ class HFEngine(BatchStream, RoleModels):
         one per core). On a busy machine 1 thread is steadier: with one thread per core, every
         small op waits for a core that another process holds (see docs/benchmarks.md).
         """
-        try:
-            import torch
-            import transformers  # noqa: F401
-        except ImportError as e:
-            raise EngineError(f"hf engine: {e.name} is not installed: {INSTALL_HINT}") from e
+        torch = require("torch", "hf", "the hf engine", install=INSTALL_HINT, error=EngineError)
+        require("transformers", "hf", "the hf engine", install=INSTALL_HINT, error=EngineError)
         if threads:
             torch.set_num_threads(threads)
         self.batch_size = batch_size

@@ -50,6 +50,7 @@ from collections.abc import Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from urllib.parse import urlsplit
 
+from s2c.errors import require
 from s2c.runtime.engines.base import (
     Completion,
     EngineError,
@@ -121,10 +122,7 @@ class OpenAIEngine(Streaming):
         """`model` is the served model name (None: the (first) server's first model); `roles` map
         roles to other names on the same server(s). `base_url` is one URL or a list of them;
         `concurrency` is per server. Checks that every server answers and serves the names, now."""
-        try:
-            import httpx
-        except ImportError as e:
-            raise EngineError("openai engine: httpx is not installed: pip install 's2c[openai]'") from e
+        httpx = require("httpx", "openai", "the openai engine", error=EngineError)
         url = (
             base_url
             or os.environ.get("S2C_OPENAI_BASE_URL")

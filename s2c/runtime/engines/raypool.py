@@ -33,6 +33,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Hashable
 
+from s2c.errors import require
 from s2c.runtime.engines.base import EngineError, Finished, Request, Streaming
 
 STEP_SECONDS = 0.1  # the longest a replica steps before it hands back and takes new requests
@@ -40,11 +41,7 @@ INSTALL_HINT = "pip install 's2c[ray]' (ray[data]; never ray[llm], which pins a 
 
 
 def import_ray():
-    try:
-        import ray
-    except ImportError as e:
-        raise EngineError(f"ray engine: ray is not installed ({e}): {INSTALL_HINT}") from e
-    return ray
+    return require("ray", "ray", "the ray engine (--engine ray, --shards)", install=INSTALL_HINT, error=EngineError)
 
 
 def connect(address: str | None):

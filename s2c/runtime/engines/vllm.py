@@ -28,6 +28,7 @@ import time
 from collections.abc import Hashable
 from pathlib import Path
 
+from s2c.errors import require
 from s2c.runtime.engines.base import (
     Completion,
     EngineError,
@@ -47,11 +48,8 @@ INSTALL_HINT = (
 
 def _import_vllm():
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # read once, at import
-    try:
-        import vllm
-        from vllm.platforms import current_platform
-    except ImportError as e:
-        raise EngineError(f"vllm engine: vllm is not installed ({e}): {INSTALL_HINT}") from e
+    vllm = require("vllm", "cpu", "the vllm engine", install=INSTALL_HINT, error=EngineError)
+    from vllm.platforms import current_platform
     if not hasattr(vllm.LLM, "_preprocess_chat_one"):  # how LLM.chat renders, in vLLM 0.32
         raise EngineError(f"vllm engine: vllm {vllm.__version__} is not supported (s2c renders "
                           "chats with LLM._preprocess_chat_one, as vLLM 0.32 does): "
