@@ -10,7 +10,8 @@ from s2c.compiler.graph import stages
 from s2c.compiler.ir import CheckedProgram
 
 
-def _label(g: nx.DiGraph, nid: str) -> str:
+def label(g: nx.DiGraph, nid: str) -> str:
+    """A node's one-line name: its kind (or transform function), its id, and what sets it apart."""
     a = g.nodes[nid]
     if a["kind"] == "llm":
         extra = f" n={a['n']}" if a["n"] > 1 else ""
@@ -32,9 +33,9 @@ def to_dot(g: nx.DiGraph) -> str:
     shape = {"llm": "box", "transform": "ellipse", "input": "plaintext"}
     out = [f'digraph "{g.graph.get("name", "program")}" {{', "  rankdir=LR;"]
     for nid, a in g.nodes(data=True):
-        label = _label(g, nid) + ("\\n" + "\\n".join(a["fanout"]) if a["fanout"] else "")
+        text = label(g, nid) + ("\\n" + "\\n".join(a["fanout"]) if a["fanout"] else "")
         style = ', style="bold"' if a["kind"] == "llm" else ""
-        out.append(f'  "{nid}" [label="{label}", shape={shape[a["kind"]]}{style}];')
+        out.append(f'  "{nid}" [label="{text}", shape={shape[a["kind"]]}{style}];')
     style = {"loop": ' [style=dashed, label="for each"]', "continues": ' [style=bold, label="continues"]'}
     for u, v, kind in g.edges(data="kind"):
         out.append(f'  "{u}" -> "{v}"{style.get(kind, "")};')
@@ -46,10 +47,10 @@ def to_mermaid(g: nx.DiGraph) -> str:
     ids = {nid: f"n{i}" for i, nid in enumerate(g.nodes)}
     out = ["flowchart LR"]
     for nid, a in g.nodes(data=True):
-        label = _label(g, nid) + ("<br/>" + "<br/>".join(a["fanout"]) if a["fanout"] else "")
-        label = label.replace('"', "'")
+        text = label(g, nid) + ("<br/>" + "<br/>".join(a["fanout"]) if a["fanout"] else "")
+        text = text.replace('"', "'")
         open_, close = ("[", "]") if a["kind"] == "llm" else ("([", "])") if a["kind"] == "transform" else ("[/", "/]")
-        out.append(f'  {ids[nid]}{open_}"{label}"{close}')
+        out.append(f'  {ids[nid]}{open_}"{text}"{close}')
     arrow = {"loop": "-. for each .->", "continues": "== continues ==>"}
     for u, v, kind in g.edges(data="kind"):
         out.append(f"  {ids[u]} {arrow.get(kind, '-->')} {ids[v]}")
@@ -83,7 +84,7 @@ def to_tree(cp: CheckedProgram):
         st = root.add(Text("before any call", style="bold cyan"))
         for nid in early:
             if not g.nodes[nid]["internal"]:
-                st.add(Text.assemble(_label(g, nid), " ", (_where(cp, g.nodes[nid]), "dim")))
+                st.add(Text.assemble(label(g, nid), " ", (_where(cp, g.nodes[nid]), "dim")))
     shown.update(early)
     for i, group in enumerate(stages(g), 1):
         st = root.add(Text(f"stage {i}", style="bold cyan"))
@@ -96,7 +97,7 @@ def to_tree(cp: CheckedProgram):
                      f"{' · T=' + str(a['temperature']) if a['temperature'] else ''} · reads {', '.join(reads) or '-'}"
                      f"{' · continues ' + a['continues'] if a['continues'] else ''}"
                      f"{' · only if ' + a['scan_item'] + ' exists' if a['scan_item'] else ''}")
-            branch = st.add(Text.assemble((_label(g, nid), "bold"), "  ", (facts, "dim")))
+            branch = st.add(Text.assemble((label(g, nid), "bold"), "  ", (facts, "dim")))
             for f in a["fanout"]:
                 branch.add(Text.assemble(("fan-out", "magenta"), f" {f}"))
             if calls > 1:
@@ -112,7 +113,7 @@ def to_tree(cp: CheckedProgram):
                     if sa["internal"]:
                         continue
                     fanout = (" ", (f"({'; '.join(sa['fanout'])})", "magenta")) if sa["fanout"] else ()
-                    branch.add(Text.assemble(_label(g, succ), " ", (_where(cp, sa), "dim"), *fanout))
+                    branch.add(Text.assemble(label(g, succ), " ", (_where(cp, sa), "dim"), *fanout))
     outs = ", ".join(cp.outputs)
     root.add(Text.assemble(("output", "bold green"), f" {outs}"))
     if cp.tasks:

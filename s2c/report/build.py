@@ -276,7 +276,7 @@ def graph_svg(cp: ir.CheckedProgram) -> str:
     earlier ones. networkx lays it out; matplotlib draws it."""
     import networkx as nx
 
-    from s2c.compiler.render import _label
+    from s2c.compiler.render import label
 
     plt = _pyplot()
     g = cp.graph.copy()
@@ -292,7 +292,7 @@ def graph_svg(cp: ir.CheckedProgram) -> str:
                            node_size=2600, node_shape="s")
     for nid, (x, y) in pos.items():
         kind = g.nodes[nid]["kind"]
-        ax.text(x, y, _label(g, nid).replace(" ", "\n", 1), ha="center", va="center", fontsize=9,
+        ax.text(x, y, label(g, nid).replace(" ", "\n", 1), ha="center", va="center", fontsize=9,
                 bbox={"boxstyle": "round,pad=0.4" if kind != "llm" else "square,pad=0.4",
                       "fc": colors.get(kind, "#ffffff"), "ec": "#333333" if kind == "llm" else "#999999",
                       "lw": 1.4 if kind == "llm" else 0.8})
