@@ -20,6 +20,8 @@ FLOORS = {
     #    repo's programs/, not code; the front end imports it to find them)
     "s2c.errors": 0,
     "s2c.calls": 0,
+    "s2c.terminal": 0,  # where messages go while the engine's output goes to a log
+    "s2c.folders": 0,  # output folders: checked writable, held by one s2c
     "s2c.programs": 0,
     # 1: the language (AST, parser, printer) and input rows (data: loaders, hub, mappings); each
     #    imports only errors, so data sits below runtime, which never imports it (only the CLI does)
