@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed
+from s2c.compiler.failures import Failed
 from s2c.compiler.pipeline import load_program
 from s2c.errors import S2Error
+from s2c.report.trace_view import find_trace, render_trace
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine
 from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import execute, validate_rows
 from s2c.runtime.store import RunStore
-from s2c.report.trace_view import find_trace, render_trace
 
 HERE = Path(__file__).parent
 TWO_STEP = HERE / "fixtures" / "programs" / "two_step.s2"

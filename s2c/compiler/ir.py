@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from s2c.compiler.functions import Type
+from s2c.calls import Sampling
 from s2c.compiler.perturb import Perturbation
+from s2c.compiler.types import Type
 from s2c.dsl import ast as A
 from s2c.errors import Diagnostic, Span
-from s2c.calls import Sampling
 
 
 @dataclass(frozen=True)

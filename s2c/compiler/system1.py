@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from s2c.calls import Message, Request, Sampling
 from s2c.compiler import ir
-from s2c.compiler.functions import TEXT
 from s2c.compiler.templates import render
+from s2c.compiler.types import TEXT
 from s2c.errors import S2Error
 
 COMPLETION, ANSWER = "completion", "parsed"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2c.compiler import ir
-from s2c.compiler.functions import normalize
+from s2c.compiler.normalize import normalize
 from s2c.distill.curate import CurationReport, judge, with_curation
 from s2c.distill.rows import build_rows
 from s2c.distill.write import DatasetWriter, jsonl_line

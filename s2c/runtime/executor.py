@@ -40,7 +40,7 @@ import msgspec
 import networkx as nx
 
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed, Skipped
+from s2c.compiler.failures import Failed, Skipped
 from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineFailure
 from s2c.runtime.model import adapter_identity

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from s2c.calls import Message, Request
-from s2c.compiler import functions as F
 from s2c.compiler import ir
+from s2c.compiler.failures import Failed, NoMatch, Skipped, TransformError
+from s2c.compiler.library import function
 from s2c.compiler.system1 import render_request
 from s2c.compiler.templates import RENDER_ERRORS
-from s2c.compiler.functions import Failed, NoMatch, Skipped, TransformError
 
 
 class ExampleValues:
@@ -169,7 +169,7 @@ def _evaluator(cp: ir.CheckedProgram, expr: ir.IRExpr, ctx_loops: tuple[str, ...
             return otherwise(vals, prefix, extra)
         return pick
     if isinstance(expr, ir.FnCall):
-        fn = F.function(expr.fn)
+        fn = function(expr.fn)
         impl, aggregates = fn.impl, fn.aggregates
         args = [_evaluator(cp, a, ctx_loops, node_id) for a in expr.args]
         kwargs = [(k, _evaluator(cp, v, ctx_loops, node_id)) for k, v in expr.kwargs]
