@@ -13,7 +13,7 @@ import pytest
 
 from s2c.compiler.check import check
 from s2c.compiler.failures import NoMatch
-from s2c.compiler.graph import build_graph
+from s2c.compiler.graph import with_graph
 from s2c.compiler.library import FUNCTIONS
 from s2c.compiler.pipeline import load_program
 from s2c.compiler.render import to_dot, to_mermaid
@@ -28,8 +28,7 @@ from s2c.runtime.store import RunStore
 def program(body: str, inputs: str = "input question"):
     cp = check(parse(f'program t "test"\n{inputs}\n{body}'))
     assert cp.errors == [], [d.message for d in cp.errors]
-    cp.graph = build_graph(cp)
-    return cp
+    return with_graph(cp)
 
 
 def run(cp, rows, script, tmp_path):

@@ -1,4 +1,4 @@
-"""The front end as one chain: find -> parse -> check -> build_graph.
+"""The front end as one chain: find -> parse -> check -> with_graph (graph.py: the program and its graph).
 
     >>> from s2c.compiler.pipeline import load_program
     >>> cp = load_program("bsm.s2")          # a built-in program, found by name
@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 from s2c.compiler.check import check
-from s2c.compiler.graph import build_graph
+from s2c.compiler.graph import with_graph
 from s2c.compiler.ir import CheckedProgram
 from s2c.dsl.ast import Program
 from s2c.dsl.parser import parse_file
@@ -62,9 +62,7 @@ def check_file(path) -> CheckedProgram:
     """Parse and check; returns the program with diagnostics (errors included) and its graph."""
     program = parse_file(find_program(path))
     cp = check(program, resolver=resolver)
-    if not cp.errors:
-        cp.graph = build_graph(cp)
-    return cp
+    return cp if cp.errors else with_graph(cp)
 
 
 def load_program(path) -> CheckedProgram:
