@@ -161,7 +161,6 @@ class CheckedProgram:
     diagnostics: list[Diagnostic]
     sources: dict[str, str]
     graph: nx.DiGraph | None = None  # the dataflow graph: None from check, set by graph.with_graph
-    readers: dict = field(default_factory=dict, repr=False, compare=False)  # runtime/values.py's memo
 
     @property
     def name(self) -> str:
