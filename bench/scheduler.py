@@ -35,6 +35,7 @@ from s2c.runtime.cache import CallCache
 from s2c.runtime.engines import make_engine
 from s2c.runtime.executor import Executor, RunOptions
 from s2c.runtime.load import LoadSampler
+from s2c.runtime.plan import Plan
 from s2c.runtime.values import ExampleValues, to_json
 
 
@@ -89,7 +90,8 @@ def _stage(cp, node, vals: ExampleValues):
 
 def _by_hand(cp, rows, engine, order, batch_of):
     """Run the program by hand; `batch_of(node, allvals)` yields the groups sent together."""
-    allvals = [ExampleValues(cp, row) for _, row in rows]
+    plan = Plan(cp)
+    allvals = [ExampleValues(plan, row) for _, row in rows]
     calls = tokens = 0
     prefix = defaultdict(lambda: [0, 0])
     for nid in order:

@@ -586,7 +586,12 @@ def evaluate(program, data, engine: Engine | EngineSettings | str | None = None,
     """System 1, System 2 and each distilled adapter on the same held-out inputs (`s2c eval`).
     `adapters`: folders (or TrainResults) of `s2c train`, a list (the first is named 'Distilled
     System 1') or a {name: folder} dict."""
-    from s2c.evaluate.evaluate import evaluate_system, merge_adapter, resolve_adapter, systems_for
+    from s2c.evaluate.evaluate import (
+        evaluate_system,
+        merge_adapter,
+        resolve_adapter,
+        systems_for,
+    )
     from s2c.evaluate.metrics import labels
     from s2c.evaluate.report import chart, write_results
     from s2c.evaluate.stats import compare_all

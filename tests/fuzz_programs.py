@@ -27,7 +27,8 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from s2c.compiler import functions as F
+from s2c.compiler.library import FUNCTIONS
+from s2c.compiler.tables import KEEP_RULES, LLM_OPTIONS, METRICS, TASK_OPTIONS
 from s2c.dsl.parser import _lark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ def tokens(text: str) -> list[tuple[str, int, int]]:
 
 NAMES = sorted({text[s:e] for text in CORPUS.values() for k, s, e in tokens(text)
                 if k == "WORD" and text[s:e] not in KEYWORDS}
-               | set(F.FUNCTIONS) | set(F.LLM_OPTIONS) | set(F.KEEP_RULES) | set(F.METRICS) | set(F.TASK_OPTIONS)
+               | set(FUNCTIONS) | set(LLM_OPTIONS) | set(KEEP_RULES) | set(METRICS) | set(TASK_OPTIONS)
                | {"completion", "loop", "q", "x", "_"})
 
 # ---------------------------------------------------------------- hostile values
@@ -237,7 +238,7 @@ def expressions(max_leaves: int = 12):
         args = st.lists(st.one_of(inner, st.tuples(st.sampled_from(NAMES), inner).map(lambda kv: f"{kv[0]}={kv[1]}")),
                         max_size=4).map(", ".join)
         return st.one_of(
-            st.tuples(st.sampled_from(sorted(F.FUNCTIONS) + ["llm", "nope", "usc"]), args).map(lambda t: f"{t[0]}({t[1]})"),
+            st.tuples(st.sampled_from(sorted(FUNCTIONS) + ["llm", "nope", "usc"]), args).map(lambda t: f"{t[0]}({t[1]})"),
             st.lists(inner, max_size=4).map(lambda xs: "[" + ", ".join(xs) + "]"),
             st.lists(st.tuples(inner, inner), max_size=3).map(lambda ps: "{" + ", ".join(f"{k}: {v}" for k, v in ps) + "}"),
         )
@@ -314,11 +315,11 @@ def bad_uses(draw) -> str:
 @st.composite
 def hostile_options(draw) -> str:
     """llm() options, tasks, keep rules and metrics with hostile literals and expressions."""
-    opts = draw(st.lists(st.tuples(st.sampled_from(sorted(F.LLM_OPTIONS) + ["nope"]), SMALL_EXPRESSIONS), max_size=4))
+    opts = draw(st.lists(st.tuples(st.sampled_from(sorted(LLM_OPTIONS) + ["nope"]), SMALL_EXPRESSIONS), max_size=4))
     llm = "a = llm(" + ", ".join(f"{k}={v}" for k, v in opts) + ') """{{ q }}"""\n'
-    rule = draw(st.tuples(st.sampled_from(sorted(F.KEEP_RULES) + ["nope"]), st.lists(SMALL_EXPRESSIONS, max_size=4)))
-    metric = draw(st.tuples(st.sampled_from(sorted(F.METRICS) + ["nope"]), st.lists(SMALL_EXPRESSIONS, max_size=4)))
-    task = draw(st.lists(st.tuples(st.sampled_from(sorted(F.TASK_OPTIONS) + ["nope"]), SMALL_EXPRESSIONS), max_size=4))
+    rule = draw(st.tuples(st.sampled_from(sorted(KEEP_RULES) + ["nope"]), st.lists(SMALL_EXPRESSIONS, max_size=4)))
+    metric = draw(st.tuples(st.sampled_from(sorted(METRICS) + ["nope"]), st.lists(SMALL_EXPRESSIONS, max_size=4)))
+    task = draw(st.lists(st.tuples(st.sampled_from(sorted(TASK_OPTIONS) + ["nope"]), SMALL_EXPRESSIONS), max_size=4))
     fmt = draw(st.sampled_from(["", " system1", " cascade", " nope"]))
     return (HEAD + llm + f"b = {draw(SMALL_EXPRESSIONS)}\noutput a\noutput b\n"
             + f"distill{fmt}:\n    task t(" + ", ".join(f"{k}={v}" for k, v in task) + ') """{{ q }}"""\n'

@@ -17,10 +17,10 @@ from helpers.llm_server import serve
 from rich.console import Console
 
 from s2c.cli import main
-from s2c.terminal import WORTH_READING, log_note
 from s2c.compiler.pipeline import load_program
 from s2c.runtime.engines.fake import FakeEngine
 from s2c.runtime.run import _duration, _Progress
+from s2c.terminal import WORTH_READING, log_note
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}

@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from s2c.compiler.check import check
-from s2c.compiler.graph import build_graph
+from s2c.compiler.graph import with_graph
 from s2c.compiler.ir import CheckedProgram
 from s2c.compiler.pipeline import resolver
 from s2c.dsl.parser import parse
@@ -123,9 +123,7 @@ def check_source(source: str, file: str) -> CheckedProgram:
     """`s2c check` on `source` as if saved at `file` (relative to the repo root). Raises S2Error
     at a syntax error."""
     cp = check(parse(source, file), resolver=resolver)
-    if not cp.errors:
-        cp.graph = build_graph(cp)
-    return cp
+    return cp if cp.errors else with_graph(cp)
 
 
 def check_output(source: str, file: str) -> str:

@@ -10,10 +10,18 @@ import pytest
 from golden import GOLDEN, REPO, check_golden, normalize, stale
 
 from s2c.cli import main
-from s2c.compiler import functions as F
 from s2c.compiler import ir
-from s2c.compiler.functions import TransformError
+from s2c.compiler.failures import TransformError
+from s2c.compiler.library import FUNCTIONS
 from s2c.compiler.pipeline import check_file
+from s2c.compiler.tables import (
+    DISTILL_FORMATS,
+    KEEP_RULES,
+    LLM_OPTIONS,
+    METRICS,
+    TASK_OPTIONS,
+)
+from s2c.compiler.types import ANY, NUMBER, TEXT
 from s2c.errors import S2Error, render_all
 
 ERRORS = GOLDEN / "errors"
@@ -197,19 +205,19 @@ def test_types_of_collected_lists():
 
 # ---------------------------------------------------------------- the library
 def test_at_function():
-    at = F.FUNCTIONS["at"]
+    at = FUNCTIONS["at"]
     assert at.impl(["a", "b", "c"], 1) == "b"
     assert at.impl(["a", "b"], 1.0) == "b"
     for bad in (2, -1, 0.5, True, "1"):
         with pytest.raises(TransformError):
             at.impl(["a", "b"], bad)
-    assert str(at.result([F.TEXT.listed()])) == "text"
+    assert str(at.result([TEXT.listed()])) == "text"
 
 
 def test_usc_index_extraction():
-    regex = F.FUNCTIONS["regex"].impl
+    regex = FUNCTIONS["regex"].impl
     pattern = r"(?i)most consistent response is\W*response\W*(\d+)"
-    assert F.FUNCTIONS["number"].impl(regex("The most consistent response is Response 3.", pattern)) == 3
+    assert FUNCTIONS["number"].impl(regex("The most consistent response is Response 3.", pattern)) == 3
     assert regex("the most consistent response is **Response 12**", pattern) == "12"
 
 
@@ -224,16 +232,16 @@ def test_example_template_file_is_a_source(tmp_path):
 
 
 def test_library_aggregates_numbers_and_reads_json():
-    assert F.FUNCTIONS["vote"].impl([18, 18.0, 17]) == 18
-    assert F.FUNCTIONS["vote_share"].impl(["a", "A ", "b"]) == pytest.approx(2 / 3)
-    assert F.FUNCTIONS["json"].impl('the plan: {"steps": [1, 2]}') == {"steps": [1, 2]}
+    assert FUNCTIONS["vote"].impl([18, 18.0, 17]) == 18
+    assert FUNCTIONS["vote_share"].impl(["a", "A ", "b"]) == pytest.approx(2 / 3)
+    assert FUNCTIONS["json"].impl('the plan: {"steps": [1, 2]}') == {"steps": [1, 2]}
 
 
 # ---------------------------------------------------------------- docs/language.md
 DOCS = REPO / "docs" / "language.md"
 KIND = {"text": "text", "number": "number", "list": "list", "scalar": "one value", "any": "any", "literal": "literal"}
-SAMPLE = {"text": F.TEXT, "number": F.NUMBER, "list": F.TEXT.listed(), "scalar": F.TEXT, "any": F.ANY,
-          "literal": F.TEXT}
+SAMPLE = {"text": TEXT, "number": NUMBER, "list": TEXT.listed(), "scalar": TEXT, "any": ANY,
+          "literal": TEXT}
 
 
 def functions_table() -> str:
@@ -241,7 +249,7 @@ def functions_table() -> str:
     import json
 
     rows = ["| function | arguments | result | what it does |", "|---|---|---|---|"]
-    for fn in F.FUNCTIONS.values():
+    for fn in FUNCTIONS.values():
         sig = ", ".join(p.name if p.required else f"{p.name}={json.dumps(p.default)}" for p in fn.params)
         args = ", ".join(f"`{p.name}` {KIND[p.kind]}" for p in fn.params)
         result = fn.result([SAMPLE[p.kind] for p in fn.params])
@@ -275,7 +283,7 @@ def test_docs_quote_current_messages_and_functions():
 
 def test_docs_cover_the_language():
     text = DOCS.read_text(encoding="utf-8")
-    names = [*F.FUNCTIONS, *F.LLM_OPTIONS, *F.TASK_OPTIONS, *F.KEEP_RULES, *F.METRICS, *F.DISTILL_FORMATS]
+    names = [*FUNCTIONS, *LLM_OPTIONS, *TASK_OPTIONS, *KEEP_RULES, *METRICS, *DISTILL_FORMATS]
     assert [n for n in names if not re.search(rf"[`\s]{n}[(`=\s]", text)] == []
     for kw in ("program", "input", "gold", "use", "llm", "for", "repeat", "scan", "output", "distill", "task", "keep",
                "eval", "metric", "parse"):

@@ -2,6 +2,7 @@
 program, and the shape of BSM's graph (branch -> solve, fanned out over criteria -> merge)."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -12,8 +13,10 @@ from golden import GOLDEN, REPO, check_golden, stale
 
 from s2c.cli import main
 from s2c.compiler import render
-from s2c.compiler.graph import stages
-from s2c.compiler.pipeline import load_program
+from s2c.compiler.check import check
+from s2c.compiler.graph import stages, with_graph
+from s2c.compiler.pipeline import find_program, load_program, resolver
+from s2c.dsl.parser import parse_file
 
 PROGRAMS = sorted((REPO / "programs").glob("*.s2")) + sorted((REPO / "examples").glob("*.s2"))
 GRAPHS = GOLDEN / "graph"
@@ -115,3 +118,13 @@ def test_inlined_program_nodes_keep_their_file():
     g = load_program("programs/s2a.s2").graph
     assert g.nodes["best/select"]["file"] == "programs/usc.s2"
     assert g.nodes["rewritten"]["file"] == "programs/s2a.s2"
+
+
+def test_the_graph_comes_on_a_new_program_and_is_never_attached_to_the_checked_one():
+    cp = check(parse_file(find_program("bsm.s2")), resolver=resolver)
+    assert cp.graph is None
+    full = with_graph(cp)
+    assert cp.graph is None and full is not cp  # check's result is left as it was
+    assert sorted(full.graph) == sorted(cp.nodes) and full.nodes is cp.nodes
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cp.graph = full.graph

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 
 from s2c.cli import EXIT_INTERNAL, main
-from s2c.compiler import functions as F
 from s2c.compiler.check import MAX_LLM_NODES, MAX_NODES
+from s2c.compiler.library import FUNCTIONS
 from s2c.compiler.pipeline import check_file
+from s2c.compiler.tables import LLM_RANGES
 from s2c.compiler.templates import render
 from s2c.dsl.ast import MAX_BLOCK_DEPTH, MAX_EXPR_DEPTH, MAX_USE_DEPTH
 
@@ -189,7 +190,7 @@ def test_llm_option_ranges(s2c, option, value, phrase):
 
 
 def test_llm_ranges_are_the_documented_ones():
-    assert F.LLM_RANGES == {"temperature": (0, 2, False), "top_p": (0, 1, False), "max_tokens": (1, 1_000_000, True),
+    assert LLM_RANGES == {"temperature": (0, 2, False), "top_p": (0, 1, False), "max_tokens": (1, 1_000_000, True),
                             "n": (1, 1_000, True), "seed": (0, 2**32 - 1, True)}
 
 
@@ -361,7 +362,7 @@ def test_backslash_b_in_a_plain_string_is_a_word_boundary(s2c, tmp_path):
     assert (rc, err) == (0, "")
     cp = check_file(tmp_path / "p.s2")
     assert cp.nodes["a"].expr.args[1].value == cp.nodes["b"].expr.args[1].value == r"\bword\b"
-    assert F.FUNCTIONS["regex"].impl("a sword, a word.", r"\bword\b") == "word"
+    assert FUNCTIONS["regex"].impl("a sword, a word.", r"\bword\b") == "word"
 
 
 def test_two_repeats_refining_one_name_get_distinct_ids(s2c, tmp_path):

@@ -11,9 +11,10 @@ import json
 
 import pytest
 
-from s2c.compiler import functions as F
 from s2c.compiler.check import check
-from s2c.compiler.graph import build_graph
+from s2c.compiler.failures import NoMatch
+from s2c.compiler.graph import with_graph
+from s2c.compiler.library import FUNCTIONS
 from s2c.compiler.pipeline import load_program
 from s2c.compiler.render import to_dot, to_mermaid
 from s2c.dsl.parser import parse
@@ -27,8 +28,7 @@ from s2c.runtime.store import RunStore
 def program(body: str, inputs: str = "input question"):
     cp = check(parse(f'program t "test"\n{inputs}\n{body}'))
     assert cp.errors == [], [d.message for d in cp.errors]
-    cp.graph = build_graph(cp)
-    return cp
+    return with_graph(cp)
 
 
 def run(cp, rows, script, tmp_path):
@@ -207,15 +207,15 @@ def test_argmax_argmin_lookup(tmp_path):
     ([1, 3, 3, 2], "argmax", None, 1), ([1, 3, 3, 0], "argmin", None, 3), ([2, 5], "argmax", ["a", "b"], "b"),
 ])
 def test_arg_best_ties_go_to_the_first(scores, fn, items, want):
-    assert F.FUNCTIONS[fn].impl(scores, items) == want
+    assert FUNCTIONS[fn].impl(scores, items) == want
 
 
 def test_lookup_default_and_miss():
     table = {"sure": 3, "likely": 2}
-    assert F.FUNCTIONS["lookup"].impl("Likely!", table) == 2
-    assert F.FUNCTIONS["lookup"].impl("maybe", table, 1) == 1
-    with pytest.raises(F.NoMatch, match="'maybe' is not one of"):
-        F.FUNCTIONS["lookup"].impl("maybe", table)
+    assert FUNCTIONS["lookup"].impl("Likely!", table) == 2
+    assert FUNCTIONS["lookup"].impl("maybe", table, 1) == 1
+    with pytest.raises(NoMatch, match="'maybe' is not one of"):
+        FUNCTIONS["lookup"].impl("maybe", table)
 
 
 # ---------------------------------------------------------------- continue=

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed
+from s2c.compiler.failures import Failed
 from s2c.compiler.pipeline import load_program
 from s2c.errors import S2Error
 from s2c.report.trace_view import find_trace, render_trace
@@ -337,6 +337,34 @@ def test_kill_9_then_restart_repeats_no_completed_call(tmp_path):
                          env=env, capture_output=True, text=True, check=True)
     assert resumed["outputs"] == json.loads(ref.stdout)["outputs"]
     assert all(r["status"] == "ok" for r in finished)
+
+
+def test_the_runtime_keeps_its_memos_in_its_plan_and_writes_nothing_into_the_ir(tmp_path):
+    """What a run works out once (readers, evaluators) lives in the run's Plan and the store's,
+    never in the checked program, which later runs, distill and eval read as check left it."""
+    import copy
+    from dataclasses import fields
+
+    from s2c.runtime.executor import Executor
+
+    cp = load_program("bsm.s2")
+
+    def snapshot():
+        return ({f.name: copy.deepcopy(getattr(cp, f.name)) for f in fields(cp) if f.name != "graph"},
+                {nid: set(vars(n)) for nid, n in cp.nodes.items()})
+
+    before = snapshot()
+    (tmp_path / "run").mkdir()
+    store = RunStore.create(tmp_path / "run", cp, {})
+    ex = Executor(cp, FakeEngine(bsm_script), store=store)
+    assert ex.run(bsm_rows(3)).ok == 3
+    store.close()
+    assert ex.plan.cp is cp and ex.plan.readers and ex.plan.evaluators and ex.plan.var_readers
+    back = RunStore.open(tmp_path / "run", cp)
+    results = list(back.originals())
+    assert [r.state.lookup(ir.NodeRef("merge"), (), ()) for r in results] == ["A is better overall. [[A]]"] * 3
+    assert all(r.state.plan is back.plan for r in results) and back.plan.readers
+    assert snapshot() == before
 
 
 def test_load_sampler_samples_on_its_own_thread_while_the_run_waits(tmp_path):

@@ -11,9 +11,9 @@ import pytest
 from engine_fixtures import judge_script
 
 from s2c.cli import main
+from s2c.cli import run_trace as runtime_cli
 from s2c.compiler.pipeline import load_program
 from s2c.distill.build import DistillSettings, distill_program, read_verdicts
-from s2c.cli import run_trace as runtime_cli
 from s2c.runtime import engines
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine, request_text

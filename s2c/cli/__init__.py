@@ -8,9 +8,9 @@ import argparse
 import os
 import sys
 
-from s2c.terminal import console
 from s2c.errors import CheckError, S2Error, render_all
 from s2c.runtime.engines.base import EngineError
+from s2c.terminal import console
 
 EXIT_INTERNAL = 70  # a bug in s2c (EX_SOFTWARE): the traceback is in the log file it names
 

@@ -8,6 +8,7 @@ import json
 
 from s2c.errors import S2Error
 
+
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """Engine, model and cache flags shared by run, compile and eval."""
     g = p.add_argument_group("engine")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from s2c.compiler.functions import DISTILL_FORMATS
+from s2c.compiler.tables import DISTILL_FORMATS
 from s2c.distill.curate import CURATIONS
 
 EXAMPLE = """example:

@@ -9,8 +9,8 @@ EXAMPLE = """example:
 
 
 def cmd_report(args) -> int:
-    from s2c.terminal import console
     from s2c.report.build import write_report
+    from s2c.terminal import console
 
     dest, report = write_report(args.dir, args.out)
     log = console().print

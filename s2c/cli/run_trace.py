@@ -4,7 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from s2c.cli.common import add_data_args, add_engine_args, data_from, engine_from, run_settings_from
+from s2c.cli.common import (
+    add_data_args,
+    add_engine_args,
+    data_from,
+    engine_from,
+    run_settings_from,
+)
 from s2c.terminal import console as make_console
 
 RUN_EXAMPLE = """example:

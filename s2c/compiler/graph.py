@@ -8,7 +8,7 @@ together. Estimates are per input: LLM calls, and the most tokens a run can gene
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import networkx as nx
 
@@ -126,6 +126,11 @@ def build_graph(cp: ir.CheckedProgram) -> nx.DiGraph:
     g.graph.update(calls_per_input=est.calls, max_generated_tokens_per_input=est.max_generated_tokens,
                    bounded=est.bounded, stages=max(stage.values(), default=0))
     return g
+
+
+def with_graph(cp: ir.CheckedProgram) -> ir.CheckedProgram:
+    """`cp` with its graph, as a new CheckedProgram: the checked program is never changed after."""
+    return replace(cp, graph=build_graph(cp))
 
 
 def _describe_loop(cp: ir.CheckedProgram, loop_id: str) -> str:

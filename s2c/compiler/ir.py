@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from s2c.calls import Sampling
-from s2c.compiler.functions import Type
 from s2c.compiler.perturb import Perturbation
+from s2c.compiler.types import Type
 from s2c.dsl import ast as A
 from s2c.errors import Diagnostic, Span
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass(frozen=True)
@@ -139,8 +142,11 @@ class MetricIR:
     perturbation: Perturbation | None = None  # swap_inconsistency: the swapped copy
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckedProgram:
+    """What `check` returns; `graph.with_graph` returns a copy that holds its graph too. Frozen:
+    later stages make new objects (dataclasses.replace) and keep their own state outside it."""
+
     program: A.Program
     nodes: dict[str, Node]  # in definition order
     loops: dict[str, Loop]
@@ -154,8 +160,7 @@ class CheckedProgram:
     parse: IRExpr | None  # reads `completion`
     diagnostics: list[Diagnostic]
     sources: dict[str, str]
-    graph: Any = None  # networkx.DiGraph, set by build_graph
-    readers: dict = field(default_factory=dict, repr=False, compare=False)  # runtime/values.py's memo
+    graph: nx.DiGraph | None = None  # the dataflow graph: None from check, set by graph.with_graph
 
     @property
     def name(self) -> str:

@@ -1,4 +1,4 @@
-"""The front end as one chain: find -> parse -> check -> build_graph.
+"""The front end as one chain: find -> parse -> check -> with_graph (graph.py: the program and its graph).
 
     >>> from s2c.compiler.pipeline import load_program
     >>> cp = load_program("bsm.s2")          # a built-in program, found by name
@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 from s2c.compiler.check import check
-from s2c.compiler.graph import build_graph
+from s2c.compiler.graph import with_graph
 from s2c.compiler.ir import CheckedProgram
 from s2c.dsl.ast import Program
 from s2c.dsl.parser import parse, parse_file
@@ -65,22 +65,20 @@ def check_file(path) -> CheckedProgram:
 
 def load_text(text: str, file: str = "<text>.s2") -> CheckedProgram:
     """`load_program` for `.s2` source text; messages point at `file`."""
-    cp = _checked(parse(text, file))
-    if cp.errors:
-        raise CheckError(cp.diagnostics, cp.sources)
-    return cp
+    return _without_errors(_checked(parse(text, file)))
 
 
 def _checked(program: Program) -> CheckedProgram:
     cp = check(program, resolver=resolver)
-    if not cp.errors:
-        cp.graph = build_graph(cp)
-    return cp
+    return cp if cp.errors else with_graph(cp)
 
 
 def load_program(path) -> CheckedProgram:
     """Like check_file, but raises CheckError when the program has errors."""
-    cp = check_file(path)
+    return _without_errors(check_file(path))
+
+
+def _without_errors(cp: CheckedProgram) -> CheckedProgram:
     if cp.errors:
         raise CheckError(cp.diagnostics, cp.sources)
     return cp

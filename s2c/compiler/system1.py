@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from s2c.calls import Message, Request, Sampling
 from s2c.compiler import ir
-from s2c.compiler.functions import TEXT
 from s2c.compiler.templates import render
+from s2c.compiler.types import TEXT
 from s2c.errors import S2Error
 
 COMPLETION, ANSWER = "completion", "parsed"
@@ -79,7 +79,7 @@ def answer_chain(cp: ir.CheckedProgram, cascade: bool) -> list[ir.TaskIR]:
 
 def system1_program(cp: ir.CheckedProgram, *, cascade: bool, max_tokens: int) -> ir.CheckedProgram:
     """System 1 (greedy, `max_tokens`) as a checked program with one output, `parsed`."""
-    from s2c.compiler.graph import build_graph
+    from s2c.compiler.graph import with_graph
 
     sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
     nodes: dict[str, ir.Node] = {n.id: n for n in cp.nodes.values() if n.kind == "input"}
@@ -92,12 +92,10 @@ def system1_program(cp: ir.CheckedProgram, *, cascade: bool, max_tokens: int) ->
     nodes[COMPLETION] = _transform(COMPLETION, ir.RefExpr(ir.NodeRef(chain[-1].name)), chain[-1].span)
     parse = cp.parse if cp.parse is not None else ir.FnCall("strip", (ir.RefExpr(ir.NodeRef(COMPLETION)),))
     nodes[ANSWER] = _transform(ANSWER, parse, cp.program.header.span)
-    s1 = ir.CheckedProgram(
+    return with_graph(ir.CheckedProgram(
         program=cp.program, nodes=nodes, loops={}, outputs={ANSWER: ir.NodeRef(ANSWER)}, inputs=cp.inputs,
         golds=cp.golds, tasks=chain, keeps=[], format=cp.format, metrics=cp.metrics, parse=cp.parse,
-        diagnostics=[], sources=cp.sources)
-    s1.graph = build_graph(s1)
-    return s1
+        diagnostics=[], sources=cp.sources))
 
 
 def _transform(nid: str, expr: ir.IRExpr, span) -> ir.Node:

@@ -26,8 +26,8 @@ from functools import cache
 from s2c.data import files, hub
 from s2c.data.rows import (
     DataSet,
-    Request,
     Source,
+    SourceRequest,
     apply_mapping,
     check_nonempty,
     finish,
@@ -80,7 +80,7 @@ def load_source(
         ds = _named(sources()[head], tail if sep else None, spec, split, limit, mapping, seed)
         return replace(ds, origin=f"the named source {head}" + (f" read from {tail}" if files.looks_like_path(tail) else ""))
     if files.looks_like_path(spec):
-        req = Request(files.stem(spec), split or "train", seed)
+        req = SourceRequest(files.stem(spec), split or "train", seed)
         return replace(_finish(files.read(spec, req), req, spec, limit, mapping), origin=f"the local file {spec}")
     if "/" not in head:
         near = did_you_mean(head, sources())
@@ -90,7 +90,7 @@ def load_source(
 
 
 def _named(source: Source, arg, spec, split, limit, mapping, seed) -> DataSet:
-    req = Request(source.name, "", seed)
+    req = SourceRequest(source.name, "", seed)
     spec_split = None
     if arg and files.looks_like_path(arg):
         if not source.takes_path:
@@ -114,14 +114,15 @@ def _hub(spec, split, limit, mapping, seed) -> DataSet:
     if len(parts) > 3:
         raise S2Error(f"'{spec}': a Hub dataset is ID, ID:SPLIT or ID:CONFIG:SPLIT")
     repo, config = parts[0], (parts[1] if len(parts) == 3 else None)
-    req = Request(repo.split("/")[-1], _split(parts[-1] if len(parts) > 1 else None, split, "train", spec), seed)
+    split = _split(parts[-1] if len(parts) > 1 else None, split, "train", spec)
+    req = SourceRequest(repo.split("/")[-1], split, seed)
     taken = (f"'{spec}' is not a local file or folder, nor a named source ({', '.join(sources())}), so s2c "
              "took it as a Hugging Face Hub id; ")
     records = hub.read(repo, config, req.split, hint=taken + HUB_HINT)
     return _finish(records, req, spec, limit, mapping, label=repo)
 
 
-def _finish(records, req: Request, spec: str, limit, mapping, label: str | None = None) -> DataSet:
+def _finish(records, req: SourceRequest, spec: str, limit, mapping, label: str | None = None) -> DataSet:
     if mapping:
         records = apply_mapping(records, mapping, req)
     ds = finish(records, req, name=req.name, limit=limit)
@@ -136,7 +137,7 @@ def _split(from_spec: str | None, from_kwarg: str | None, default: str, spec: st
     return from_spec or from_kwarg or default
 
 
-def _check_choices(source: Source, req: Request) -> None:
+def _check_choices(source: Source, req: SourceRequest) -> None:
     if source.splits and req.split not in source.splits:
         hint = did_you_mean(req.split, source.splits) or f"its splits are: {', '.join(source.splits)}"
         raise S2Error(f"'{source.name}' has no split '{req.split}'", hint=hint)

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterator
 
-from s2c.data.rows import Record, Request
+from s2c.data.rows import Record, SourceRequest
 from s2c.errors import S2Error
 
 EXTENSIONS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".jsonl.gz", ".ndjson.gz", ".json.gz")
@@ -38,7 +38,7 @@ def stem(path: str) -> str:
     return os.path.splitext(base)[0]
 
 
-def read(path: str, req: Request) -> Iterator[Record]:
+def read(path: str, req: SourceRequest) -> Iterator[Record]:
     """Records of a local file; raises S2Error now (not on first iteration) if it cannot be read."""
     path = os.path.expanduser(path)
     if os.path.isdir(path):
@@ -61,7 +61,7 @@ def _open_bytes(path: str):
     return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
 
 
-def _jsonl(path: str, req: Request) -> Iterator[Record]:
+def _jsonl(path: str, req: SourceRequest) -> Iterator[Record]:
     with _open_bytes(path) as f:
         index = -1
         for line_no, raw in enumerate(f, 1):
@@ -83,7 +83,7 @@ def _jsonl(path: str, req: Request) -> Iterator[Record]:
             yield Record(where, index, row)
 
 
-def _json(path: str, req: Request) -> Iterator[Record]:
+def _json(path: str, req: SourceRequest) -> Iterator[Record]:
     with _open_bytes(path) as f:
         text = f.read().decode("utf-8-sig", errors="replace")
     try:
@@ -104,7 +104,7 @@ def _json(path: str, req: Request) -> Iterator[Record]:
     return _json_items(path, data, req)
 
 
-def _json_items(path: str, data: list, req: Request) -> Iterator[Record]:
+def _json_items(path: str, data: list, req: SourceRequest) -> Iterator[Record]:
     for i, row in enumerate(data):
         where = f"{path}: row {i + 1}"
         if isinstance(row, dict):
@@ -113,7 +113,7 @@ def _json_items(path: str, data: list, req: Request) -> Iterator[Record]:
             req.problems.append(f"{where}: expected a JSON object, got {_kind(row)}; skipped")
 
 
-def _csv(path: str, req: Request) -> Iterator[Record]:
+def _csv(path: str, req: SourceRequest) -> Iterator[Record]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Iterator
 
 from s2c.data import files
-from s2c.data.rows import Reader, Record, Request
+from s2c.data.rows import Reader, Record, SourceRequest
 from s2c.errors import S2Error
 
 # Exception classes that mean "no connection", by name: httpx, requests and huggingface_hub
@@ -55,7 +55,7 @@ def read(repo: str, config: str | None, split: str, *, hint: str) -> Iterator[Re
 def reader(repo: str, config: str | None = None, *, hint: str) -> Reader:
     """A source's reader: the local export in `NAME:PATH` if given, else the Hub split."""
 
-    def read_(req: Request):
+    def read_(req: SourceRequest):
         if req.path:
             return files.read(req.path, req)
         return read(repo, config, req.split, hint=hint)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from s2c.data import hub
-from s2c.data.rows import Record, Request, Source, parse_list
+from s2c.data.rows import Record, Source, SourceRequest, parse_list
 
 REPO = "lmsys/mt_bench_human_judgments"
 HINT = (
@@ -20,7 +20,7 @@ HINT = (
 LABELS = {"model_a": "A", "model_b": "B", "tie": "C", "tie (bothbad)": "C"}  # C: a tie
 
 
-def convert(records: Iterable[Record], req: Request) -> Iterator[Record]:
+def convert(records: Iterable[Record], req: SourceRequest) -> Iterator[Record]:
     for rec in records:
         row = rec.row
         if str(row.get("turn", "")).strip() != "1":

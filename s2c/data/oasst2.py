@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 from s2c.data import hub
-from s2c.data.rows import Record, Request, Source
+from s2c.data.rows import Record, Source, SourceRequest
 
 REPO = "OpenAssistant/oasst2"
 HINT = (
@@ -22,7 +22,7 @@ HINT = (
 )
 
 
-def convert(records: Iterable[Record], req: Request) -> Iterator[Record]:
+def convert(records: Iterable[Record], req: SourceRequest) -> Iterator[Record]:
     messages = [m for m in _messages(records, req) if not m.row.get("deleted")]
     replies = defaultdict(list)
     for m in messages:
@@ -38,7 +38,7 @@ def convert(records: Iterable[Record], req: Request) -> Iterator[Record]:
         yield Record(m.where, m.index, pair_row(row, *pair, seed=req.seed))
 
 
-def best_pair(replies: list[Record], req: Request):
+def best_pair(replies: list[Record], req: SourceRequest):
     """The best-ranked reply and the next one with a worse rank: (better, worse), or None."""
     ranked = []
     for r in replies:
@@ -73,7 +73,7 @@ def _is_root(row: dict) -> bool:
     return row.get("parent_id") in (None, "")
 
 
-def _messages(records: Iterable[Record], req: Request) -> Iterator[Record]:
+def _messages(records: Iterable[Record], req: SourceRequest) -> Iterator[Record]:
     """Flat messages with the fields the pairing needs; trees are flattened first."""
     for rec in records:
         tree = rec.row.get("prompt")

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from functools import partial
 
 from s2c.data import files, hub
-from s2c.data.rows import Record, Request, Source, parse_list
+from s2c.data.rows import Record, Source, SourceRequest, parse_list
 
 # --- GSM8K: question, answer = "<rationale with <<calc>> notes>\n#### 1,234" -------------------
 
@@ -16,7 +16,7 @@ GSM8K_REPO, GSM8K_CONFIG = "openai/gsm8k", "main"  # formerly the canonical id "
 CALC = re.compile(r"<<[^<>]*>>")  # calculator annotations, e.g. "48/2 = <<48/2=24>>24"
 
 
-def gsm8k(records: Iterable[Record], req: Request) -> Iterator[Record]:
+def gsm8k(records: Iterable[Record], req: SourceRequest) -> Iterator[Record]:
     for rec in records:
         question, answer = rec.row.get("question"), rec.row.get("answer")
         if not question or not isinstance(answer, str):
@@ -42,7 +42,7 @@ OPINIONS = {
 }
 
 
-def triviaqa(records: Iterable[Record], req: Request, *, bias: str) -> Iterator[Record]:
+def triviaqa(records: Iterable[Record], req: SourceRequest, *, bias: str) -> Iterator[Record]:
     items = []
     for rec in records:
         item = _trivia_item(rec, req)
@@ -82,7 +82,7 @@ def wrong_answer(item: dict, pool: list[str], seed: int) -> str | None:
     return None
 
 
-def _trivia_item(rec: Record, req: Request) -> dict | None:
+def _trivia_item(rec: Record, req: SourceRequest) -> dict | None:
     row = rec.row
     answer = row.get("answer")
     if isinstance(answer, dict):  # the Hub schema: answer.value, answer.aliases
@@ -130,7 +130,7 @@ BBH_HINT = (
 )
 
 
-def bbh_read(req: Request) -> Iterator[Record]:
+def bbh_read(req: SourceRequest) -> Iterator[Record]:
     if req.path:
         return files.read(req.path, req)
     hint = BBH_HINT.format(task=req.task)
@@ -142,7 +142,7 @@ def bbh_read(req: Request) -> Iterator[Record]:
     return hub.records(ds, f"{BBH_REPO}/{req.task}[{req.split}]")
 
 
-def bbh(records: Iterable[Record], req: Request) -> Iterator[Record]:
+def bbh(records: Iterable[Record], req: SourceRequest) -> Iterator[Record]:
     default_task = req.task or re.sub(r"^bbh[_-]", "", files.stem(req.path or "bbh"))
     for rec in records:
         question, answer = rec.row.get("input"), rec.row.get("target")

@@ -66,7 +66,7 @@ class Record:
 
 
 @dataclass
-class Request:
+class SourceRequest:
     """What `load_source` asks of a source, resolved from the spec and keyword arguments."""
 
     name: str  # the source's name, used in default ids
@@ -80,8 +80,8 @@ class Request:
         self.problems.append(f"{rec.where}: {message}; skipped")
 
 
-Reader = Callable[[Request], Iterable[Record]]
-Converter = Callable[[Iterable[Record], Request], Iterable[Record]]
+Reader = Callable[[SourceRequest], Iterable[Record]]
+Converter = Callable[[Iterable[Record], SourceRequest], Iterable[Record]]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Source:
     tasks: tuple[str, ...] = ()  # the tasks `NAME:TASK` may name
 
 
-def apply_mapping(records: Iterable[Record], mapping: dict[str, str], req: Request) -> Iterator[Record]:
+def apply_mapping(records: Iterable[Record], mapping: dict[str, str], req: SourceRequest) -> Iterator[Record]:
     """`{"question": "prompt"}`: field `question` takes column `prompt` (which is dropped)."""
     used = set(mapping.values())
     told = False
@@ -125,7 +125,7 @@ def coerce(value):
     return str(value)
 
 
-def finish(records: Iterable[Record], req: Request, *, name: str, limit: int | None) -> DataSet:
+def finish(records: Iterable[Record], req: SourceRequest, *, name: str, limit: int | None) -> DataSet:
     """Coerce, give ids (the row's own `id`, else `{name}-{split}-{index}`), dedupe, limit."""
     rows, where, seen = [], [], {}
     if limit != 0:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import resources
 
-from s2c.data.rows import Record, Request, Source
+from s2c.data.rows import Record, Source, SourceRequest
 
 # Split sizes (the paper evaluates on 500 test items; 1000 train rows is plenty to distill from).
 SPLITS = {"train": 1000, "validation": 200, "test": 500}
@@ -83,7 +83,7 @@ def generate(task: str, make: Callable[[random.Random], dict], seed: int) -> dic
 
 def _source(task: str, description: str, make: Callable[[random.Random], dict]) -> Source:
     """A generated task: every split from one seeded stream, no file to read."""
-    def read(req: Request) -> Iterator[Record]:
+    def read(req: SourceRequest) -> Iterator[Record]:
         for i, item in enumerate(generate(task, make, req.seed)[req.split]):
             yield Record(f"{task}[{req.split}, seed {req.seed}]: row {i + 1}", i, item)
 

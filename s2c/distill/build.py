@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2c.compiler import ir
-from s2c.errors import S2Error
-from s2c.compiler.functions import normalize
+from s2c.compiler.normalize import normalize
 from s2c.distill.curate import CurationReport, judge, with_curation
 from s2c.distill.rows import build_rows
 from s2c.distill.write import DatasetWriter, jsonl_line
+from s2c.errors import S2Error
 from s2c.runtime.store import RunStore
 
 SKEW = 0.8  # a kept-label share above this is reported (a judge that always says A is position-biased)

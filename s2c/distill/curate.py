@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed, TransformError, normalize, vote_counts
+from s2c.compiler.failures import Failed, TransformError
+from s2c.compiler.library import vote_counts
+from s2c.compiler.normalize import normalize
 from s2c.errors import S2Error
 from s2c.runtime.values import find_failed
 

@@ -14,7 +14,7 @@ Formats:
 from __future__ import annotations
 
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed
+from s2c.compiler.failures import Failed
 from s2c.compiler.system1 import render_request, task_node
 from s2c.distill.curate import Verdict
 from s2c.errors import S2Error

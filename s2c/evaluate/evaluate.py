@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed
+from s2c.compiler.failures import Failed
 from s2c.compiler.system1 import ANSWER, system1_program
 from s2c.distill.curate import value_of
 from s2c.distill.write import jsonl_line

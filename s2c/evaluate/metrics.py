@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed, normalize
+from s2c.compiler.failures import Failed
+from s2c.compiler.normalize import normalize
 from s2c.runtime.values import find_failed
 
 MISSING = 2  # an outcome byte for "not scored": no gold value, or the input is not in the run

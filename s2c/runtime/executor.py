@@ -40,10 +40,11 @@ import msgspec
 import networkx as nx
 
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed, Skipped
+from s2c.compiler.failures import Failed, Skipped
 from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineFailure
 from s2c.runtime.model import adapter_identity
+from s2c.runtime.plan import Plan
 from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
 
 GC_SECONDS = 5.0  # the cyclic GC's period during a run
@@ -122,9 +123,9 @@ class _Example:
     __slots__ = ("seq", "id", "row", "tag", "values", "waiting", "pending", "done", "trace",
                  "prompt_tokens", "generated_tokens", "calls", "failed")
 
-    def __init__(self, cp, seq: int, ex_id: str, row: dict, tag, waiting: dict[str, int]):
+    def __init__(self, plan: Plan, seq: int, ex_id: str, row: dict, tag, waiting: dict[str, int]):
         self.seq, self.id, self.row, self.tag = seq, ex_id, row, tag
-        self.values = ExampleValues(cp, row)
+        self.values = ExampleValues(plan, row)
         self.waiting = dict(waiting)
         self.pending: dict[str, int] = {}
         self.done = 0
@@ -150,9 +151,10 @@ class Executor:
         self.progress = progress
         self.stats: dict[str, NodeStats] = defaultdict(NodeStats)
         self.totals = RunTotals()
-        self._plan()
+        self.plan = Plan(cp)  # how values are read and computed, worked out once for every example of the run
+        self._schedule()
 
-    def _plan(self):
+    def _schedule(self):
         """Order, dependents and in-degrees from the program's graph (inputs are given)."""
         g, cp = self.cp.graph, self.cp
         self.order = [n for n in g.nodes if cp.nodes[n].kind != "input"]
@@ -212,7 +214,7 @@ class Executor:
 
     def _admit(self, seq: int, item: tuple):
         ex_id, row = item[0], item[1]
-        ex = _Example(self.cp, seq, ex_id, row, item[2] if len(item) > 2 else None, self.waiting0)
+        ex = _Example(self.plan, seq, ex_id, row, item[2] if len(item) > 2 else None, self.waiting0)
         self.active += 1
         if not self.order:
             self._finish(ex)

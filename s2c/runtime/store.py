@@ -42,6 +42,7 @@ import msgspec
 
 from s2c.compiler import ir
 from s2c.errors import S2Error
+from s2c.runtime.plan import Plan
 from s2c.runtime.values import ExampleValues, load_state
 
 FILE = "run.sqlite"
@@ -125,6 +126,7 @@ class RunStore:
         self.path = path
         self.db = db
         self.cp = cp
+        self.plan = Plan(cp) if cp is not None else None  # for the values read back: once per store
         self._buffer: list[tuple] = []
         self._last_commit = time.monotonic()
         self.duplicates: list[str] = []
@@ -260,8 +262,8 @@ class RunStore:
 
     def _result(self, row) -> ExampleResult:
         seq, ex_id, source, variant, status, trace, state, tag = row
-        if self.cp is None:
+        if self.plan is None:
             raise RuntimeError("RunStore opened without its program cannot rebuild values")
-        return ExampleResult(ex_id, source, variant, status, _decode(trace), load_state(self.cp, _decode(state)),
+        return ExampleResult(ex_id, source, variant, status, _decode(trace), load_state(self.plan, _decode(state)),
                              None if tag is None else _decode(tag))
 

@@ -7,29 +7,34 @@ skip them, everything else fails with "depends on failed X".
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s2c.calls import Message, Request
-from s2c.compiler import functions as F
 from s2c.compiler import ir
-from s2c.compiler.functions import Failed, NoMatch, Skipped, TransformError
+from s2c.compiler.failures import Failed, Skipped
 from s2c.compiler.system1 import render_request
 from s2c.compiler.templates import RENDER_ERRORS
 
+if TYPE_CHECKING:
+    from s2c.runtime.plan import Plan
+
 
 class ExampleValues:
-    def __init__(self, cp: ir.CheckedProgram, row: dict):
-        self.cp = cp
+    """One example's values, read and computed through its run's plan (shared by every example)."""
+
+    def __init__(self, plan: Plan, row: dict):
+        self.plan = plan
+        self.cp = plan.cp
         self.store: dict[str, dict[tuple, Any]] = {}
-        for p in cp.inputs:
+        for p in plan.cp.inputs:
             self.store[p.name] = {(): row.get(p.name)}
 
     # ------------------------------------------------------------ reading
     def lookup(self, ref: ir.Ref, prefix: tuple, ctx_loops: tuple[str, ...]):
         """The value `ref` names, read from inside `ctx_loops` at index `prefix`."""
-        read = self.cp.readers.get((ref, ctx_loops))  # memo: (ref, loops) -> reader; ("vars", node) -> its readers
+        read = self.plan.readers.get((ref, ctx_loops))
         if read is None:
-            read = self.cp.readers[(ref, ctx_loops)] = _reader(self.cp, ref, ctx_loops)
+            read = self.plan.reader(ref, ctx_loops)
         return read(self, prefix)
 
     def computed(self, node_id: str, p: tuple):
@@ -77,11 +82,10 @@ class ExampleValues:
              extra: dict[str, Any] | None = None):
         """Evaluate a transform expression; Failed when it or what it reads failed. `extra`: values
         for some node names, read instead of the example's (a parse reading `completion`)."""
-        key = ("expr", id(expr), ctx_loops, node_id)
-        memo = self.cp.readers.get(key)
-        if memo is None:  # the memo holds `expr` too, so no other expression can take its id
-            memo = self.cp.readers[key] = (expr, _evaluator(self.cp, expr, ctx_loops, node_id))
-        return memo[1](self, prefix, extra)
+        evaluate = self.plan.evaluators.get((id(expr), ctx_loops, node_id))
+        if evaluate is None:
+            evaluate = self.plan.evaluator(expr, ctx_loops, node_id)
+        return evaluate(self, prefix, extra)
 
     def request(self, node: ir.Node, prefix: tuple, adapter: str | None = None) -> Request | Failed:
         """The request one instance of an llm node sends: its prompt rendered on this example's
@@ -110,10 +114,9 @@ class ExampleValues:
             return Failed(f"template error: {type(e).__name__}: {e}", node.id)
 
     def template_vars(self, node: ir.Node, prefix: tuple) -> dict[str, Any] | Failed:
-        reads = self.cp.readers.get(("vars", node.id))  # the node's readers, found once per program
+        reads = self.plan.var_readers.get(node.id)
         if reads is None:
-            reads = self.cp.readers[("vars", node.id)] = [(var, _reader(self.cp, ref, node.loops))
-                                                          for var, ref in node.vars.items()]
+            reads = self.plan.template_readers(node)
         out = {}
         for var, read in reads:
             v = read(self, prefix)
@@ -123,101 +126,6 @@ class ExampleValues:
                     return depends_on(bad)
             out[var] = v
         return out
-
-
-def _evaluator(cp: ir.CheckedProgram, expr: ir.IRExpr, ctx_loops: tuple[str, ...], node_id: str):
-    """A transform expression as a function of (values, index, extra), worked out once per program
-    and place, as _reader does for references: the dispatch on the expression's kind and the
-    function lookups happen here, not on every evaluation."""
-    if isinstance(expr, ir.Const):
-        value = expr.value
-        return lambda vals, prefix, extra: value
-    if isinstance(expr, ir.RefExpr):
-        ref = expr.ref
-        if not isinstance(ref, ir.NodeRef):
-            read = _reader(cp, ref, ctx_loops)
-            return lambda vals, prefix, extra: read(vals, prefix)
-        name = ref.node  # read from `extra` when it has the name (a parse's `completion` is no node)
-        read = _reader(cp, ref, ctx_loops) if name in cp.nodes else (
-            lambda vals, prefix: vals.lookup(ref, prefix, ctx_loops))
-        return lambda vals, prefix, extra: extra[name] if extra and name in extra else read(vals, prefix)
-    if isinstance(expr, ir.ListE):
-        parts = [_evaluator(cp, i, ctx_loops, node_id) for i in expr.items]
-
-        def list_of(vals, prefix, extra):
-            items = [part(vals, prefix, extra) for part in parts]
-            bad = next((i for i in items if isinstance(i, Failed)), None)
-            return bad or items
-        return list_of
-    if isinstance(expr, ir.LoopIndex):
-        level = ctx_loops.index(expr.loop)
-        return lambda vals, prefix, extra: prefix[level]
-    if isinstance(expr, ir.Pick):
-        items_of = _evaluator(cp, expr.items, ctx_loops, node_id)
-        then = _evaluator(cp, expr.then, ctx_loops, node_id)
-        otherwise = None if expr.otherwise is None else _evaluator(cp, expr.otherwise, ctx_loops, node_id)
-        index = expr.index
-
-        def pick(vals, prefix, extra):
-            items = items_of(vals, prefix, extra)
-            if isinstance(items, Failed):
-                return carried(items, node_id)
-            if index < len(items):
-                return then(vals, prefix, extra)
-            if otherwise is None:
-                return Skipped(f"not run: the list has {len(items)} items, this is item {index + 1}", node_id)
-            return otherwise(vals, prefix, extra)
-        return pick
-    if isinstance(expr, ir.FnCall):
-        fn = F.function(expr.fn)
-        impl, aggregates = fn.impl, fn.aggregates
-        args = [_evaluator(cp, a, ctx_loops, node_id) for a in expr.args]
-        kwargs = [(k, _evaluator(cp, v, ctx_loops, node_id)) for k, v in expr.kwargs]
-
-        def call(vals, prefix, extra):
-            a = [arg(vals, prefix, extra) for arg in args]
-            kw = {k: arg(vals, prefix, extra) for k, arg in kwargs}
-            for v in (*a, *kw.values()):
-                bad = v if isinstance(v, Failed) else None
-                if bad is None and not aggregates:
-                    bad = find_failed(v)
-                if bad is not None:
-                    return carried(bad, node_id)
-            try:
-                return impl(*a, **kw)
-            except NoMatch as e:
-                return Failed(f"{_called(expr)}: {e}", node_id, unparsed=True)
-            except TransformError as e:
-                return Failed(f"{_called(expr)}: {e}", node_id)
-            except (TypeError, ValueError, AttributeError) as e:
-                return Failed(f"{_called(expr)}: {type(e).__name__}: {e}", node_id)
-        return call
-    raise TypeError(expr)  # a bug in s2c
-
-
-def _called(call: ir.FnCall) -> str:
-    """How a failure names the function or operator that failed: `lines()`, `'+'`."""
-    return f"{call.fn}()" if call.fn.isidentifier() else f"'{call.fn}'"
-
-
-def _reader(cp: ir.CheckedProgram, ref: ir.Ref, ctx_loops: tuple[str, ...]):
-    """How to read `ref` from inside `ctx_loops`, worked out once per program and place (a
-    run reads the same references millions of times): a function of (values, index)."""
-    if isinstance(ref, ir.NodeRef):
-        node = cp.nodes[ref.node]
-        k = ir.common_prefix(node.loops, ctx_loops)
-        if k < len(node.loops):  # read from outside some of its loops: a (nested) list
-            return lambda vals, prefix: vals.assemble(node, prefix[:k])
-        nid = node.id
-        return lambda vals, prefix: vals.computed(nid, prefix[:k])
-    loop = cp.loops[ref.loop]
-    level = ctx_loops.index(loop.id)
-    iterable = _reader(cp, loop.iterable, loop.loops)
-
-    def item(vals, prefix):
-        items = iterable(vals, prefix[:level])
-        return items if isinstance(items, Failed) else items[prefix[level]]
-    return item
 
 
 def carried(bad: Failed, node_id: str) -> Failed:
@@ -286,8 +194,8 @@ def dump_state(values: ExampleValues) -> dict:
             for nid, inst in values.store.items()}
 
 
-def load_state(cp: ir.CheckedProgram, data: dict) -> ExampleValues:
+def load_state(plan: Plan, data: dict) -> ExampleValues:
     vals = ExampleValues.__new__(ExampleValues)
-    vals.cp = cp
+    vals.plan, vals.cp = plan, plan.cp
     vals.store = {nid: {tuple(p): decode(v) for p, v in inst} for nid, inst in data.items()}
     return vals

@@ -12,7 +12,7 @@ from s2c.compiler.check.llm import lower_llm
 from s2c.compiler.check.names import define, node_id, ref_deps, undefined
 from s2c.compiler.check.types import PARAM_TYPES, expr_type, type_of
 from s2c.compiler.check.uses import bind_call, resolve
-from s2c.compiler.functions import ANY, NUMBER
+from s2c.compiler.types import ANY, NUMBER
 from s2c.dsl import ast as A
 from s2c.errors import Span
 

@@ -5,14 +5,14 @@ Keep rules are scoring.py's.
 """
 from __future__ import annotations
 
-from s2c.compiler import functions as F
 from s2c.compiler import ir
 from s2c.compiler.check.context import CheckContext, Scope
 from s2c.compiler.check.exprs import lower_expr
 from s2c.compiler.check.prompts import load_template_file, template_vars
 from s2c.compiler.check.scoring import lower_keep
 from s2c.compiler.check.types import expr_type
-from s2c.compiler.functions import TEXT
+from s2c.compiler.tables import DISTILL_FORMATS, TASK_OPTIONS
+from s2c.compiler.types import TEXT
 from s2c.dsl import ast as A
 from s2c.errors import did_you_mean
 
@@ -27,9 +27,9 @@ def lower_distill(ctx: CheckContext, scope: Scope) -> tuple[list[ir.TaskIR], lis
     if d is None:
         return tasks, keeps, "system1"
     fmt = d.format or "system1"
-    if fmt not in F.DISTILL_FORMATS:
+    if fmt not in DISTILL_FORMATS:
         ctx.error(f"unknown distill format '{fmt}'", d.span,
-                  did_you_mean(fmt, F.DISTILL_FORMATS) or f"formats: {', '.join(F.DISTILL_FORMATS)}")
+                  did_you_mean(fmt, DISTILL_FORMATS) or f"formats: {', '.join(DISTILL_FORMATS)}")
     names: Earlier = {}
     for item in d.items:
         if isinstance(item, A.Task):
@@ -106,9 +106,9 @@ def lower_task(ctx: CheckContext, t: A.Task, scope: Scope, loop: ir.Loop | None,
     after = task_after(ctx, t, loop, names)
     opts = {kw.name: kw for kw in t.kwargs}
     for kw in t.kwargs:
-        if kw.name not in F.TASK_OPTIONS:
+        if kw.name not in TASK_OPTIONS:
             ctx.error(f"task has no option '{kw.name}'", kw.span,
-                      did_you_mean(kw.name, F.TASK_OPTIONS) or f"options: {', '.join(F.TASK_OPTIONS)}")
+                      did_you_mean(kw.name, TASK_OPTIONS) or f"options: {', '.join(TASK_OPTIONS)}")
     prompt = t.prompt
     if "template" in opts:
         prompt = load_template_file(ctx, opts["template"].value, what)

@@ -4,12 +4,13 @@ and each argument is checked against its parameter's kind (types.py, regex.py).
 """
 from __future__ import annotations
 
-from s2c.compiler import functions as F
 from s2c.compiler import ir
 from s2c.compiler.check.context import CheckContext, Scope
 from s2c.compiler.check.names import undefined
 from s2c.compiler.check.regex import check_regex
 from s2c.compiler.check.types import check_arg, expr_type
+from s2c.compiler.library import FUNCTIONS
+from s2c.compiler.types import NUMBER, TEXT, Param, Type
 from s2c.dsl import ast as A
 from s2c.errors import did_you_mean
 
@@ -54,7 +55,7 @@ def lower_expr(ctx: CheckContext, e: A.Expr, scope: Scope, *, extra: dict[str, i
 
 
 def lower_call(ctx: CheckContext, call: A.Call, scope: Scope, extra=None) -> ir.IRExpr:
-    fn = F.FUNCTIONS.get(call.func)
+    fn = FUNCTIONS.get(call.func)
     if fn is None:
         if call.func in ctx.programs:
             ctx.error(
@@ -62,7 +63,7 @@ def lower_call(ctx: CheckContext, call: A.Call, scope: Scope, extra=None) -> ir.
                 call.func_span,
             )
         else:
-            candidates = list(F.FUNCTIONS) + list(ctx.programs)
+            candidates = list(FUNCTIONS) + list(ctx.programs)
             hint = did_you_mean(call.func, candidates)
             if call.func == "llm":
                 hint = 'llm(...) is a statement of its own: x = llm(...) """prompt"""'
@@ -98,14 +99,14 @@ def lower_binop(ctx: CheckContext, e: A.BinOp, scope: Scope, extra=None) -> ir.I
             ctx.error(f"'+' cannot join {_a(ta)} and {_a(tb)}", e.span, hint)
         elif e.op != "+":
             for t, side in ((ta, e.left), (tb, e.right)):
-                if t != F.NUMBER:
+                if t != NUMBER:
                     ctx.error(f"'{e.op}' needs two numbers, but this is {_a(t)}", getattr(side, "span", e.span),
-                              "read a number from a text with number(...)" if t == F.TEXT else None)
+                              "read a number from a text with number(...)" if t == TEXT else None)
                     break
     return ir.FnCall(e.op, (a, b))
 
 
-def _addable(ta: F.Type, tb: F.Type) -> bool:
+def _addable(ta: Type, tb: Type) -> bool:
     if ta.depth != tb.depth:
         return False
     if ta.depth:  # two lists: of the same kind of element
@@ -113,11 +114,11 @@ def _addable(ta: F.Type, tb: F.Type) -> bool:
     return ta.base == tb.base and ta.base in ("number", "text")
 
 
-def _a(t: F.Type) -> str:
+def _a(t: Type) -> str:
     return f"a {t}" if t.depth or t.base != "text" else "a text"
 
 
-def bind_args(ctx: CheckContext, call: A.Call, params: tuple[F.Param, ...], what: str):
+def bind_args(ctx: CheckContext, call: A.Call, params: tuple[Param, ...], what: str):
     """Positional and keyword arguments -> {param: expr}; report unknown/missing/extra."""
     names = [p.name for p in params]
     args: dict[str, A.Expr] = {}

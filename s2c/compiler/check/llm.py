@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from s2c.calls import Sampling
-from s2c.compiler import functions as F
 from s2c.compiler import ir
 from s2c.compiler.check import static
 from s2c.compiler.check.context import CheckContext, Scope
 from s2c.compiler.check.exprs import lower_expr
 from s2c.compiler.check.names import define, node_id, ref_deps
 from s2c.compiler.check.prompts import load_template_file, program_refs
-from s2c.compiler.functions import TEXT
+from s2c.compiler.tables import LLM_OPTIONS, LLM_RANGES
+from s2c.compiler.types import TEXT
 from s2c.dsl import ast as A
 from s2c.errors import did_you_mean
 
@@ -87,9 +87,9 @@ def _options(ctx: CheckContext, s: A.LLMAssign, what: str, scope: Scope) -> dict
     An option may be an expression known before any data (seed=100 + agent in `repeat 3 as agent`)."""
     opts: dict[str, Any] = {}
     for kw in s.kwargs:
-        if kw.name not in F.LLM_OPTIONS:
+        if kw.name not in LLM_OPTIONS:
             ctx.error(f"llm() has no option '{kw.name}'", kw.span,
-                      did_you_mean(kw.name, F.LLM_OPTIONS) or f"options: {', '.join(F.LLM_OPTIONS)}")
+                      did_you_mean(kw.name, LLM_OPTIONS) or f"options: {', '.join(LLM_OPTIONS)}")
             continue
         if kw.name in opts:
             ctx.error(f"llm(): '{kw.name}' given twice", kw.span)
@@ -141,7 +141,7 @@ def _check_ranges(ctx: CheckContext, opts: dict[str, Any], s: A.LLMAssign):
     if "temperature" in opts and opts["temperature"] < 0:
         bad("temperature", "temperature must be >= 0")
         opts.pop("temperature")
-    for name, (low, high, whole) in F.LLM_RANGES.items():
+    for name, (low, high, whole) in LLM_RANGES.items():
         v = opts.get(name)
         if v is None:
             continue

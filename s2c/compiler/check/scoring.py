@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from s2c.compiler import functions as F
 from s2c.compiler import ir
 from s2c.compiler.check.context import CheckContext, Scope
 from s2c.compiler.check.exprs import bind_args, lower_expr
 from s2c.compiler.check.types import expr_type
 from s2c.compiler.perturb import from_rule
+from s2c.compiler.tables import KEEP_RULES, METRICS
 from s2c.dsl import ast as A
 from s2c.errors import did_you_mean
 
@@ -28,7 +28,7 @@ def _known(ctx: CheckContext, call: A.Call, table: dict, what: str, plural: str)
 def lower_keep(ctx: CheckContext, k: A.Keep, scope: Scope) -> ir.KeepIR | None:
     """`scope`: the program's top level, after its body."""
     rule = k.rule
-    params = _known(ctx, rule, F.KEEP_RULES, "keep rule", "rules")
+    params = _known(ctx, rule, KEEP_RULES, "keep rule", "rules")
     if params is None:
         return None
     args, kwargs = bind_args(ctx, rule, params, f"keep {rule.func}()")
@@ -106,7 +106,7 @@ def lower_eval(ctx: CheckContext, scope: Scope) -> tuple[list[ir.MetricIR], ir.I
 
 def _lower_metric(ctx: CheckContext, item: A.Metric, scope: Scope) -> ir.MetricIR | None:
     call = item.call
-    params = _known(ctx, call, F.METRICS, "metric", "metrics")
+    params = _known(ctx, call, METRICS, "metric", "metrics")
     if params is None:
         return None
     args, kwargs = bind_args(ctx, call, params, f"metric {call.func}()")

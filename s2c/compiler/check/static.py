@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from s2c.compiler import functions as F
 from s2c.compiler import ir
 from s2c.compiler.check.context import CheckContext
+from s2c.compiler.failures import TransformError
+from s2c.compiler.library import OPERATORS
 
 UNKNOWN = object()
 
@@ -32,13 +33,13 @@ def constant(ctx: CheckContext, e: ir.IRExpr, loops: tuple[str, ...]) -> Any:
     node = _node(ctx, e, loops)
     if node is not None:
         return constant(ctx, node.expr, loops) if node.kind == "transform" and node.expr is not None else UNKNOWN
-    if isinstance(e, ir.FnCall) and e.fn in F.OPERATORS and not e.kwargs:
+    if isinstance(e, ir.FnCall) and e.fn in OPERATORS and not e.kwargs:
         args = [constant(ctx, a, loops) for a in e.args]
         if UNKNOWN in args:
             return UNKNOWN
         try:
-            return F.OPERATORS[e.fn].impl(*args)
-        except F.TransformError:
+            return OPERATORS[e.fn].impl(*args)
+        except TransformError:
             return UNKNOWN
     return UNKNOWN
 

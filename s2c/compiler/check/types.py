@@ -7,10 +7,10 @@ list[text] after the loop).
 """
 from __future__ import annotations
 
-from s2c.compiler import functions as F
 from s2c.compiler import ir
 from s2c.compiler.check.context import CheckContext
-from s2c.compiler.functions import ANY, NUMBER, TEXT, Type
+from s2c.compiler.library import function
+from s2c.compiler.types import ANY, JSON, NUMBER, TEXT, Param, Type
 from s2c.dsl import ast as A
 
 PARAM_TYPES = {"text": TEXT, "number": NUMBER, "list": TEXT.listed()}  # input declarations
@@ -37,7 +37,7 @@ def expr_type(ctx: CheckContext, e: ir.IRExpr, loops) -> Type:
         if isinstance(v, list):  # [] joins any list: its elements' type comes from what is added
             return expr_type(ctx, ir.Const(v[0]), loops).listed() if v else ANY.listed()
         if isinstance(v, dict):
-            return F.JSON
+            return JSON
         return TEXT if isinstance(v, str) else ANY
     if isinstance(e, ir.RefExpr):
         return type_of(ctx, e.ref, loops)
@@ -49,7 +49,7 @@ def expr_type(ctx: CheckContext, e: ir.IRExpr, loops) -> Type:
         t = expr_type(ctx, e.then, loops)
         return t if t.base != "any" or e.otherwise is None else expr_type(ctx, e.otherwise, loops)
     if isinstance(e, ir.FnCall):
-        fn = F.function(e.fn)
+        fn = function(e.fn)
         ts = [expr_type(ctx, a, loops) for a in e.args]
         ts += [expr_type(ctx, v, loops) for _, v in e.kwargs]
         try:
@@ -59,7 +59,7 @@ def expr_type(ctx: CheckContext, e: ir.IRExpr, loops) -> Type:
     raise TypeError(f"unknown IR expression {e!r}")  # a bug in s2c, not user input
 
 
-def check_arg(ctx: CheckContext, prm: F.Param, value: ir.IRExpr, loops, func: str, src: A.Expr):
+def check_arg(ctx: CheckContext, prm: Param, value: ir.IRExpr, loops, func: str, src: A.Expr):
     """Report an argument of the wrong kind for its parameter (a list for a text, a text for a number...)."""
     if prm.kind == "literal":
         if not isinstance(value, ir.Const):

@@ -1,10 +1,9 @@
-"""The transform library: the only code a .s2 program can run besides LLM calls.
+"""The transform library and the operators, over types.py and failures.py; the checker and runtime call it.
 
-Each function has a signature (checked at compile time) and a pure implementation. An
-implementation that cannot produce a value raises `TransformError`; the runtime marks that value
-failed with the reason, skips what depends on it, and carries on.
-
-Types are `Type(base, depth)`: base is text | number | bool | json | any, depth the list nesting.
+These are the only code a .s2 program can run besides LLM calls. Each function has a signature
+(checked at compile time) and a pure implementation. An implementation that cannot produce a value
+raises `TransformError`; the runtime marks that value failed with the reason, skips what depends on
+it, and carries on.
 """
 from __future__ import annotations
 
@@ -15,69 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-
-class TransformError(Exception):
-    """A transform could not produce a value from its input (e.g. `take` with k < 0)."""
-
-
-class NoMatch(TransformError):
-    """A parse found nothing in a model answer (no [[A]], no number, no marker): "unparsed", which
-    reports keep apart from failures (the engine, a template, a transform on bad input)."""
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A value that could not be computed, with the reason and the node that failed first."""
-
-    reason: str
-    node: str
-    unparsed: bool = False  # a parse found nothing (NoMatch), as opposed to a failure
-
-    def __bool__(self):  # never truthy by accident
-        return False
-
-
-@dataclass(frozen=True)
-class Skipped(Failed):
-    """A value of a `scan` iteration past the end of its list: never computed, and not a failure
-    (summaries and traces say "skipped"). It flows like Failed, so nothing reads it by accident."""
-
-
-@dataclass(frozen=True)
-class Type:
-    base: str = "text"  # text | number | bool | json | any
-    depth: int = 0
-
-    def __str__(self) -> str:
-        s = self.base
-        for _ in range(self.depth):
-            s = f"list[{s}]"
-        return s
-
-    @property
-    def is_list(self) -> bool:
-        return self.depth > 0 or self.base in ("json", "any")
-
-    def elem(self) -> "Type":
-        return Type(self.base, self.depth - 1) if self.depth else Type("any")
-
-    def listed(self, k: int = 1) -> "Type":
-        return Type(self.base, self.depth + k)
-
-
-TEXT, NUMBER, BOOL, JSON, ANY = Type("text"), Type("number"), Type("bool"), Type("json"), Type("any")
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    kind: str  # text | number | list | scalar | any | literal
-    default: Any = ...  # ... = required
-    at_least: int | None = None  # a whole number >= this (checked when written as a literal)
-
-    @property
-    def required(self) -> bool:
-        return self.default is ...
+from s2c.compiler.failures import Failed, NoMatch, TransformError
+from s2c.compiler.normalize import normalize
+from s2c.compiler.types import ANY, JSON, NUMBER, TEXT, Param, Type
 
 
 @dataclass(frozen=True)
@@ -208,31 +147,6 @@ def _get(obj, key):
         return obj[key if not isinstance(obj, list) else int(key)]
     except (KeyError, IndexError, TypeError, ValueError):
         raise TransformError(f"get: no {key!r} in the value") from None
-
-
-_NUMERIC = re.compile(r"[$€£]?\s*(-?[\d,]*\.?\d+)\s*%?\.?")
-
-
-def normalize(x) -> str:
-    """What "equal" means everywhere: vote, keep majority/matches/consistent, and the metrics.
-
-    Case, punctuation and runs of whitespace are folded, and numbers compare by value:
-    "1,000" == "1000" == "1000.0" == "$1,000", "Yes." == "yes", "[[A]]" == "a".
-    Non-text values (numbers, lists, JSON) compare by their JSON text after the same folding.
-    """
-    if isinstance(x, bool) or not isinstance(x, (str, int, float)):
-        x = _json.dumps(x, sort_keys=True, ensure_ascii=False)
-    elif isinstance(x, float) and x.is_integer():
-        x = int(x)
-    s = re.sub(r"\s+", " ", str(x).strip().lower())
-    num = _NUMERIC.fullmatch(s)
-    if num:
-        try:
-            v = float(num.group(1).replace(",", ""))
-            return str(int(v)) if v.is_integer() else str(v)
-        except ValueError:
-            pass
-    return re.sub(r"[^\w\s]", "", s).strip()
 
 
 def vote_counts(xs: list) -> tuple[Any, float, Counter]:
@@ -368,11 +282,6 @@ def _elem(i):
 def _const(t):
     return lambda ts: t
 
-
-def _list_of(i):
-    return lambda ts: ts[i].listed()
-
-
 def _best_type(ts: list[Type]) -> Type:
     return ts[1].elem() if len(ts) > 1 else NUMBER
 
@@ -467,57 +376,3 @@ def function(name: str) -> Function:
     """A library function or an operator, by the name an IR call holds."""
     return FUNCTIONS.get(name) or OPERATORS[name]
 
-
-# Options an llm(...) call takes: name -> (kind, default).
-LLM_OPTIONS: dict[str, tuple[str, Any]] = {
-    "temperature": ("number", 0.0),
-    "top_p": ("number", 1.0),
-    "max_tokens": ("number", 256),
-    "stop": ("list", []),
-    "seed": ("number", None),
-    "n": ("number", 1),
-    "mode": ("literal", "chat"),  # chat | completion
-    "role": ("literal", "default"),  # the model role, bound at run time with --role NAME=MODEL
-    "system": ("text", None),  # a jinja template too
-    "template": ("literal", None),  # a template file next to the program, instead of an inline prompt
-    "continue": ("literal", None),  # an earlier chat call whose conversation (its messages and reply) this one continues
-}
-
-# The numeric llm options' ranges: name -> (lowest, highest, whole number only). Past them a value is a
-# typo, or one an engine would refuse after the run has started.
-LLM_RANGES: dict[str, tuple[float, float, bool]] = {
-    "temperature": (0, 2, False),  # what OpenAI-compatible servers accept
-    "top_p": (0, 1, False),  # a probability mass (0 itself is refused: more than 0)
-    "max_tokens": (1, 1_000_000, True),  # more than any model's context
-    "n": (1, 1_000, True),  # samples per call; each is a request
-    "seed": (0, 2**32 - 1, True),  # what every engine's generator takes
-}
-
-# Curation rules in `distill: keep RULE(...)`.
-KEEP_RULES: dict[str, tuple[Param, ...]] = {
-    "majority": (P("samples", "list"), P("min_share", "number", 0.5)),
-    "consistent": (P("answer", "any"), P("swap", "list", None), P("map", "any", None), P("shuffle", "literal", None)),
-    "matches": (P("answer", "any"), P("gold", "any")),
-}
-
-# Options of `task NAME(...)` in distill.
-TASK_OPTIONS: dict[str, tuple[str, Any]] = {
-    "target": ("any", ...),
-    "rationale": ("any", None),  # the reasoning behind target: the `cot` format trains on rationale + target
-    "weight": ("number", 1.0),
-    "system": ("text", None),
-    "template": ("literal", None),
-    "after": ("literal", None),  # earlier task(s) whose output the prompt reads (a cascade)
-}
-
-DISTILL_FORMATS = ("system1", "label", "cot", "multitask", "cascade")
-
-# Metrics in `eval: metric NAME(prediction, gold)`.
-METRICS: dict[str, tuple[Param, ...]] = {
-    "exact_match": (P("answer", "any"), P("gold", "any")),
-    "normalized_match": (P("answer", "any"), P("gold", "any")),
-    "choice_accuracy": (P("answer", "any"), P("gold", "any")),
-    "agreement": (P("answer", "any"), P("gold", "any")),
-    # % of examples whose answer changes when two inputs are swapped (position bias)
-    "swap_inconsistency": (P("answer", "any"), P("swap", "list"), P("map", "any", None)),
-}
