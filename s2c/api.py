@@ -259,6 +259,7 @@ class Engine:
         self.settings = EngineSettings(kind, model, **settings)
         self.settings.check()
         self._engine = None  # the runtime engine (or the ShardPool), made on first use
+        self._starts = 0  # starts of engines closed since
         self.log: Callable[..., object] = terminal.console().print
 
     @classmethod
@@ -274,11 +275,10 @@ class Engine:
 
     @property
     def starts(self) -> int:
-        """How many times an inference engine was started: 0 before any call the cache could not
-        serve, then 1 for as long as this object lives."""
-        if self._engine is None:
-            return 0
-        return int(getattr(self._engine, "started", True))
+        """How many times this object started an inference engine: 0 until a call the cache
+        cannot serve, then 1 for as long as it stays open (a notebook's run, distill and
+        evaluate share that one start)."""
+        return self._starts + (getattr(self._engine, "starts", 1) if self._engine is not None else 0)
 
     def runner(self, cp: ir.CheckedProgram, cache, options: RunOptions, progress: bool | float = True, console=None):
         """The runner that executes `cp` on this engine (runtime.run.Runner, or ShardRunner with
@@ -297,14 +297,9 @@ class Engine:
 
         return Runner(engine, cache, options, progress, console)
 
-    def model_id(self, role: str = "default") -> str:
-        return self._open().model_id(role) if not self.settings.shards else self._open().identities[role]
-
     def serving(self, model: str) -> Engine:
         """An engine of the same settings for another model (eval serves a merged adapter so)."""
-        other = Engine.__new__(Engine)
-        other.settings = replace(self.settings, model=model, lora=False)
-        other._engine = None
+        other = Engine.from_settings(replace(self.settings, model=model, lora=False))
         other.log = self.log
         return other
 
@@ -351,8 +346,9 @@ class Engine:
         return engine
 
     def close(self) -> None:
+        self._starts = self.starts
         engine, self._engine = self._engine, None
-        if engine is not None and hasattr(engine, "close"):
+        if engine is not None and hasattr(engine, "close"):  # a ShardPool holds no engine of its own
             engine.close()
 
     def __enter__(self) -> Engine:

@@ -28,6 +28,7 @@ class LazyEngine(Streaming, RoleModels):
         self._engine: Engine | None = None
         self.starting = False  # True while the factory runs
         self.startup_seconds = 0.0  # how long the start took; 0 until the engine has started
+        self.starts = 0  # engines started: 0, then 1
 
     @property
     def started(self) -> bool:
@@ -46,6 +47,7 @@ class LazyEngine(Streaming, RoleModels):
         finally:
             self.starting = False
         self.startup_seconds = time.perf_counter() - t0
+        self.starts += 1
         if self._log:
             self._log(f"s2c: engine started in {self.startup_seconds:.1f} s")
 
