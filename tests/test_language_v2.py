@@ -114,7 +114,7 @@ def test_scan_runs_in_order_each_iteration_reading_the_last(tmp_path):
     by_id = {t["example_id"]: t for t in RunStore.open(tmp_path / "run").traces()}
     assert by_id["two"]["outputs"] == {"notes": "[0: a];[1: b];", "count": 2}
     assert by_id["four"]["outputs"] == {"notes": "[0: a];[1: b];[2: c];[3: d];", "count": 4}
-    assert out.summary["ok"] == 2 and out.summary["failures"] == {}
+    assert out.summary.ok == 2 and out.summary.reasons("failed") == {}
     # 2 + 4 solving calls, not 2 x 4: an iteration past the list's end makes no call
     assert len(eng.calls) == 2 + 2 + 4
 
@@ -126,7 +126,7 @@ def test_scan_iterations_past_the_end_are_skipped_not_failed(tmp_path):
     assert trace["status"] == "ok" and trace["failed"] == {}
     assert trace["nodes"]["step#3"]["instances"][0]["skipped"].startswith("not run: the list has 2 items")
     assert "error" not in trace["nodes"]["step#3"]["instances"][0]
-    assert all(not s["failed"] for s in out.summary["nodes"].values())
+    assert all(not s["failed"] for s in out.summary.to_json()["nodes"].values())
 
 
 def test_a_call_in_a_scan_that_does_not_read_the_item_runs_once_per_item_only(tmp_path):
@@ -134,7 +134,7 @@ def test_a_call_in_a_scan_that_does_not_read_the_item_runs_once_per_item_only(tm
                  '    more = llm() """Go on: {{ notes }}"""\n    notes = notes + more\noutput notes')
     out, eng = run(cp, [("two", {"question": "a\nb"})], lambda r, i: "x", tmp_path)
     assert len(eng.calls) == 2  # the guard on the iteration's item, not a read of it, stops calls 3 and 4
-    assert outputs(tmp_path) == [{"notes": "xx"}] and out.summary["failures"] == {}
+    assert outputs(tmp_path) == [{"notes": "xx"}] and out.summary.reasons("failed") == {}
 
 
 def test_a_list_longer_than_the_bound_fails_with_its_length(tmp_path):
@@ -200,7 +200,7 @@ def test_argmax_argmin_lookup(tmp_path):
     out, _ = run(cp, [("r", {"question": "q"})], script, tmp_path)
     # d2's rating is not in the table: unparsed, and left out of the choice
     assert outputs(tmp_path) == [{"best": "d1", "worst": 0}]
-    assert out.summary["ok"] == 1
+    assert out.summary.ok == 1
 
 
 @pytest.mark.parametrize("scores, fn, items, want", [

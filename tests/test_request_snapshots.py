@@ -48,7 +48,7 @@ def snapshot(cp, data, tmp_path) -> list[dict]:
     """Run `cp` over `data`; the requests the engine received, in a stable order."""
     engine = FakeEngine(default=REPLY)
     out = Runner(engine, CallCache(None), progress=False).execute(cp, data, tmp_path)
-    assert (out.summary["ok"], out.summary["failures"], out.summary["unparsed_reasons"]) == (len(data), {}, {})
+    assert (out.summary.ok, out.summary.reasons("failed"), out.summary.reasons("unparsed")) == (len(data), {}, {})
     records = [{"role": r.role, "adapter": r.adapter, "sampling": r.sampling.to_dict(), **r.payload()}
                for r in engine.calls]
     return sorted(records, key=lambda r: json.dumps(r, sort_keys=True))

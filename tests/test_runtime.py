@@ -59,7 +59,7 @@ def test_bsm_batches_one_request_group_per_stage(tmp_path):
     # branch for all 4 examples, then every solve (4 x 3 criteria) together, then every merge
     assert eng.batches == [4, 12, 4]
     assert [r.outputs["verdict"] for r in list(out.examples())] == ["A"] * 4
-    s = out.summary
+    s = out.summary.to_json()
     assert s["engine_calls"] == 20 and s["cache_hits"] == 0 and s["examples"] == 4 and s["failed"] == 0
     assert s["nodes"]["solve"]["engine_calls"] == 12
     assert s["generated_tokens"] == sum(n["generated_tokens"] for n in s["nodes"].values()) > 0
@@ -81,8 +81,8 @@ def test_rerun_makes_no_engine_call_and_downstream_change_reuses_upstream(tmp_pa
     first = run(cp, bsm_rows(3), FakeEngine(bsm_script), tmp_path, "a", cache)
     eng = FakeEngine(bsm_script)
     again = run(cp, bsm_rows(3), eng, tmp_path, "b", cache)
-    assert again.summary["engine_calls"] == 0 and eng.batches == []
-    assert again.summary["cache_hits"] == first.summary["engine_calls"]
+    assert again.summary.engine_calls == 0 and eng.batches == []
+    assert again.summary.cache_hits == first.summary.engine_calls
     assert [r.outputs for r in list(again.examples())] == [r.outputs for r in list(first.examples())]
     # edit only the merge prompt: branch and solve come from the cache
     src = (Path(cp.program.file)).read_text().replace("You should combine the evaluations",
@@ -92,8 +92,8 @@ def test_rerun_makes_no_engine_call_and_downstream_change_reuses_upstream(tmp_pa
     eng = FakeEngine(bsm_script)
     third = run(load_program(edited), bsm_rows(3), eng, tmp_path, "c", cache)
     assert eng.batches == [3]
-    assert third.summary["nodes"]["merge"]["engine_calls"] == 3
-    assert third.summary["nodes"]["solve"]["cache_hits"] == 9
+    assert third.summary.to_json()["nodes"]["merge"]["engine_calls"] == 3
+    assert third.summary.to_json()["nodes"]["solve"]["cache_hits"] == 9
 
 
 def test_refresh_recomputes_one_node(tmp_path):
@@ -115,10 +115,10 @@ def test_unparseable_answer_fails_that_value_and_the_run_goes_on(tmp_path):
     assert isinstance(v, Failed) and v.node == "verdict" and "no match" in v.reason and v.unparsed
     assert by["bad"].status == "unparsed" and by["bad"].outputs["verdict"]["node"] == "verdict"
     # a parse that found nothing is "unparsed", not "failed", in summary.json
-    assert (out.summary["failed"], out.summary["unparsed"], out.summary["ok"]) == (0, 1, 2)
-    assert out.summary["failures"] == {}
-    assert out.summary["unparsed_reasons"] == {"verdict": {"regex(): no match for /\\[\\[(A|B|C)\\]\\]/ in the text": 1}}
-    assert out.summary["nodes"]["verdict"]["unparsed"] == 1 and out.summary["nodes"]["verdict"]["failed"] == 0
+    assert (out.summary.failed, out.summary.unparsed, out.summary.ok) == (0, 1, 2)
+    assert out.summary.reasons("failed") == {}
+    assert out.summary.reasons("unparsed") == {"verdict": {"regex(): no match for /\\[\\[(A|B|C)\\]\\]/ in the text": 1}}
+    assert out.summary.to_json()["nodes"]["verdict"]["unparsed"] == 1 and out.summary.to_json()["nodes"]["verdict"]["failed"] == 0
     # and the table a run prints keeps them in their own columns
     from rich.console import Console
 
@@ -144,7 +144,7 @@ def test_engine_failure_is_recorded_and_dependents_skipped(tmp_path):
     assert "merge" in by["q1"].failed  # skipped: depends on the failed branch
     # no solve or merge request was sent for q1
     assert not any("question q1?" in c.messages[-1].content for c in eng.calls[3:])
-    assert out.summary["nodes"]["branch"]["failed"] == 1
+    assert out.summary.to_json()["nodes"]["branch"]["failed"] == 1
 
 
 def test_an_identical_call_in_flight_is_sent_once_and_both_get_its_samples(tmp_path):
@@ -161,7 +161,7 @@ def test_an_identical_call_in_flight_is_sent_once_and_both_get_its_samples(tmp_p
     assert tries["x"]["completions"] == tries["y"]["completions"] != tries["z"]["completions"]
     assert len(set(tries["x"]["completions"])) == 5  # five different samples, not one five times
     assert sorted((tries["x"]["cached"], tries["y"]["cached"])) == [0, 5]  # one served from the other's call
-    assert out.summary["engine_calls"] == 2 and out.summary["cache_hits"] == 5
+    assert out.summary.engine_calls == 2 and out.summary.cache_hits == 5
     eng = FakeEngine(lambda request, i: "Answer: new")
     again = run(cp, rows, eng, tmp_path, "b")
     assert eng.calls == [] and {r.id: r.trace["nodes"]["tries"]["instances"][0]["completions"]
@@ -176,7 +176,7 @@ def test_an_identical_call_that_fails_fails_every_instance_waiting_for_it(tmp_pa
     by = {r.id: r for r in out.examples()}
     assert len(eng.calls) == 2 and by["z"].ok
     assert by["x"].failed["tries"] == by["y"].failed["tries"] and by["y"].failed["tries"].startswith("engine: scripted")
-    assert out.summary["nodes"]["tries"]["failed"] == 2
+    assert out.summary.to_json()["nodes"]["tries"]["failed"] == 2
 
 
 def test_an_exception_from_the_engine_is_a_bug_and_stops_the_run(tmp_path):
@@ -218,7 +218,7 @@ def test_lazy_engine_starts_only_for_a_cache_miss(tmp_path):
     assert first.started and len(started) == 1
     second = LazyEngine("fake", refs, factory)
     out = run(cp, [("a", {"question": "2+2?"})], second, tmp_path, "b", cache)
-    assert not second.started and len(started) == 1 and out.summary["cache_hits"] == 2
+    assert not second.started and len(started) == 1 and out.summary.cache_hits == 2
 
 
 def test_engine_start_up_is_its_own_row_and_no_nodes_seconds(tmp_path):
@@ -237,16 +237,16 @@ def test_engine_start_up_is_its_own_row_and_no_nodes_seconds(tmp_path):
 
     engine = LazyEngine("fake", {"default": ModelRef("m", "/models/m", True)}, factory, log=said.append)
     first = run(cp, [("a", {"question": "2+2?"}), ("b", {"question": "3+3?"})], engine, tmp_path, "a", CallCache(None))
-    s = first.summary
+    s = first.summary.to_json()
     assert 0.5 <= s["engine_startup_seconds"] < 5 and s["wall_seconds"] >= s["engine_startup_seconds"]
     assert all(n["seconds"] < 0.25 for n in s["nodes"].values()), s["nodes"]
     assert said == [f"s2c: engine started in {engine.startup_seconds:.1f} s"]
     screen = Console(record=True, width=200)
-    screen.print(token_table(s))
+    screen.print(token_table(first.summary))
     assert re.search(r"engine start-up\s.*\s0\.5\s", screen.export_text())
     # the same engine serving a second run (as eval's systems share one) started in the first
     again = run(cp, [("c", {"question": "4+4?"})], engine, tmp_path, "b", CallCache(None))
-    assert again.summary["engine_startup_seconds"] == 0
+    assert again.summary.engine_startup_seconds == 0
     screen = Console(record=True, width=200)
     screen.print(token_table(again.summary))
     assert "start-up" not in screen.export_text()
@@ -286,7 +286,7 @@ def test_samples_partial_cache_and_vote(tmp_path):
     eng = FakeEngine(lambda r, i: replies[i])
     out = run(cp, [("x", {"question": "2+2?"})], eng, tmp_path)
     assert list(out.examples())[0].outputs == {"best": "4", "share": 0.6}
-    assert eng.calls[0].sampling.n == 5 and out.summary["samples"] == 5
+    assert eng.calls[0].sampling.n == 5 and out.summary.samples == 5
 
 
 def test_traces_show_branch_each_solve_and_merge(tmp_path):

@@ -31,11 +31,11 @@ def cmd_run(args) -> int:
     out = outcome.run_dir
     console.print(token_table(outcome.summary))
     s = outcome.summary
-    log(f"s2c: {s['examples']} examples: {s['ok']} ok, {s['failed']} failed, {s['unparsed']} unparsed; "
-        f"{s['engine_calls']} engine calls, {s['cache_hits']} cache hits, {s['retries']} retries -> "
+    log(f"s2c: {s.examples} examples: {s.ok} ok, {s.failed} failed, {s.unparsed} unparsed; "
+        f"{s.engine_calls} engine calls, {s.cache_hits} cache hits, {s.retries} retries -> "
         f"{out}/summary.json; traces: s2c trace {out} [--failed]; all of it: s2c report {out}")
-    for kind, table in (("failed", s["failures"]), ("unparsed", s["unparsed_reasons"])):
-        for nid, reasons in table.items():
+    for kind in ("failed", "unparsed"):
+        for nid, reasons in s.reasons(kind).items():
             for reason, k in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]:
                 log(Text.assemble("  ", (nid, "yellow"), f" {kind}: {k} × {reason}"))
     return exit_code(s)

@@ -22,6 +22,7 @@ from s2c.distill.rows import build_rows
 from s2c.distill.write import DatasetWriter, jsonl_line
 from s2c.errors import S2Error
 from s2c.runtime.store import RunStore
+from s2c.runtime.summary import RunSummary
 
 SKEW = 0.8  # a kept-label share above this is reported (a judge that always says A is position-biased)
 MAX_LABELS = 1000  # distinct kept labels counted: free-text targets would make this grow with the data
@@ -36,7 +37,7 @@ class DistillResult:
     sizes: dict[str, dict]  # split -> {"rows": ..., "examples": ...}
     report: dict  # counts kept, dropped per rule, failed, labels, warnings (report.json)
     meta: dict
-    summary: dict  # the System-2 run's (OUT/run/summary.json)
+    summary: RunSummary  # the System-2 run's (OUT/run/summary.json)
 
     @property
     def dataset(self):
@@ -150,10 +151,10 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner,
     s = outcome.summary
     kept_rows = sum(writer.tasks[t][0] for t in writer.tasks)
     tokens = {
-        "generated": s["generated_tokens"], "prompt": s["prompt_tokens"],
-        "per_input": s["generated_tokens"] / max(1, report.inputs),
-        "per_kept_row": s["generated_tokens"] / max(1, kept_rows),
-        "engine_calls": s["engine_calls"], "cache_hits": s["cache_hits"],
+        "generated": s.generated_tokens, "prompt": s.prompt_tokens,
+        "per_input": s.generated_tokens / max(1, report.inputs),
+        "per_kept_row": s.generated_tokens / max(1, kept_rows),
+        "engine_calls": s.engine_calls, "cache_hits": s.cache_hits,
     }
     meta = {
         "program": cp.name, "program_file": cp.program.file, "format": fmt, "data": data,

@@ -34,7 +34,7 @@ import heapq
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import msgspec
 import networkx as nx
@@ -74,6 +74,10 @@ class NodeStats:
     failed: Counter = field(default_factory=Counter)  # reason -> instances that failed here
     unparsed: Counter = field(default_factory=Counter)  # reason -> instances whose parse found nothing
     retries: Counter = field(default_factory=Counter)  # reason -> retried attempts (engine-side)
+
+    def merged(self, other: NodeStats) -> NodeStats:
+        """The two counts added (one node's figures from two runs, or two shards of one)."""
+        return NodeStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(NodeStats)})
 
     def as_dict(self) -> dict:
         return {

@@ -24,9 +24,10 @@ from typing import Any
 from s2c.compiler import ir
 from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
-from s2c.runtime.executor import Executor, NodeStats, RunOptions, TooManyErrors
+from s2c.runtime.executor import Executor, RunOptions, TooManyErrors
 from s2c.runtime.load import LoadSampler, csv_sink
 from s2c.runtime.store import RunStore
+from s2c.runtime.summary import RunSummary
 
 # The longest value a declared input may have, in characters (a list input: its JSON). Longer
 # fields are nearly always a mistake (a file's whole text in one cell); no model's context holds
@@ -93,7 +94,7 @@ def _inputs(cp: ir.CheckedProgram, row: dict, max_chars: int) -> tuple[dict | No
 @dataclass
 class RunOutcome:
     run_dir: Path
-    summary: dict
+    summary: RunSummary
     program: ir.CheckedProgram
 
     def examples(self):
@@ -109,9 +110,9 @@ LOAD_LOG = "load.csv"
 EXIT_ALL_FAILED = 3  # a run in which every example failed (exit codes: 0 ok, 1 bad input, 2 usage)
 
 
-def exit_code(summary: dict) -> int:
+def exit_code(summary: RunSummary) -> int:
     """0, or EXIT_ALL_FAILED when examples ran and none produced its outputs because of failures."""
-    return EXIT_ALL_FAILED if summary["examples"] and not summary["ok"] and summary["failed"] else 0
+    return EXIT_ALL_FAILED if summary.examples and not summary.ok and summary.failed else 0
 
 
 @dataclass
@@ -189,9 +190,9 @@ def run_about(cp: ir.CheckedProgram, runner, meta: dict | None) -> dict:
             **(meta or {})}
 
 
-def finish_run(run_dir: Path, summary: dict, skipped: list[str]) -> None:
+def finish_run(run_dir: Path, summary: RunSummary, skipped: list[str]) -> None:
     """summary.json, and rows.json when rows were skipped."""
-    _write_json(run_dir / "summary.json", summary)
+    _write_json(run_dir / "summary.json", summary.to_json())
     if skipped:
         _write_json(run_dir / "rows.json", {"skipped": list(skipped)})
 
@@ -202,47 +203,13 @@ def _startup_seconds(engine) -> float:
 
 
 def summarize(cp, engine, ex: Executor, n_skipped: int, seconds: float, startup: float, options: RunOptions,
-              meta, stopped) -> dict:
-    """summary.json (schema in docs/reliability.md)."""
-    total = NodeStats()
-    for s in ex.stats.values():
-        for f in ("engine_calls", "samples", "cache_hits", "prompt_tokens", "generated_tokens"):
-            setattr(total, f, getattr(total, f) + getattr(s, f))
-        total.retries.update(s.retries)
-    t = ex.totals
-    n = max(1, t.examples)
-    return {
-        "schema": 2,
-        "program": cp.name,
-        "program_file": cp.program.file,
-        "engine": getattr(engine, "name", "?"),
-        "models": {role: engine.model_id(role) for role in sorted({x.role for x in cp.llm_nodes()} | {"default"})},
-        "adapter": options.adapter,
-        "examples": t.examples,
-        "ok": t.ok,
-        "failed": t.failed,
-        "unparsed": t.unparsed,
-        "rows_given": t.examples + n_skipped,
-        "rows_skipped": n_skipped,
-        "engine_calls": total.engine_calls,
-        "cache_hits": total.cache_hits,
-        "samples": total.samples,
-        "retries": sum(total.retries.values()),
-        "prompt_tokens": total.prompt_tokens,
-        "generated_tokens": total.generated_tokens,
-        "generated_tokens_per_example": round(total.generated_tokens / n, 2),
-        "calls_per_example": round(total.samples / n, 2),
-        "wall_seconds": round(seconds, 2),
-        "engine_startup_seconds": round(startup, 2),
-        "generated_tokens_per_second": round(total.generated_tokens / seconds, 1) if seconds > 0 else 0.0,
-        "engine_spread": engine.spread(),
-        "nodes": {nid: s.as_dict() for nid, s in ex.stats.items()},
-        "failures": {nid: dict(s.failed) for nid, s in ex.stats.items() if s.failed},
-        "unparsed_reasons": {nid: dict(s.unparsed) for nid, s in ex.stats.items() if s.unparsed},
-        "retry_reasons": {nid: dict(s.retries) for nid, s in ex.stats.items() if s.retries},
-        "stopped": stopped,
-        **(meta or {}),
-    }
+              meta, stopped) -> RunSummary:
+    """The run's summary (summary.json's schema in docs/reliability.md)."""
+    return RunSummary.of_run(
+        program=cp.name, program_file=cp.program.file, engine=getattr(engine, "name", "?"),
+        models={role: engine.model_id(role) for role in sorted({x.role for x in cp.llm_nodes()} | {"default"})},
+        adapter=options.adapter, totals=ex.totals, nodes=ex.stats, rows_skipped=n_skipped, wall_seconds=seconds,
+        engine_startup_seconds=startup, engine_spread=engine.spread(), stopped=stopped, meta=meta)
 
 
 def _write_json(path: Path, data: Any):
@@ -373,29 +340,29 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def token_table(summary: dict):
+def token_table(summary: RunSummary):
     from rich.table import Table
     from rich.text import Text
 
-    t = Table(title=f"{summary['program']} · {summary['examples']} examples · engine {summary['engine']}",
+    t = Table(title=f"{summary.program} · {summary.examples} examples · engine {summary.engine}",
               title_justify="left")
     for c in ("node", "engine calls", "cache hits", "prompt tok", "generated tok", "gen tok / example", "seconds",
               "failed", "unparsed"):
         t.add_column(c, justify="right" if c != "node" else "left")
-    n = max(1, summary["examples"])
-    for nid, s in summary["nodes"].items():
-        if not s["samples"] and not s["engine_calls"] and not s["failed"] and not s["unparsed"]:
+    n = max(1, summary.examples)
+    for nid, s in summary.nodes.items():
+        failed, unparsed = sum(s.failed.values()), sum(s.unparsed.values())
+        if not s.samples and not s.engine_calls and not failed and not unparsed:
             continue
-        t.add_row(nid, str(s["engine_calls"]), str(s["cache_hits"]), f"{s['prompt_tokens']:,}",
-                  f"{s['generated_tokens']:,}", f"{s['generated_tokens'] / n:,.1f}", f"{s['seconds']:.1f}",
-                  str(s["failed"]), str(s["unparsed"]))
-    if summary.get("engine_startup_seconds"):  # the lazily started engine's start-up, charged to no node
-        t.add_row("engine start-up", "", "", "", "", "", f"{summary['engine_startup_seconds']:.1f}", "", "")
-    t.add_row(Text("total", "bold"), Text(f"{summary['engine_calls']}", "bold"), str(summary["cache_hits"]),
-              f"{summary['prompt_tokens']:,}", Text(f"{summary['generated_tokens']:,}", "bold"),
-              Text(f"{summary['generated_tokens_per_example']:,.1f}", "bold"), f"{summary['wall_seconds']:.1f}",
-              f"{summary['failed']} ex", f"{summary['unparsed']} ex")
-    spread = summary.get("engine_spread") or {}
+        t.add_row(nid, str(s.engine_calls), str(s.cache_hits), f"{s.prompt_tokens:,}", f"{s.generated_tokens:,}",
+                  f"{s.generated_tokens / n:,.1f}", f"{s.seconds:.1f}", str(failed), str(unparsed))
+    if summary.engine_startup_seconds:  # the lazily started engine's start-up, charged to no node
+        t.add_row("engine start-up", "", "", "", "", "", f"{summary.engine_startup_seconds:.1f}", "", "")
+    t.add_row(Text("total", "bold"), Text(f"{summary.engine_calls}", "bold"), str(summary.cache_hits),
+              f"{summary.prompt_tokens:,}", Text(f"{summary.generated_tokens:,}", "bold"),
+              Text(f"{summary.generated_tokens_per_example:,.1f}", "bold"), f"{summary.wall_seconds:.1f}",
+              f"{summary.failed} ex", f"{summary.unparsed} ex")
+    spread = summary.engine_spread or {}
     if "servers" in spread:
         t.caption = "requests per server: " + ", ".join(
             f"{url} {s['requests']}" + (f" ({s['failed_over']} failed over)" if s["failed_over"] else "")

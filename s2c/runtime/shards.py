@@ -6,12 +6,12 @@ Workers share no filesystem with the driver. A worker works in a temporary folde
 
     ("calls", rows)      cache rows committed since the last message, every second or so
     ("store", rows)      its run store's examples, once the shard has run
-    ("summary", dict)    its summary.json
+    ("summary", tuple)   its RunSummary, and the node and folder it ran in
 
 The driver commits each message as it comes, to RUN/shards/K/calls.sqlite and RUN/shards/K/run.sqlite,
 so a shard that dies (or a driver that is killed) keeps the calls it finished. When every shard has
 come back, the driver merges them: the run store in input order (each shard's positions mapped to
-the input's), the call cache as a plain union by (key, sample), summary.json as sums.
+the input's), the call cache as a plain union by (key, sample), the summaries by RunSummary.merge.
 
 Resuming: the same command sends each shard its own cache shard first, so each shard starts with
 the calls it finished last time (a shard whose calls are all cached starts no engine: the worker's
@@ -46,6 +46,7 @@ from s2c.runtime.engines.raypool import (
 from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import Runner, RunOutcome, finish_run, run_about
 from s2c.runtime.store import RunStore
+from s2c.runtime.summary import RunSummary
 
 SHARDS_DIR = "shards"
 STREAM_SECONDS = 1.0  # how often a worker sends the calls it has committed
@@ -110,14 +111,13 @@ class ShardRunner:
             summary = self._shards(cp, rows, run_dir, store, meta or {})
         finally:
             store.close()
-        seconds = time.time() - t0
-        summary.update(meta or {}, wall_seconds=round(seconds, 2), rows_skipped=len(skipped),
-                       rows_given=summary["examples"] + len(skipped), stopped=None,
-                       generated_tokens_per_second=round(summary["generated_tokens"] / seconds, 1) if seconds else 0.0)
+        summary = replace(summary, wall_seconds=time.time() - t0, rows_skipped=len(skipped), stopped=None,
+                          meta={**summary.meta, **(meta or {})})
         finish_run(run_dir, summary, skipped)
         return RunOutcome(run_dir, summary, cp)
 
-    def _shards(self, cp: ir.CheckedProgram, rows: Iterable[tuple], run_dir: Path, store: RunStore, meta: dict) -> dict:
+    def _shards(self, cp: ir.CheckedProgram, rows: Iterable[tuple], run_dir: Path, store: RunStore,
+                meta: dict) -> RunSummary:
         """Run every shard; merge their examples into `store` (in input order) and their calls into
         the cache. Returns the merged summary (the caller sets wall time and the driver's own fields)."""
         log = self.console.print if self.console else print
@@ -125,7 +125,7 @@ class ShardRunner:
         k = min(self.pool.shards, max(1, len(items)))
         bounds = [len(items) * j // k for j in range(k + 1)]
         shard_dirs = [run_dir / SHARDS_DIR / str(j) for j in range(k)]
-        results: list[dict | None] = [None] * k
+        results: list[tuple | None] = [None] * k
         errors: list[str | None] = [None] * k
         bugs: list[BaseException | None] = [None] * k
 
@@ -161,9 +161,13 @@ class ShardRunner:
             raise bug
         for j, d in enumerate(shard_dirs):
             store.merge(d / "run.sqlite", offset=bounds[j])
-        return merge_summaries(results)
+        merged = RunSummary.merge_all([summary for summary, _, _ in results])
+        merged.shards = [{"examples": summary.examples, "engine_calls": summary.engine_calls,
+                          "cache_hits": summary.cache_hits, "wall_seconds": round(summary.wall_seconds, 2),
+                          "node": node, "work_dir": work_dir} for summary, node, work_dir in results]
+        return merged
 
-    def _one(self, j: int, cp, items: list, shard_dir: Path, meta: dict, log) -> dict:
+    def _one(self, j: int, cp, items: list, shard_dir: Path, meta: dict, log) -> tuple[RunSummary, str, str]:
         shard_dir.mkdir(parents=True, exist_ok=True)
         shard_cache = CallCache(shard_dir / "calls.sqlite")
         try:
@@ -184,7 +188,7 @@ class ShardRunner:
                 elif kind == "stopped":
                     raise S2Error(payload)
             log(f"s2c: shard {j}: {len(items)} rows done in {time.time() - t0:.1f} s on node "
-                f"{summary['node'][:8]} ({summary['engine_calls']} engine calls, {summary['cache_hits']} cache hits)")
+                f"{summary[1][:8]} ({summary[0].engine_calls} engine calls, {summary[0].cache_hits} cache hits)")
             return summary
         finally:
             shard_cache.close()
@@ -242,7 +246,7 @@ def _run_shard(cp, items, model, roles, vllm_options, options, seed, meta):
             yield "stopped", outcome["stopped"]
             return
         yield "store", _read_store(work / "run" / "run.sqlite")
-        yield "summary", {**outcome["summary"], "node": ray.get_runtime_context().get_node_id(), "work_dir": str(work)}
+        yield "summary", (outcome["summary"], ray.get_runtime_context().get_node_id(), str(work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -260,38 +264,3 @@ def _write_store(path: Path, rows: list[tuple]) -> None:
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.executescript(SCHEMA)
         db.executemany("INSERT INTO examples VALUES (?,?,?,?,?,?,?,?)", rows)
-
-
-SUMMED_SKIP = {"schema", "wall_seconds", "engine_startup_seconds", "generated_tokens_per_second",
-               "generated_tokens_per_example", "calls_per_example", "hit_rate", "node", "work_dir"}
-
-
-def merge_summaries(parts: list[dict]) -> dict:
-    """One summary from the shards': counts summed (also per node and per reason), ratios computed
-    again from the sums, the longest engine start-up kept (the shards start theirs at once)."""
-    def add(a, b):
-        if isinstance(a, dict) and isinstance(b, dict):
-            out = dict(a)
-            for key, v in b.items():
-                out[key] = add(a[key], v) if key in a and key not in SUMMED_SKIP else a.get(key, v)
-            return out
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-            return a + b
-        return a
-
-    merged = parts[0]
-    for p in parts[1:]:
-        merged = add(merged, p)
-    for node in merged["nodes"].values():
-        pc = node["prefix_cache"]
-        pc["hit_rate"] = round(pc["cached_tokens"] / pc["prompt_tokens"], 3) if pc["prompt_tokens"] else None
-    n = max(1, merged["examples"])
-    merged["generated_tokens_per_example"] = round(merged["generated_tokens"] / n, 2)
-    merged["calls_per_example"] = round(merged["samples"] / n, 2)
-    merged["engine_startup_seconds"] = max(p.get("engine_startup_seconds", 0) for p in parts)
-    merged["shards"] = [{k: p.get(k) for k in ("examples", "engine_calls", "cache_hits", "wall_seconds", "node",
-                                               "work_dir")}
-                        for p in parts]
-    merged.pop("node", None)
-    merged.pop("work_dir", None)
-    return merged

@@ -34,7 +34,7 @@ def main():
             return super().generate(requests)
 
     outcome = Runner(Slow(script), CallCache(cache_path), options=RunOptions(window=2), progress=False).execute(cp, good, out)
-    print(json.dumps({"engine_calls": outcome.summary["engine_calls"],
+    print(json.dumps({"engine_calls": outcome.summary.engine_calls,
                       "outputs": {r.id: r.outputs for r in outcome.examples()}}, default=str))
 
 
