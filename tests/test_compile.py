@@ -70,7 +70,7 @@ def test_system1_prompts_carry_no_intermediate_text(tmp_path):
     res = compile_(cp, bsm_raw(4), FakeEngine(judge_script(set())), tmp_path)
     trace = list(RunStore.open(tmp_path / "ds" / "run").traces())
     intermediates = {c for t in trace for n in ("branch", "solve", "merge")
-                     for i in t["nodes"][n]["instances"] for c in i.get("completions", [])}
+                     for i in t.nodes[n]["instances"] for c in i.get("completions", [])}
     for row in res.rows["train"]:
         for m in row["prompt"]:
             assert not any(z in m["content"] for z in intermediates)

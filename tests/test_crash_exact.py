@@ -69,7 +69,7 @@ def _env() -> dict:
 
 def read_outputs(run_dir: Path) -> dict[str, dict]:
     """Example id -> what must not depend on kills: status, outputs, every node's completions."""
-    return {r["example_id"]: {"status": r["status"], "outputs": r["outputs"], "completions": _completions(r.get("nodes"))}
+    return {r.example_id: {"status": r.status, "outputs": r.outputs, "completions": _completions(r.nodes)}
             for r in RunStore.open(run_dir).traces()}
 
 

@@ -58,7 +58,7 @@ def test_run_on_vllm_then_the_same_command_makes_no_engine_call(tmp_path):
     assert s["generated_tokens"] > 8 and s["engine"] == "vllm"
     traces = list(RunStore.open(tmp_path / "run").traces())
     assert len(traces) == 8
-    assert all(t["nodes"]["cot"]["instances"][0]["completions"][0] for t in traces)
+    assert all(t.nodes["cot"]["instances"][0]["completions"][0] for t in traces)
     assert main(args) == 0
     again = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert again["engine_calls"] == 0 and again["cache_hits"] == 8
@@ -87,10 +87,10 @@ def test_compile_rar_2step_on_coin_flip_writes_system1_rows(tmp_path):
     summary = json.loads((out / "run" / "summary.json").read_text())
     prefix = summary["nodes"]["response"]["prefix_cache"]
     assert prefix["prompt_tokens"] > 0 and 0 <= prefix["cached_tokens"] <= prefix["prompt_tokens"]
-    first = [(t["example_id"], t["outputs"], t["nodes"]) for t in RunStore.open(out / "run").traces()]
+    first = [(t.example_id, t.outputs, t.nodes) for t in RunStore.open(out / "run").traces()]
     rows_first = (out / "train.jsonl").read_text()
     assert main(args) == 0  # a rerun is served by the call cache: the same outputs, no engine call
-    again = [(t["example_id"], t["outputs"], t["nodes"]) for t in RunStore.open(out / "run").traces()]
+    again = [(t.example_id, t.outputs, t.nodes) for t in RunStore.open(out / "run").traces()]
     assert json.loads((out / "run" / "summary.json").read_text())["engine_calls"] == 0
     assert [(i, o) for i, o, _ in again] == [(i, o) for i, o, _ in first]
     assert [[inst.get("completions") for n in nodes.values() for inst in n["instances"]] for _, _, nodes in again] == \
@@ -106,7 +106,7 @@ def test_compile_rar_2step_on_coin_flip_writes_system1_rows(tmp_path):
         assert set(ds.column_names) >= {"prompt", "completion"}
     # no text produced by an intermediate node reaches a System-1 prompt
     traces = list(RunStore.open(out / "run").traces())
-    produced = {c.strip() for t in traces for n in ("rephrased", "response") for i in t["nodes"][n]["instances"]
+    produced = {c.strip() for t in traces for n in ("rephrased", "response") for i in t.nodes[n]["instances"]
                 for c in i.get("completions", []) if len(c.strip()) > 20}
     for row in ds:
         for m in row["prompt"]:
@@ -121,7 +121,7 @@ def test_compile_bsm_on_oasst2_applies_the_swap_rule(tmp_path, repo):
                  "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["inputs"] == 3
-    ids = [t["example_id"] for t in RunStore.open(out / "run").traces()]
+    ids = [t.example_id for t in RunStore.open(out / "run").traces()]
     assert sum(i.endswith("~swap") for i in ids) == 3  # every input also ran with A and B swapped
     card = (out / "README.md").read_text()
     assert "## Curation" in card
@@ -170,14 +170,14 @@ def test_language_v2_programs_compile_on_the_embedded_model(tmp_path, name):
     if name == "debate":  # each second-round call carries its agent's first-round conversation
         for t in traces:
             for k in (1, 2, 3):
-                msgs = t["nodes"][f"again#{k}"]["instances"][0]["messages"]
-                first = t["nodes"][f"reply#{k}"]["instances"][0]
+                msgs = t.nodes[f"again#{k}"]["instances"][0]["messages"]
+                first = t.nodes[f"reply#{k}"]["instances"][0]
                 assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
                 assert msgs[:2] == [*first["messages"], {"role": "assistant", "content": first["completions"][0]}]
     else:  # the scan ran as many steps as the plan had subquestions, and skipped the rest
         for t in traces:
-            n = len(t["nodes"]["subquestions"]["instances"][0]["value"])
-            ran = [k for k in range(1, 6) if "completions" in t["nodes"][f"step#{k}"]["instances"][0]]
+            n = len(t.nodes["subquestions"]["instances"][0]["value"])
+            ran = [k for k in range(1, 6) if "completions" in t.nodes[f"step#{k}"]["instances"][0]]
             assert ran == list(range(1, n + 1))
     report = json.loads((out / "report.json").read_text())
     assert report["inputs"] == 2

@@ -38,7 +38,7 @@ def run(cp, rows, script, tmp_path):
 
 
 def outputs(tmp_path) -> list[dict]:
-    return [t["outputs"] for t in RunStore.open(tmp_path / "run").traces()]
+    return [t.outputs for t in RunStore.open(tmp_path / "run").traces()]
 
 
 # ---------------------------------------------------------------- operators
@@ -61,9 +61,9 @@ def test_operators_print_and_parse_back():
 def test_division_by_zero_fails_that_example_only(tmp_path):
     cp = program("n = number(question)\nx = 10 // n\noutput x")
     out, _ = run(cp, [("a", {"question": "0"}), ("b", {"question": "5"})], lambda r, i: "", tmp_path)
-    traces = {t["example_id"]: t for t in RunStore.open(tmp_path / "run").traces()}
-    assert traces["a"]["status"] == "failed" and "'//': '//' by zero" in traces["a"]["failed"]["x"]
-    assert traces["b"]["outputs"] == {"x": 2}
+    traces = {t.example_id: t for t in RunStore.open(tmp_path / "run").traces()}
+    assert traces["a"].status == "failed" and "'//': '//' by zero" in traces["a"].failed["x"]
+    assert traces["b"].outputs == {"x": 2}
 
 
 # ---------------------------------------------------------------- indices
@@ -111,9 +111,9 @@ def test_scan_runs_in_order_each_iteration_reading_the_last(tmp_path):
     out, eng = run(cp, [("two", {"question": "a b"}), ("four", {"question": "a b c d"})], scan_script, tmp_path)
     prompts = [r.messages[-1].content for r in eng.calls if not r.messages[-1].content.startswith("split")]
     assert "[0: a];[1: b];solve 2: c" in prompts  # iteration 3 reads what iterations 1 and 2 left
-    by_id = {t["example_id"]: t for t in RunStore.open(tmp_path / "run").traces()}
-    assert by_id["two"]["outputs"] == {"notes": "[0: a];[1: b];", "count": 2}
-    assert by_id["four"]["outputs"] == {"notes": "[0: a];[1: b];[2: c];[3: d];", "count": 4}
+    by_id = {t.example_id: t for t in RunStore.open(tmp_path / "run").traces()}
+    assert by_id["two"].outputs == {"notes": "[0: a];[1: b];", "count": 2}
+    assert by_id["four"].outputs == {"notes": "[0: a];[1: b];[2: c];[3: d];", "count": 4}
     assert out.summary.ok == 2 and out.summary.reasons("failed") == {}
     # 2 + 4 solving calls, not 2 x 4: an iteration past the list's end makes no call
     assert len(eng.calls) == 2 + 2 + 4
@@ -123,9 +123,9 @@ def test_scan_iterations_past_the_end_are_skipped_not_failed(tmp_path):
     cp = program(SCAN)
     out, _ = run(cp, [("two", {"question": "a b"})], scan_script, tmp_path)
     trace = next(RunStore.open(tmp_path / "run").traces())
-    assert trace["status"] == "ok" and trace["failed"] == {}
-    assert trace["nodes"]["step#3"]["instances"][0]["skipped"].startswith("not run: the list has 2 items")
-    assert "error" not in trace["nodes"]["step#3"]["instances"][0]
+    assert trace.status == "ok" and trace.failed == {}
+    assert trace.nodes["step#3"]["instances"][0]["skipped"].startswith("not run: the list has 2 items")
+    assert "error" not in trace.nodes["step#3"]["instances"][0]
     assert all(not s["failed"] for s in out.summary.to_json()["nodes"].values())
 
 
@@ -141,8 +141,8 @@ def test_a_list_longer_than_the_bound_fails_with_its_length(tmp_path):
     cp = program(SCAN)
     out, _ = run(cp, [("long", {"question": "a b c d e f"})], scan_script, tmp_path)
     trace = next(RunStore.open(tmp_path / "run").traces())
-    assert trace["status"] == "failed"
-    assert "the list has 6 items, more than the scan's bound of 4" in json.dumps(trace["failed"])
+    assert trace.status == "failed"
+    assert "the list has 6 items, more than the scan's bound of 4" in json.dumps(trace.failed)
 
 
 def test_names_first_assigned_in_a_scan_stay_inside_it():
@@ -161,7 +161,7 @@ def test_scan_resumes_from_the_cache_with_identical_outputs(tmp_path):
     again = FakeEngine(scan_script)
     Runner(again, CallCache(tmp_path / "calls.sqlite"), progress=False).execute(cp, rows, tmp_path / "run2")
     assert len(first.calls) == 4 and again.calls == []
-    a, b = (next(RunStore.open(tmp_path / d).traces())["outputs"] for d in ("run", "run2"))
+    a, b = (next(RunStore.open(tmp_path / d).traces()).outputs for d in ("run", "run2"))
     assert a == b == {"notes": "[0: a];[1: b];[2: c];", "count": 3}
 
 
@@ -176,13 +176,13 @@ def test_a_json_object_where_a_list_is_needed_fails_that_example_with_the_reason
     cp = program(WRONG_SHAPE)
     out, eng = run(cp, [("obj", {"question": '{"a": 1}'}), ("list", {"question": '["p", "q"]'})],
                    lambda r, i: r.messages[-1].content, tmp_path)
-    by_id = {t["example_id"]: t for t in RunStore.open(tmp_path / "run").traces()}
-    failed = by_id["obj"]["failed"]
-    assert by_id["obj"]["status"] == "failed"
+    by_id = {t.example_id: t for t in RunStore.open(tmp_path / "run").traces()}
+    failed = by_id["obj"].failed
+    assert by_id["obj"].status == "failed"
     assert failed["b"] == "'for y' needs a list, got dict"
     assert failed["x.items"] == "at_most(): needs a list, got dict"
     assert failed["first_key"] == "at(): needs a list, got dict"
-    assert by_id["list"]["outputs"] == {"acc": "pq", "b": ["p", "q"], "first_key": "p"}
+    assert by_id["list"].outputs == {"acc": "pq", "b": ["p", "q"], "first_key": "p"}
     assert len(eng.calls) == 4
 
 
@@ -242,7 +242,7 @@ def test_a_failed_call_fails_the_calls_that_continue_it(tmp_path):
     eng = FakeEngine(lambda r, i: "ok", fail=["boom"])
     out = Runner(eng, CallCache(None), progress=False).execute(cp, [("r", {"question": "boom"})], tmp_path / "run")
     trace = next(RunStore.open(tmp_path / "run").traces())
-    assert trace["status"] == "failed" and trace["failed"]["b"] == "depends on failed 'a'"
+    assert trace.status == "failed" and trace.failed["b"] == "depends on failed 'a'"
     assert len(eng.calls) == 1  # b was never sent
 
 

@@ -26,6 +26,7 @@ from s2c.runtime.engines.fake import FakeEngine
 from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import Runner, validate_rows
 from s2c.runtime.store import RunStore
+from s2c.runtime.trace import Trace
 
 HERE = Path(__file__).parent
 TWO_STEP = HERE / "fixtures" / "programs" / "two_step.s2"
@@ -157,14 +158,14 @@ def test_an_identical_call_in_flight_is_sent_once_and_both_get_its_samples(tmp_p
     eng = FakeEngine(lambda request, i: f"Answer: {next(replies)}")
     out = run(cp, rows, eng, tmp_path, "a")
     assert len(eng.calls) == 2  # the shared question once, the other once
-    tries = {r.id: r.trace["nodes"]["tries"]["instances"][0] for r in out.examples()}
+    tries = {r.id: r.trace.nodes["tries"]["instances"][0] for r in out.examples()}
     assert tries["x"]["completions"] == tries["y"]["completions"] != tries["z"]["completions"]
     assert len(set(tries["x"]["completions"])) == 5  # five different samples, not one five times
     assert sorted((tries["x"]["cached"], tries["y"]["cached"])) == [0, 5]  # one served from the other's call
     assert out.summary.engine_calls == 2 and out.summary.cache_hits == 5
     eng = FakeEngine(lambda request, i: "Answer: new")
     again = run(cp, rows, eng, tmp_path, "b")
-    assert eng.calls == [] and {r.id: r.trace["nodes"]["tries"]["instances"][0]["completions"]
+    assert eng.calls == [] and {r.id: r.trace.nodes["tries"]["instances"][0]["completions"]
                                 for r in again.examples()} == {k: v["completions"] for k, v in tries.items()}
 
 
@@ -259,7 +260,7 @@ def test_max_errors_stops_the_run_and_keeps_what_finished(tmp_path):
         run(cp, [(f"r{i}", {"question": f"q{i}"}) for i in range(4)], eng, tmp_path, max_errors=0)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stopped"] and summary["failed"] == 1
-    kept = [r["example_id"] for r in RunStore.open(tmp_path / "run").traces()]
+    kept = [r.example_id for r in RunStore.open(tmp_path / "run").traces()]
     assert "r2" in kept and len(kept) == summary["examples"]
 
 
@@ -295,7 +296,7 @@ def test_traces_show_branch_each_solve_and_merge(tmp_path):
     cp = load_program("bsm.s2")
     run(cp, bsm_rows(2), FakeEngine(bsm_script), tmp_path)
     rec = find_trace(tmp_path / "run", "q1")
-    assert [i["index"] for i in rec["nodes"]["solve"]["instances"]] == [[0], [1], [2]]
+    assert [i["index"] for i in rec.nodes["solve"]["instances"]] == [[0], [1], [2]]
     con = Console(record=True, width=200)
     con.print(render_trace(rec))
     text = con.export_text()
@@ -336,7 +337,7 @@ def test_kill_9_then_restart_repeats_no_completed_call(tmp_path):
                           str(tmp_path / "ref.sqlite"), str(tmp_path / "ref.log"), "0"],
                          env=env, capture_output=True, text=True, check=True)
     assert resumed["outputs"] == json.loads(ref.stdout)["outputs"]
-    assert all(r["status"] == "ok" for r in finished)
+    assert all(r.status == "ok" for r in finished)
 
 
 def test_the_runtime_keeps_its_memos_in_its_plan_and_writes_nothing_into_the_ir(tmp_path):
@@ -452,7 +453,7 @@ def test_a_model_or_adapter_that_cannot_be_read_stops_the_run_naming_the_file(tm
     eng.calls.clear()
     with pytest.raises(EngineError, match=r"cannot read .*lora/adapter_model\.safetensors: Is a directory"):
         run(cp, [("a", {"question": "2+2?"})], eng, tmp_path, "a", adapter=str(adapter))
-    assert eng.calls == [] and [t["example_id"] for t in RunStore.open(tmp_path / "a").traces()] == ["a"]
+    assert eng.calls == [] and [t.example_id for t in RunStore.open(tmp_path / "a").traces()] == ["a"]
 
 
 def test_a_model_folder_rewritten_in_place_is_another_model_in_the_cache(tmp_path):
@@ -480,14 +481,18 @@ def test_the_store_appends_in_finishing_order_and_reads_in_input_order(tmp_path)
     store = RunStore.create(tmp_path, cp, {})
     store.COMMIT_ROWS = 3  # several transactions
     finished = [5, 0, 3, 1, 4, 2, 7, 6]
+    def trace(ex_id):
+        return Trace(example_id=ex_id, status="ok", inputs={}, gold={}, outputs={}, failed={}, nodes={},
+                     prompt_tokens=0, generated_tokens=0)
+
     for seq in finished:
         variant = "~swap" if seq % 2 else ""
-        store.add(seq, f"e{seq // 2}{variant}", f"e{seq // 2}", variant, "ok", {"example_id": f"e{seq}"}, {})
-    store.add(8, "e0", "e0", "", "ok", {"example_id": "again"}, {})
+        store.add(seq, f"e{seq // 2}{variant}", f"e{seq // 2}", variant, "ok", trace(f"e{seq}"), {})
+    store.add(8, "e0", "e0", "", "ok", trace("again"), {})
     store.close()
     reader = RunStore.open(tmp_path)
-    assert [t["example_id"] for t in reader.traces()] == [f"e{s}" for s in range(8)]
+    assert [t.example_id for t in reader.traces()] == [f"e{s}" for s in range(8)]
     assert reader.ids(originals=True) == ["e0", "e1", "e2", "e3"]
-    assert [t["example_id"] for t in reader.traces(originals=True)] == ["e0", "e2", "e4", "e6"]
-    assert reader.find_trace("e2~swap") == {"example_id": "e5"} and store.duplicates == ["e0"]
+    assert [t.example_id for t in reader.traces(originals=True)] == ["e0", "e2", "e4", "e6"]
+    assert reader.find_trace("e2~swap") == trace("e5") and store.duplicates == ["e0"]
     assert [rowid for (rowid,) in reader.db.execute("SELECT seq FROM examples ORDER BY rowid")] == finished

@@ -57,7 +57,7 @@ def outputs(run: Path) -> dict:
     store = RunStore.open(run, cp)
     try:
         return {r.id: (r.status, r.outputs, {nid: [i.get("completions") for i in n.get("instances", ())]
-                                             for nid, n in r.trace["nodes"].items()})
+                                             for nid, n in r.trace.nodes.items()})
                 for r in store.all()}
     finally:
         store.close()

@@ -81,15 +81,15 @@ def answers(outcome: RunOutcome) -> dict[str, tuple[str, str | None, str]]:
     """Row -> (status, the answer, the reply the server gives that row's prompt when healthy)."""
     out = {}
     for r in outcome.examples():
-        [instance] = r.trace["nodes"]["answer"]["instances"]
+        [instance] = r.trace.nodes["answer"]["instances"]
         prompt = "\n".join(m["content"] for m in instance["messages"])
-        out[r.id] = (r.status, r.trace["outputs"]["answer"] if r.ok else None, reply_text(prompt))
+        out[r.id] = (r.status, r.trace.outputs["answer"] if r.ok else None, reply_text(prompt))
     return out
 
 
 def keys(outcome: RunOutcome) -> dict[str, str]:
     """Row -> the server's key for its call (what the log names), from the messages it was sent."""
-    return {r.id: request_key({"messages": r.trace["nodes"]["answer"]["instances"][0]["messages"]})
+    return {r.id: request_key({"messages": r.trace.nodes["answer"]["instances"][0]["messages"]})
             for r in outcome.examples()}
 
 
@@ -115,7 +115,7 @@ def test_a_fault_is_retried_counted_never_cached_and_redone_on_rerun(tmp_path, k
         second = run(tmp_path, url, "second")
 
     # first run: alpha was retried once and served, bravo retried RETRIES times and failed
-    s = first.summary
+    s = first.summary.to_json()
     assert (s["examples"], s["ok"], s["failed"]) == (4, 3, 1)
     assert s["retry_reasons"] == {"answer": {reason: 1 + RETRIES}} and s["retries"] == 1 + RETRIES
     [(failure, count)] = s["failures"]["answer"].items()
@@ -133,7 +133,7 @@ def test_a_fault_is_retried_counted_never_cached_and_redone_on_rerun(tmp_path, k
     assert cached == sorted(got[r][2] for r in ("alpha", "charlie", "delta"))
 
     # the rerun asks the server for bravo alone, once, and gets the good reply
-    s = second.summary
+    s = second.summary.to_json()
     assert (s["ok"], s["failed"], s["engine_calls"], s["cache_hits"], s["retries"]) == (4, 0, 1, 3, 0)
     assert received(log, lines) == {key["bravo"]: 1}
     got = answers(second)

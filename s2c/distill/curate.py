@@ -123,7 +123,7 @@ def _apply(cp, k: ir.KeepIR, res: ExampleResult, perturbed) -> Verdict:
         return Verdict(True)
     if k.rule == "matches":
         answer = value_of(k.args["answer"], res)
-        gold = res.trace["gold"].get(k.args.get("gold"))
+        gold = res.trace.gold.get(k.args.get("gold"))
         if gold is None:
             return Verdict(False, f"matches: the row has no gold field '{k.args.get('gold')}'", "matches")
         if isinstance(answer, list):

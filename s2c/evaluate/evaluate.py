@@ -139,7 +139,7 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
                     b = None if other is None else system.answer(m, other)
                     scores.add_pair(m, i, a, None if b is None or find_failed(b) else m.perturbation.map_back(b, {}))
                 else:
-                    scores.add(m, i, a, res.trace["gold"].get(m.gold))
+                    scores.add(m, i, a, res.trace.gold.get(m.gold))
             unreadable += find_failed(first) is not None
             answers.write(jsonl_line({"example_id": res.id, "answer": to_json(first)}, default=str))
     store.close()

@@ -173,16 +173,16 @@ def _examples(src: Sources, verdicts: dict | None, results: dict | None) -> Iter
         rows = store.originals() if checker.system else ((None, t) for t in store.traces(originals=True))
         for res in rows:
             res, trace = (res, res.trace) if checker.system else res
-            ex_id = trace["example_id"]
-            gold = trace.get("gold") or {}
+            ex_id = trace.example_id
+            gold = trace.gold
             checks = checker.check(res) if checker.system else None
             correct = next((c.correct for c in checks or () if c.correct is not None), None)
             v = (verdicts or {}).get(ex_id) or {}
-            entry = {"id": ex_id, "status": trace["status"], "verdict": v.get("verdict"), "reason": v.get("reason"),
+            entry = {"id": ex_id, "status": trace.status, "verdict": v.get("verdict"), "reason": v.get("reason"),
                      "group": reason_class(v["reason"]) if v.get("verdict") == "dropped" and v.get("reason") else None,
-                     "gold": _short(gold), "output": _short(trace.get("outputs")), "correct": correct,
-                     "tokens": trace.get("generated_tokens", 0)}
-            detail = {"trace": trace, "system1": system1.get(ex_id, [])}
+                     "gold": _short(gold), "output": _short(trace.outputs), "correct": correct,
+                     "tokens": trace.generated_tokens}
+            detail = {"trace": trace.to_json(), "system1": system1.get(ex_id, [])}
             if answers:
                 scored = metric is not None and gold.get(metric.gold) not in (None, "")
                 detail["answers"] = {name: {"answer": a, "correct": _correct(metric, a, gold[metric.gold]) if scored

@@ -43,6 +43,7 @@ from s2c.errors import S2Error, did_you_mean
 from s2c.evaluate.evaluate import System
 from s2c.evaluate.metrics import correct
 from s2c.runtime.store import FILE, ExampleResult, RunStore
+from s2c.runtime.trace import Trace
 from s2c.runtime.values import find_failed, to_json
 
 DEFAULT_LIMIT = 10  # --failed / --dropped: enough to see a pattern, few enough to read
@@ -113,7 +114,7 @@ def pick_default(store: RunStore) -> tuple[str, str]:
     return store.ids(1, originals=True)[0], f"no example of {n} is ok: the first one"
 
 
-def get_trace(store: RunStore, ex_id: str) -> dict:
+def get_trace(store: RunStore, ex_id: str) -> Trace:
     rec = store.find_trace(ex_id)
     if rec is None:
         ids = store.ids()
@@ -122,7 +123,7 @@ def get_trace(store: RunStore, ex_id: str) -> dict:
     return rec
 
 
-def find_trace(run: Path, example: str | None) -> dict:
+def find_trace(run: Path, example: str | None) -> Trace:
     """One example's trace from a run folder's store (by default the one `pick_default` picks)."""
     store = open_store(open_folder(Path(run)).run)
     try:
@@ -189,17 +190,17 @@ class AnswerChecker:
             return None
         program = self.system.program
         if self.system.kind == "system2":
-            fits = {n: tr["kind"] for n, tr in res.trace["nodes"].items()} == \
+            fits = {n: tr["kind"] for n, tr in res.trace.nodes.items()} == \
                 {n.id: n.kind for n in program.nodes.values() if n.kind != "input"}
         else:
-            fits = ANSWER in res.trace["nodes"]
+            fits = ANSWER in res.trace.nodes
         if not fits:
             self.note = (f"the gold is shown without a check: {program.program.file} has changed since this run "
                          "(its nodes differ from the run's)")
             return None
         out = []
         for m in self.metrics:
-            answer, gold = self.system.answer(m, res), res.trace["gold"].get(m.gold)
+            answer, gold = self.system.answer(m, res), res.trace.gold.get(m.gold)
             by = ANSWER if self.system.kind == "system1" else _expr_text(m.answer)
             out.append(AnswerCheck(m.name, m.gold, gold, f"output {by}" if by in program.outputs else by, answer,
                                    None if gold in (None, "") else correct(m.name, answer, gold)))
@@ -327,21 +328,20 @@ def _cut(text, full: bool, n: int = 300) -> Text:
     return Text.assemble(s[:n], "… ", (f"(+{len(s) - n} chars, --full)", "dim"))
 
 
-def render_trace(rec: dict, node: str | None = None, full: bool = False, *, checks: list[AnswerCheck] | None = None,
+def render_trace(rec: Trace, node: str | None = None, full: bool = False, *, checks: list[AnswerCheck] | None = None,
                  verdict: tuple[dict, str | None] | None = None):
     """The example's tree: inputs, each node's instances, outputs, then gold (scored by `checks`
     where given) and the curation `verdict` (with the original's id for a perturbed copy). Every
     label is a `Text`: ids, prompts, outputs and errors print as they are, on any console."""
     from rich.tree import Tree
 
-    status = {"ok": ("ok", "green"), "unparsed": ("unparsed", "yellow")}.get(rec["status"], ("failed", "red"))
-    root = Tree(Text.assemble((f"example {rec['example_id']}", "bold"), " ", status,
-                              f" · {rec.get('engine_calls', 0)} engine calls · "
-                              f"{rec.get('generated_tokens', 0)} generated tokens"))
+    status = {"ok": ("ok", "green"), "unparsed": ("unparsed", "yellow")}.get(rec.status, ("failed", "red"))
+    root = Tree(Text.assemble((f"example {rec.example_id}", "bold"), " ", status,
+                              f" · {rec.engine_calls} engine calls · {rec.generated_tokens} generated tokens"))
     inputs = root.add(Text("inputs", "bold"))
-    for k, v in rec.get("inputs", {}).items():
+    for k, v in rec.inputs.items():
         inputs.add(Text.assemble(f"{k}: ", _cut(v, full, 200)))
-    nodes = rec.get("nodes", {})
+    nodes = rec.nodes
     if node is not None and node not in nodes:
         raise S2Error(f"no node '{node}' in this trace", hint=f"nodes: {', '.join(nodes)}")
     for nid, tr in nodes.items():
@@ -369,14 +369,14 @@ def render_trace(rec: dict, node: str | None = None, full: bool = False, *, chec
                             f"{', cached' if inst.get('cached') else ''}", "dim"))
     if node is None:
         out = root.add(Text("outputs", "bold green"))
-        for k, v in rec.get("outputs", {}).items():
+        for k, v in rec.outputs.items():
             out.add(Text.assemble(f"{k}: ", _cut(v, full)))
-        for k, v in rec.get("failed", {}).items():
+        for k, v in rec.failed.items():
             root.add(Text.assemble(("failed", "red"), f" {k}: ", _cut(v, full)))
     for c in checks or ():
         root.add(_check_line(c, full))
     scored = {c.gold_field for c in checks or ()}
-    for k, v in (rec.get("gold") or {}).items():
+    for k, v in rec.gold.items():
         if k not in scored:
             root.add(Text.assemble(("gold", "bold"), f" {k}: ", _cut(v, full)))
     if verdict is not None:

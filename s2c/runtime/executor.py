@@ -45,6 +45,7 @@ from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineFailure
 from s2c.runtime.model import adapter_identity
 from s2c.runtime.plan import Plan
+from s2c.runtime.trace import Trace
 from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
 
 GC_SECONDS = 5.0  # the cyclic GC's period during a run
@@ -414,15 +415,15 @@ class Executor:
             t.failed += 1
         self.active -= 1
         if self.store is not None:
-            record = {
-                "example_id": ex.id, "status": status,
-                "inputs": {p.name: ex.row.get(p.name) for p in cp.inputs},
-                "gold": {g: ex.row.get(g) for g in cp.golds},
-                "outputs": to_json(outputs), "failed": {k: v.reason for k, v in ex.failed.items()},
-                "failed_at": bad[0].node if bad else None,  # where the outputs' failure began
-                "nodes": ex.trace, "prompt_tokens": ex.prompt_tokens, "generated_tokens": ex.generated_tokens,
-                "engine_calls": ex.calls,
-            }
+            record = Trace(
+                example_id=ex.id, status=status,
+                inputs={p.name: ex.row.get(p.name) for p in cp.inputs},
+                gold={g: ex.row.get(g) for g in cp.golds},
+                outputs=to_json(outputs), failed={k: v.reason for k, v in ex.failed.items()},
+                failed_at=bad[0].node if bad else None,  # where the outputs' failure began
+                nodes=ex.trace, prompt_tokens=ex.prompt_tokens, generated_tokens=ex.generated_tokens,
+                engine_calls=ex.calls,
+            )
             source, variant = (ex.tag["source"], ex.tag["variant"]) if ex.tag else (ex.id, "")
             self.store.add(ex.seq, ex.id, source, variant, status, record, dump_state(ex.values), ex.tag)
         if self.options.max_errors is not None and t.failed > self.options.max_errors:

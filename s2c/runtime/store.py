@@ -43,6 +43,8 @@ import msgspec
 from s2c.compiler import ir
 from s2c.errors import S2Error
 from s2c.runtime.plan import Plan
+from s2c.runtime.trace import Trace
+from s2c.runtime.trace import decode as decode_trace
 from s2c.runtime.values import ExampleValues, load_state
 
 FILE = "run.sqlite"
@@ -77,7 +79,7 @@ class ExampleResult:
     source: str  # the original example's id
     variant: str  # "" or a perturbation suffix
     status: str  # ok | failed | unparsed
-    trace: dict
+    trace: Trace
     state: ExampleValues = field(repr=False)
     tag: Any = None
 
@@ -87,26 +89,26 @@ class ExampleResult:
 
     @property
     def row(self) -> dict:
-        return self.trace["inputs"]
+        return self.trace.inputs
 
     @property
     def outputs(self) -> dict:
-        return self.trace["outputs"]
+        return self.trace.outputs
 
     @property
     def failed(self) -> dict[str, str]:
-        return self.trace["failed"]
+        return self.trace.failed
 
     @property
     def failed_at(self) -> str:
         """The node where a failed output's failure began: not merely the first node that failed,
         which in a `for` is often an element a parse was meant to miss (a regex for "for" on an
         "against" vote). The executor records it; a store written before it did gives the first."""
-        return self.trace.get("failed_at") or next(iter(self.failed), "?")
+        return self.trace.failed_at or next(iter(self.failed), "?")
 
     @property
     def generated_tokens(self) -> int:
-        return self.trace["generated_tokens"]
+        return self.trace.generated_tokens
 
 
 def split_id(ex_id: str, variants: tuple[str, ...]) -> tuple[str, str]:
@@ -154,7 +156,7 @@ class RunStore:
                            [(k, json.dumps(v, default=str)) for k, v in {**meta, "program": cp.name}.items()])
         return cls(path, db, cp)
 
-    def add(self, seq: int, ex_id: str, source: str, variant: str, status: str, trace: dict, state: dict,
+    def add(self, seq: int, ex_id: str, source: str, variant: str, status: str, trace: Trace, state: dict,
             tag=None) -> None:
         self._buffer.append((seq, ex_id, source, variant, status, _encode(trace), _encode(state),
                              None if tag is None else _encode(tag)))
@@ -243,16 +245,16 @@ class RunStore:
         """Every example (perturbed copies after their original), in input order, one at a time."""
         return self._scan("SELECT * FROM examples ORDER BY seq")
 
-    def traces(self, originals: bool = False) -> Iterator[dict]:
+    def traces(self, originals: bool = False) -> Iterator[Trace]:
         """Every example's trace (only the unperturbed ones with `originals`), in input order; no
         program needed."""
         q = "SELECT trace FROM examples" + (" WHERE variant=''" if originals else "") + " ORDER BY seq"
         for (t,) in self.db.execute(q):
-            yield _decode(t)
+            yield decode_trace(t)
 
-    def find_trace(self, ex_id: str) -> dict | None:
+    def find_trace(self, ex_id: str) -> Trace | None:
         row = self.db.execute("SELECT trace FROM examples WHERE id=?", (ex_id,)).fetchone()
-        return _decode(row[0]) if row else None
+        return decode_trace(row[0]) if row else None
 
     def _scan(self, query: str) -> Iterator[ExampleResult]:
         cur = self.db.execute(query)
@@ -264,6 +266,6 @@ class RunStore:
         seq, ex_id, source, variant, status, trace, state, tag = row
         if self.plan is None:
             raise RuntimeError("RunStore opened without its program cannot rebuild values")
-        return ExampleResult(ex_id, source, variant, status, _decode(trace), load_state(self.plan, _decode(state)),
+        return ExampleResult(ex_id, source, variant, status, decode_trace(trace), load_state(self.plan, _decode(state)),
                              None if tag is None else _decode(tag))
 
