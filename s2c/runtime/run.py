@@ -12,6 +12,7 @@ A run directory holds:
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import threading
@@ -244,7 +245,9 @@ class _Progress:
         self.console = console or Console(stderr=True)
         self.engine = engine
         self.every = every
-        self.bars = self.console.is_terminal or os.environ.get("S2C_PROGRESS") == "1"
+        # bars on a terminal, and in a notebook where rich can draw them (it needs ipywidgets there)
+        self.bars = self.console.is_terminal or os.environ.get("S2C_PROGRESS") == "1" or \
+            (self.console.is_jupyter and importlib.util.find_spec("ipywidgets") is not None)
         # redirect_*=False: what others print to sys.stdout/stderr stays where it was sent (engine.log)
         self.p = Progress(TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[tps]}"), TimeElapsedColumn(), console=self.console,
