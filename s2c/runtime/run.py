@@ -176,8 +176,14 @@ class Runner:
             store.close()
             skipped = list(skipped) + [f"duplicate id '{i}': the first row with this id was kept"
                                        for i in store.duplicates]
-            summary = summarize(cp, engine, ex, len(skipped), time.time() - t0, _startup_seconds(engine) - startup0,
-                                options, meta, stopped)
+            t = ex.totals
+            summary = RunSummary(
+                program=cp.name, program_file=cp.program.file, engine=self.engine_name,
+                models={role: engine.model_id(role) for role in sorted({x.role for x in cp.llm_nodes()} | {"default"})},
+                adapter=options.adapter, examples=t.examples, ok=t.ok, failed=t.failed, unparsed=t.unparsed,
+                rows_skipped=len(skipped), wall_seconds=time.time() - t0,
+                engine_startup_seconds=_startup_seconds(engine) - startup0, engine_spread=engine.spread(),
+                nodes=dict(ex.stats), stopped=stopped, meta=dict(meta or {}))
             finish_run(run_dir, summary, skipped)
         if stopped:
             raise S2Error(stopped + f"; finished examples are in {run_dir}, completed calls are cached",
@@ -201,16 +207,6 @@ def finish_run(run_dir: Path, summary: RunSummary, skipped: list[str]) -> None:
 def _startup_seconds(engine) -> float:
     """Seconds a lazily started engine took to start so far (0 for one started before the run)."""
     return getattr(engine, "startup_seconds", 0.0)
-
-
-def summarize(cp, engine, ex: Executor, n_skipped: int, seconds: float, startup: float, options: RunOptions,
-              meta, stopped) -> RunSummary:
-    """The run's summary (summary.json's schema in docs/reliability.md)."""
-    return RunSummary.of_run(
-        program=cp.name, program_file=cp.program.file, engine=getattr(engine, "name", "?"),
-        models={role: engine.model_id(role) for role in sorted({x.role for x in cp.llm_nodes()} | {"default"})},
-        adapter=options.adapter, totals=ex.totals, nodes=ex.stats, rows_skipped=n_skipped, wall_seconds=seconds,
-        engine_startup_seconds=startup, engine_spread=engine.spread(), stopped=stopped, meta=meta)
 
 
 def _write_json(path: Path, data: Any):

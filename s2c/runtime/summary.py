@@ -11,13 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from s2c.runtime.executor import NodeStats, RunTotals
+from s2c.runtime.executor import NodeStats
 
 SCHEMA = 2
 
 
 @dataclass
 class RunSummary:
+    """What a run did (summary.json): built once by Runner.execute, merged across shards."""
+
     program: str
     program_file: str
     engine: str
@@ -35,15 +37,6 @@ class RunSummary:
     stopped: str | None = None  # why --max-errors or an interrupt stopped the run
     meta: dict[str, Any] = field(default_factory=dict)  # data, split, run_id, system: top-level keys of summary.json
     shards: list[dict] | None = None  # a sharded run: each shard's own figures
-
-    @classmethod
-    def of_run(cls, *, program, program_file, engine: str, models: dict[str, str], adapter: str | None,
-               totals: RunTotals, nodes: dict[str, NodeStats], rows_skipped: int, wall_seconds: float,
-               engine_startup_seconds: float, engine_spread: dict | None, stopped: str | None,
-               meta: dict | None) -> RunSummary:
-        return cls(program, program_file, engine, models, adapter, totals.examples, totals.ok, totals.failed,
-                   totals.unparsed, rows_skipped, wall_seconds, engine_startup_seconds, engine_spread, dict(nodes),
-                   stopped, dict(meta or {}))
 
     # the run's totals, from its nodes
     def _total(self, name: str) -> int:
