@@ -88,8 +88,9 @@ class Program:
 
     def __repr__(self) -> str:
         g = self.graph.graph
-        return (f"<s2c.Program {self.name!r}: inputs {', '.join(self.inputs)}; {g['calls_per_input']} LLM calls "
-                f"per input in {g['stages']} stages>")
+        calls, stages = g["calls_per_input"], g["stages"]
+        return (f"<s2c.Program {self.name!r}: inputs {', '.join(self.inputs)}; {calls} LLM call{'s' * (calls != 1)} "
+                f"per input in {stages} stage{'s' * (stages != 1)}>")
 
 
 def check(source: str | os.PathLike) -> list[Diagnostic]:
@@ -114,8 +115,8 @@ def as_program(program: Program | ir.CheckedProgram | str | os.PathLike) -> Prog
 class Data:
     """What a program runs on, and how to read it: a named source (`coin_flip`, `oasst2:FILE`),
     a .jsonl/.csv/.parquet file or a hub id (read by s2c.data.load_source), or rows in memory: a
-    list of dicts, a pandas DataFrame, a datasets.Dataset or IterableDataset. Each row's `id`
-    names its example (else row-N)."""
+    list of dicts, a pandas DataFrame, a datasets.Dataset or IterableDataset (or a DatasetDict,
+    whose `split` is read, default train). Each row's `id` names its example (else row-N)."""
 
     source: Any
     split: str | None = None
@@ -163,6 +164,12 @@ class Data:
         """Rows in memory as plain dicts: a DataFrame's NaN and numpy scalars become None and
         Python values, as a .jsonl file's would be; `map` renames columns."""
         src = self.source
+        if isinstance(src, Mapping) and src and all(hasattr(v, "__iter__") and not isinstance(v, str)
+                                                    for v in src.values()):  # a datasets.DatasetDict: one split
+            split = self.split or "train"
+            if split not in src:
+                raise S2Error(f"split {split!r}: the data has {', '.join(map(str, src))}", hint="pass Data(..., split=NAME)")
+            src = src[split]
         if hasattr(src, "to_dict") and hasattr(src, "columns"):  # pandas.DataFrame
             src = src.astype(object).where(src.notna(), None).to_dict("records")
         elif not isinstance(src, Iterable) or isinstance(src, Mapping):
