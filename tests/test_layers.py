@@ -122,7 +122,7 @@ def floor_violations(pkg: Path, floors: dict[str, int]) -> list[str]:
             up = floor_of(target, floors, root)
             if up is None or up > floor:
                 bad.append(f"{where}:{line}: {name} (floor {floor}) -> {target} (floor {up})")
-    return bad
+    return list(dict.fromkeys(bad))  # `from m import a, b` is one import of m
 
 
 def import_graph(pkg: Path) -> nx.DiGraph:
