@@ -56,6 +56,14 @@ class DistillResult:
         if dest.exists() and any(dest.iterdir()):
             raise S2Error(f"{dest}: exists and is not empty", hint="save to a new folder")
         shutil.copytree(self.out, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".s2c.lock"))
+        # meta.json and the card name the run folder, as `s2c compile --out PATH` would have: PATH/run
+        old, new = str(self.out / "run"), str(dest / "run")
+        meta = json.loads((dest / "meta.json").read_text(encoding="utf-8"))
+        meta["run_dir"] = new
+        (dest / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+        card = (dest / "README.md").read_text(encoding="utf-8")
+        card = card.replace(f"traces in `{old}`", f"traces in `{new}`").replace(f"`s2c trace {old} ", f"`s2c trace {new} ")
+        (dest / "README.md").write_text(card, encoding="utf-8")
         return dest
 
     def push_to_hub(self, repo_id: str, **kwargs):
