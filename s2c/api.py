@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from s2c import folders, terminal
@@ -89,7 +90,7 @@ class Program:
     def __repr__(self) -> str:
         g = self.graph.graph
         return (f"<s2c.Program {self.name!r}: inputs {', '.join(self.inputs)}; {g['calls_per_input']} LLM calls "
-                f"per input in {g['stages']} stages>")
+                f"per input in {g['stages']} stage{'s' * (g['stages'] != 1)}>")
 
 
 def check(source: str | os.PathLike) -> list[Diagnostic]:
@@ -259,6 +260,7 @@ class Engine:
         self.settings = EngineSettings(kind, model, **settings)
         self.settings.check()
         self._engine = None  # the runtime engine (or the ShardPool), made on first use
+        self._log: tuple[Path, bool] | None = None  # the engine.log of the last call that used it, and -v
         self.log: Callable[..., object] = terminal.console().print
 
     @classmethod
@@ -305,6 +307,7 @@ class Engine:
         other = Engine.__new__(Engine)
         other.settings = replace(self.settings, model=model, lora=False)
         other._engine = None
+        other._log = self._log
         other.log = self.log
         return other
 
@@ -351,8 +354,14 @@ class Engine:
         return engine
 
     def close(self) -> None:
+        """Stop the engine. What it prints while stopping (vLLM's shutdown) goes to the engine.log
+        of the last call that used it, as the rest of its output did."""
         engine, self._engine = self._engine, None
-        if engine is not None and hasattr(engine, "close"):
+        if engine is None or not hasattr(engine, "close"):
+            return
+        log, verbose = self._log or (None, True)
+        quiet = SimpleNamespace(print=lambda *a, **k: None)  # that log's warnings were named when its call ended
+        with terminal.engine_output(log, verbose, quiet, append=True) if log else contextlib.nullcontext():
             engine.close()
 
     def __enter__(self) -> Engine:
@@ -428,6 +437,7 @@ def _job(cp: ir.CheckedProgram, data: Data, engine, out: Path, settings: RunSett
     console = terminal.console()
     CallCache(settings.cache_path()).close()  # opening it is the check: a folder, not SQLite, unwritable
     rows = data.rows_for(cp, console.print)
+    eng._log = (out / log_folder / terminal.ENGINE_LOG, settings.verbose)
     with folders.own(out), terminal.engine_output(out / log_folder / terminal.ENGINE_LOG, settings.verbose, console):
         cache = CallCache(settings.cache_path())
         try:

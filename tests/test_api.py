@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,31 @@ def test_the_api_functions_keep_their_names_beside_the_packages_of_the_same_name
     from s2c import api
 
     assert (s2c.distill, s2c.train, s2c.evaluate, s2c.run) == (api.distill, api.train, api.evaluate, api.run)
+
+
+def test_what_the_engine_prints_while_it_stops_goes_to_the_last_runs_engine_log(tmp_path, monkeypatch, capsys):
+    import logging
+
+    class Noisy(FakeEngine):
+        def close(self):
+            print("WARNING [shutdown] force killing the worker")
+            logging.getLogger("engine-test").warning("WARNING logged while stopping")
+            super().close()
+
+    logger = logging.getLogger("engine-test")
+    handler = logging.StreamHandler(sys.stdout)  # bound to the user's stdout (capsys's here), as vLLM's is
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "propagate", False)
+    monkeypatch.setattr(engines, "make_engine", lambda *a, **k: Noisy(teacher))
+    eng = engine()
+    s2c.run(TWO_STEP, ROWS[:1], eng, out=tmp_path / "one", settings=QUIET)
+    s2c.run(TWO_STEP, ROWS[1:2], eng, out=tmp_path / "two", settings=QUIET)
+    capsys.readouterr()
+    eng.close()
+    assert capsys.readouterr() == ("", "")
+    log = (tmp_path / "two" / "engine.log").read_text()
+    assert "force killing the worker" in log and "logged while stopping" in log
+    assert not (tmp_path / "one" / "engine.log").exists()
+    logger.warning("after")
+    logger.removeHandler(handler)
+    assert capsys.readouterr().out == "after\n"
