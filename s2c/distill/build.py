@@ -43,8 +43,14 @@ class DistillResult:
         """The splits as a datasets.DatasetDict of TRL prompt-completion rows."""
         import datasets
 
-        return datasets.DatasetDict({split: datasets.Dataset.from_json(str(self.out / f"{split}.jsonl"))
-                                     for split in self.sizes})
+        was_off = datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()  # a bar per split ("Generating train split") for reading a small file
+        try:
+            return datasets.DatasetDict({split: datasets.Dataset.from_json(str(self.out / f"{split}.jsonl"))
+                                         for split in self.sizes})
+        finally:
+            if not was_off:
+                datasets.enable_progress_bars()
 
     def save(self, path: str | os.PathLike) -> Path:
         """Copy the dataset folder to `path`: the same files, byte for byte, as `s2c compile
