@@ -510,12 +510,31 @@ def train(dataset: DistillResult | str | os.PathLike, settings: TrainSettings = 
     out = Path(out) if out else default_out(folder)
     folders.check_out(out)  # before train.log goes there
     console = terminal.console()
-    with terminal.engine_output(out / TRAIN_LOG, verbose, console, what="train"):
+    with terminal.engine_output(out / TRAIN_LOG, verbose, console, what="train"), _no_transformers_bars(verbose):
         return train_sft(folder, settings, model=model, out=out, resume=resume,
                          log=lambda message: print(message, file=terminal.screen()), console=console)
 
 
 TRAIN_LOG = "train.log"  # what transformers, TRL and torch print, in the output folder
+
+
+@contextlib.contextmanager
+def _no_transformers_bars(verbose: bool):
+    """transformers' own bars ("Loading weights") off while training (s2c shows its steps): in a
+    Jupyter kernel tqdm draws them as widgets in the cell, which no log redirect reaches."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # train says which extra is missing
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    if not verbose:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on and not verbose:
+            hf_logging.enable_progress_bar()
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -578,7 +597,8 @@ class EvalResult:
     def _repr_html_(self) -> str:
         from rich.console import Console
 
-        console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115 (closed with the console)
+        # force_jupyter=False: in a kernel rich would also draw each print in the cell, beside the html returned
+        console = Console(record=True, width=140, file=open(os.devnull, "w"), force_jupyter=False)  # noqa: SIM115
         try:
             console.print(self.table())
             for line in self.comparison_lines():

@@ -158,8 +158,8 @@ def test_distill_saves_the_folder_s2c_compile_writes(tmp_path, fake, monkeypatch
 
     saved = res.save("ds")
     ours, theirs = files(saved), files(tmp_path / "cli" / "ds")
-    assert {"train.jsonl", "validation.jsonl", "train.parquet", "validation.parquet", "curation.jsonl", "report.json", "meta.json",
-            "README.md"} <= set(ours)
+    assert {"train.jsonl", "validation.jsonl", "train.parquet", "validation.parquet", "curation.jsonl",
+            "report.json", "meta.json", "README.md"} <= set(ours)
     assert sorted(ours) == sorted(theirs)
     for name in theirs:
         assert ours[name] == theirs[name], name
