@@ -10,6 +10,9 @@ names are imported on first use, so `import s2c` stays instant.
 """
 from __future__ import annotations
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
 from s2c.errors import CheckError, Diagnostic, MissingExtra, S2Error
@@ -30,5 +33,19 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_TYPES[name]), name)
     raise AttributeError(f"module 's2c' has no attribute {name!r}")
 
+
+class _Package(types.ModuleType):
+    """`s2c` itself. Its functions distill, train and evaluate share their names with the packages
+    s2c.distill, s2c.train and s2c.evaluate, and importing a package sets it as an attribute of its
+    parent: without this, `s2c.distill` would be the package as soon as anything imported it (the
+    API does). The packages stay in sys.modules, so `from s2c.distill.build import X` is unchanged."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = ["S2Error", "CheckError", "Diagnostic", "MissingExtra", "__version__", *_API, *_TYPES]

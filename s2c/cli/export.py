@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 DESCRIPTION = """\
 Merge a LoRA adapter from `s2c train` into its base model and write the result as a standalone
@@ -41,26 +40,12 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Export; print the model folder on stdout (messages go to stderr)."""
-    from s2c.terminal import screen
+    from s2c.terminal import no_transformers_bars, screen
     from s2c.train.export import export, require_packages
 
-    require_packages()  # before _no_loading_bar imports transformers
-    with _no_loading_bar():
+    require_packages()  # before no_transformers_bars imports transformers
+    with no_transformers_bars():
         result = export(args.adapter, args.out, model=args.model, dtype=args.dtype, force=args.force,
                         log=lambda message: print(message, file=screen()))
     print(result.out, file=screen(stderr=False))
     return 0
-
-
-@contextlib.contextmanager
-def _no_loading_bar():
-    """No 'Loading weights' progress bar from transformers while we load (its warnings still show)."""
-    from transformers.utils import logging
-
-    was_enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            logging.enable_progress_bar()

@@ -44,8 +44,14 @@ class DistillResult:
         """The splits as a datasets.DatasetDict of TRL prompt-completion rows."""
         import datasets
 
-        return datasets.DatasetDict({split: datasets.Dataset.from_json(str(self.out / f"{split}.jsonl"))
-                                     for split in self.sizes})
+        was_off = datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()  # a bar per split ("Generating train split") for reading a small file
+        try:
+            return datasets.DatasetDict({split: datasets.Dataset.from_json(str(self.out / f"{split}.jsonl"))
+                                         for split in self.sizes})
+        finally:
+            if not was_off:
+                datasets.enable_progress_bars()
 
     def save(self, path: str | os.PathLike) -> Path:
         """Copy the dataset folder to `path`: the same files, byte for byte, as `s2c compile
@@ -57,6 +63,14 @@ class DistillResult:
         if dest.exists() and any(dest.iterdir()):
             raise S2Error(f"{dest}: exists and is not empty", hint="save to a new folder")
         shutil.copytree(self.out, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".s2c.lock"))
+        # meta.json and the card name the run folder, as `s2c compile --out PATH` would have: PATH/run
+        old, new = str(self.out / "run"), str(dest / "run")
+        meta = json.loads((dest / "meta.json").read_text(encoding="utf-8"))
+        meta["run_dir"] = new
+        (dest / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+        card = (dest / "README.md").read_text(encoding="utf-8")
+        card = card.replace(f"traces in `{old}`", f"traces in `{new}`").replace(f"`s2c trace {old} ", f"`s2c trace {new} ")
+        (dest / "README.md").write_text(card, encoding="utf-8")
         return dest
 
     def push_to_hub(self, repo_id: str, **kwargs):

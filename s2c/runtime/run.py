@@ -106,6 +106,55 @@ class RunOutcome:
         finally:
             store.close()
 
+    def records(self) -> Iterator[dict]:
+        """One flat dict per example, in input order: `id`, `status`, the program's inputs, its
+        outputs (None where an output failed), its gold fields as `gold_NAME`, `generated_tokens`,
+        and `error` (None, or the node where the outputs' failure began and why)."""
+        cp = self.program
+        for ex in self.examples():
+            rec = {"id": ex.id, "status": ex.status}
+            rec |= {p.name: ex.row.get(p.name) for p in cp.inputs}
+            rec |= {name: self._cell(ex.outputs.get(name)) for name in cp.outputs}
+            rec |= {f"gold_{g}": ex.trace.get("gold", {}).get(g) for g in cp.golds}
+            rec["generated_tokens"] = ex.generated_tokens
+            rec["error"] = None if ex.ok else f"{ex.failed_at}: {ex.failed.get(ex.failed_at, ex.status)}"
+            yield rec
+
+    def to_pandas(self):
+        """The examples as a pandas DataFrame, one row each (the columns of `records`)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(list(self.records()), columns=self._columns())
+
+    def to_dataset(self):
+        """The examples as a datasets.Dataset (the columns of `records`), written from the run
+        store without holding the whole run in memory. Its fingerprint is the store's size and
+        time, so a rerun into the same folder is read again rather than served from datasets' cache."""
+        import hashlib
+
+        import datasets
+
+        store = Path(self.run_dir) / "run.sqlite"
+        stamp = [str(Path(self.run_dir).resolve())] + [
+            [f.stat().st_size, f.stat().st_mtime_ns] for f in (store, Path(f"{store}-wal")) if f.exists()]
+        fingerprint = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
+        return datasets.Dataset.from_generator(self.records, fingerprint=fingerprint)
+
+    def _columns(self) -> list[str]:
+        cp = self.program
+        return ["id", "status", *(p.name for p in cp.inputs), *cp.outputs, *(f"gold_{g}" for g in cp.golds),
+                "generated_tokens", "error"]
+
+    @staticmethod
+    def _cell(v):
+        """An output value for a table cell: a failed value ({"failed"|"unparsed"|"skipped": why,
+        "node": id} in the trace) becomes None, also inside a list; the `error` column says why."""
+        if isinstance(v, dict) and "node" in v and len(v) == 2 and v.keys() & {"failed", "unparsed", "skipped"}:
+            return None
+        if isinstance(v, list):
+            return [RunOutcome._cell(x) for x in v]
+        return v
+
 
 LOAD_LOG = "load.csv"
 EXIT_ALL_FAILED = 3  # a run in which every example failed (exit codes: 0 ok, 1 bad input, 2 usage)
