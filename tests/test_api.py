@@ -69,8 +69,8 @@ def test_run_on_a_list_of_dicts_and_the_run_as_pandas(tmp_path, fake):
         outcome = s2c.run(TWO_STEP, ROWS, eng, out=tmp_path / "run", settings=QUIET)
         assert eng.starts == 1 and len(fake) == 1
     s = outcome.summary
-    assert (s["examples"], s["ok"], s["unparsed"], s["engine_calls"]) == (4, 3, 1, 8)
-    assert outcome.run_dir == tmp_path / "run" and s["data"] == "list"
+    assert (s.examples, s.ok, s.unparsed, s.engine_calls) == (4, 3, 1, 8)
+    assert outcome.run_dir == tmp_path / "run" and s.meta["data"] == "list"
 
     df = outcome.to_pandas()
     assert list(df.columns) == ["id", "status", "question", "final", "gold_answer", "generated_tokens", "error"]
@@ -82,7 +82,7 @@ def test_run_on_a_list_of_dicts_and_the_run_as_pandas(tmp_path, fake):
     assert df["error"][:3].isna().all() and df["error"][3].startswith("final: ")
     # each example's tokens: "It is N." (3 words) + the review reply
     assert df["generated_tokens"].tolist() == [3 + 3, 3 + 3, 3 + 3, 3 + 4]
-    assert df["generated_tokens"].sum() == s["generated_tokens"]
+    assert df["generated_tokens"].sum() == s.generated_tokens
 
 
 def test_run_as_a_datasets_dataset(tmp_path, fake):
@@ -101,7 +101,7 @@ def test_run_on_a_dataframe_with_a_nan_outside_the_inputs(tmp_path, fake):
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(ROWS[:3]).assign(note=[math.nan, "checked", math.nan], n=[1, 2, 3])
     outcome = s2c.run(TWO_STEP, frame, engine(), out=tmp_path / "run", settings=QUIET)
-    assert outcome.summary["ok"] == 3 and outcome.summary["rows_skipped"] == 0
+    assert outcome.summary.ok == 3 and outcome.summary.rows_skipped == 0
     assert outcome.to_pandas()["final"].tolist() == ["3", "42", "4"]
 
 
@@ -109,7 +109,7 @@ def test_run_on_a_datasets_dataset(tmp_path, fake):
     datasets = pytest.importorskip("datasets")
     outcome = s2c.run(TWO_STEP, datasets.Dataset.from_list(ROWS[:2]), engine(), out=tmp_path / "run", settings=QUIET)
     assert [(r["id"], r["final"]) for r in outcome.records()] == [("q1", "3"), ("q2", "42")]
-    assert outcome.summary["data"] == "Dataset"
+    assert outcome.summary.meta["data"] == "Dataset"
 
 
 def test_a_bad_row_is_skipped_with_where_it_was(tmp_path, fake, capsys):

@@ -83,7 +83,7 @@ def test_the_python_examples_run_in_one_namespace(tmp_path, s2c_home, monkeypatc
     assert engine._engine is None  # closed by the page's last block (its eval block asserts one start-up)
     assert "typo.s2:6:12: error: prompt of 'answer' uses undefined variable 'questoin'" in out.out
     assert "<s2c.Program 'majority_steps': inputs question; 5 LLM calls per input in 1 stage>" in out.out
-    assert namespace["run"].summary["examples"] == 4 and namespace["data"].report["inputs"] == 4
+    assert namespace["run"].summary.examples == 4 and namespace["data"].report["inputs"] == 4
     assert (tmp_path / "datasets" / "majority-s1" / "README.md").exists()
     assert (namespace["trained"].adapter_dir / "adapter_config.json").exists()
     result = namespace["result"]

@@ -115,7 +115,7 @@ class RunOutcome:
             rec = {"id": ex.id, "status": ex.status}
             rec |= {p.name: ex.row.get(p.name) for p in cp.inputs}
             rec |= {name: self._cell(ex.outputs.get(name)) for name in cp.outputs}
-            rec |= {f"gold_{g}": ex.trace.get("gold", {}).get(g) for g in cp.golds}
+            rec |= {f"gold_{g}": ex.trace.gold.get(g) for g in cp.golds}
             rec["generated_tokens"] = ex.generated_tokens
             rec["error"] = None if ex.ok else f"{ex.failed_at}: {ex.failed.get(ex.failed_at, ex.status)}"
             yield rec
