@@ -30,6 +30,7 @@ from engine_fixtures import (
 from helpers.llm_server import reply_text, request_key, start, stop
 
 from s2c.runtime.engines.base import EngineError, EngineFailure, Finished
+from s2c.runtime.engines.local import cpu_dtype  # the engines' own default on this CPU
 from s2c.runtime.engines.openai import PREFIX_CHARS, OpenAIEngine
 
 
@@ -351,7 +352,7 @@ def vllm_servers(count: int, startup_s: float = 300):
                 sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                 "--model", embedded_model_path(), "--served-model-name", "smollm2",
                 "--host", "127.0.0.1", "--port", str(port),
-                "--enforce-eager", "--max-model-len", "2048", "--dtype", "bfloat16",
+                "--enforce-eager", "--max-model-len", "2048", "--dtype", cpu_dtype(),
                 "--no-enable-chunked-prefill",  # as s2c's vllm engine on CPU
             ]
             cores = os.cpu_count() or 1

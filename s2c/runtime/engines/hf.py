@@ -25,7 +25,7 @@ from s2c.runtime.engines.base import (
     Result,
     Sampling,
 )
-from s2c.runtime.engines.local import RoleModels, resolve_roles
+from s2c.runtime.engines.local import RoleModels, cpu_dtype, resolve_roles
 from s2c.runtime.model import ModelRef
 
 INSTALL_HINT = "pip install 's2c[hf]' (torch, transformers)"
@@ -108,7 +108,7 @@ class HFEngine(BatchStream, RoleModels):
         *,
         roles: dict[str, str] | None = None,
         batch_size: int = 8,
-        dtype: str = "bfloat16",
+        dtype: str | None = None,
         device: str | None = None,
         threads: int | None = None,
         log=print,
@@ -125,6 +125,7 @@ class HFEngine(BatchStream, RoleModels):
             torch.set_num_threads(threads)
         self.batch_size = batch_size
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or (cpu_dtype() if device == "cpu" else "bfloat16")  # None: local.cpu_dtype on a CPU
         self._refs = resolve_roles(model, roles, log)
         self._models: dict[str, _Loaded] = {}
         for ref in self._refs.values():
