@@ -318,7 +318,7 @@ class Engine:
         return self._engine
 
     def _make(self):
-        from s2c.runtime.engines import choose_auto, describe, make_engine
+        from s2c.runtime.engines import choose_auto, constraints_of, describe, make_engine
         from s2c.runtime.engines.lazy import LazyEngine
         from s2c.runtime.engines.local import resolve_roles
 
@@ -346,7 +346,8 @@ class Engine:
                                  log=log, **options)
         elif name in ("vllm", "hf"):  # local engines start on the first call the cache cannot serve
             engine = LazyEngine(name, resolve_roles(s.model, roles, log),
-                                lambda: make_engine(s.kind, s.model, roles=roles, **options), log=log)
+                                lambda: make_engine(s.kind, s.model, roles=roles, **options), log=log,
+                                constraints=constraints_of(name))
             log(f"s2c: {describe(engine)} (started on the first call the cache cannot serve)")
             return engine
         else:

@@ -19,6 +19,24 @@ import msgspec
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """What a call's reply must be, enforced by the engine while it decodes (constrained decoding):
+    one of `choice`'s texts, a full match of `regex`, or JSON valid under the schema `json` (its
+    canonical JSON text, so that the constraint hashes and keys the cache)."""
+
+    kind: str  # choice | regex | json
+    spec: str | tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {self.kind: list(self.spec) if self.kind == "choice" else self.spec}
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "choice=[" + ", ".join(f'"{c}"' for c in self.spec) + "]"
+        return f"{self.kind}={self.spec}" if self.kind == "json" else f'regex="{self.spec}"'
+
+
+@dataclass(frozen=True)
 class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
@@ -26,10 +44,14 @@ class Sampling:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int = 1
+    constraint: Constraint | None = None
 
     def to_dict(self) -> dict:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                "stop": list(self.stop), "seed": self.seed, "n": self.n}
+        d = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+             "stop": list(self.stop), "seed": self.seed, "n": self.n}
+        if self.constraint is not None:  # absent otherwise: unconstrained calls keep their cache keys
+            d["constraint"] = self.constraint.to_dict()
+        return d
 
 
 class Message(msgspec.Struct, frozen=True):

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from s2c.runtime.engines.base import Message, Request, Sampling
+from s2c.runtime.engines.local import cpu_dtype  # the engines' own default on this CPU
 
 
 def embedded_model_path() -> str:
@@ -62,7 +63,7 @@ def vllm_server(model_path: str, served_name: str = "smollm2", startup_s: float 
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model_path, "--served-model-name", served_name,
         "--host", "127.0.0.1", "--port", str(port),
-        "--enforce-eager", "--max-model-len", "2048", "--dtype", "bfloat16",
+        "--enforce-eager", "--max-model-len", "2048", "--dtype", cpu_dtype(),
     ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
     with os.fdopen(fd, "w") as log:  # the child keeps its own copy of the descriptor
@@ -109,9 +110,10 @@ class ScriptedServer:
     """A tiny OpenAI-shaped HTTP server on 127.0.0.1: `script(path, body, attempt) -> Reply`,
     where `attempt` counts the requests with the same body so far (0 on the first)."""
 
-    def __init__(self, script: Callable[[str, dict, int], Reply], models=("tiny",)):
+    def __init__(self, script: Callable[[str, dict, int], Reply], models=("tiny",), owned_by: str = "test"):
         self.script = script
         self.models = list(models)
+        self.owned_by = owned_by  # "vllm": the server says it is vLLM (its extensions are sent)
         self.posts: list[tuple[str, dict]] = []
         self.auth: list[str | None] = []  # the Authorization header of each POST
         self.lock = threading.Lock()
@@ -125,7 +127,7 @@ class ScriptedServer:
 
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
-                    return self._send(200, {"data": [{"id": m, "owned_by": "test"} for m in server.models]})
+                    return self._send(200, {"data": [{"id": m, "owned_by": server.owned_by} for m in server.models]})
                 self._send(404, {"error": "no such path"})
 
             def do_POST(self):
@@ -194,3 +196,44 @@ def judge_script(bias_a: set[str]):
         return "merge-kappa: [[A]]" if "good" in a else "merge-kappa: [[B]]"
 
     return script
+
+
+CONSTRAINED = '''program constrained "every kind of constraint, on yes/no questions"
+input question
+cots = llm(n=2, temperature=0.8, seed=3, max_tokens=48) """{{ question }} Think step by step."""
+for cot in cots:
+    answer = llm(continue=cot, choice=["yes", "no"], max_tokens=4) """Therefore, the answer (yes or no) is"""
+verdict = llm(regex="[^\\n]{0,60}The answer is (yes|no)\\.", max_tokens=96) """{{ question }} End with: The answer is yes. or The answer is no."""
+graded = llm(json={"answer": "text", "sure": "bool"}, max_tokens=64) """{{ question }} Reply in JSON with the fields answer and sure."""
+sure = get(graded, "sure")
+output answer
+output verdict
+output graded
+output sure
+'''
+QUESTIONS = ["A coin is heads up. Ann flips it. Is it still heads up?", "Is the sky green?",
+             "Is 7 larger than 3?", "Do fish live in water?"]
+
+
+def run_constrained(engine, run_dir: Path) -> list[dict]:
+    """Run CONSTRAINED on QUESTIONS with `engine`; assert that every reply is in its call's
+    language (choice, regex full match, JSON with the declared fields) and nothing ended unparsed.
+    Returns the records."""
+    import re as _re
+
+    from s2c.compiler.pipeline import load_text
+    from s2c.runtime.cache import CallCache
+    from s2c.runtime.run import Runner
+
+    cp = load_text(CONSTRAINED, "constrained.s2")
+    out = Runner(engine, CallCache(None), progress=False).execute(
+        cp, [(str(i), {"question": q}) for i, q in enumerate(QUESTIONS)], run_dir)
+    assert (out.summary.ok, out.summary.failed, out.summary.unparsed) == (len(QUESTIONS), 0, 0)
+    records = list(out.records())
+    for r in records:
+        assert len(r["answer"]) == 2 and set(r["answer"]) <= {"yes", "no"}
+        assert _re.fullmatch(r"[^\n]{0,60}The answer is (yes|no)\.", r["verdict"])
+        graded = json.loads(r["graded"])
+        assert set(graded) == {"answer", "sure"} and isinstance(graded["answer"], str)
+        assert isinstance(graded["sure"], bool) and r["sure"] is graded["sure"]
+    return records

@@ -17,6 +17,7 @@ from engine_fixtures import (
     chat_response,
     embedded_model_path,
     free_port,
+    run_constrained,
     vllm_server,
 )
 from helpers.llm_server import Fault, reply_text, serve
@@ -395,3 +396,10 @@ def test_real_server_rejects_one_bad_request_and_serves_the_rest(real):
     out = real.generate([chat("word " * 3000, max_tokens=8), chat("Say hi.", max_tokens=8)])
     assert isinstance(out[0], EngineFailure) and "HTTP 400" in out[0].reason
     assert out[1][0].completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_real_server_enforces_constrained_calls(real, tmp_path):
+    """The same program through a real vLLM OpenAI server: its structured_outputs extension."""
+    assert real.constraints == frozenset({"choice", "regex", "json"})
+    run_constrained(real, tmp_path / "run")

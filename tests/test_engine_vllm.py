@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from engine_fixtures import chat, make_lora_adapter
+from engine_fixtures import chat, make_lora_adapter, run_constrained
 
 from s2c.runtime.engines import describe, make_engine
 from s2c.runtime.engines.base import (
@@ -180,3 +180,8 @@ def test_missing_model_folder_is_an_engine_error(tmp_path):
     (tmp_path / "model").mkdir()
     with pytest.raises(EngineError, match="no config.json"):
         make_engine("vllm", str(tmp_path / "model"))
+
+
+def test_constrained_calls_write_only_what_their_constraints_allow(engine, tmp_path):
+    """choice=, regex= and json= through vLLM's structured outputs, in a program run on the embedded model."""
+    run_constrained(engine, tmp_path / "run")

@@ -330,6 +330,16 @@ def test_regex_is_compiled_at_check_time(s2c, pattern, col, phrase):
     located(err, f"p.s2:3:{col}", phrase)
 
 
+@pytest.mark.parametrize("pattern, phrase", [
+    ('"a{99999999999}"', "the repetition number is too large"),
+    ('"' + "(" * 2000 + ")" * 2000 + '"', "llm() regex=: bad regular expression: nested too deeply"),
+])
+def test_constraint_regex_is_compiled_at_check_time(s2c, pattern, phrase):
+    rc, err = s2c(HEAD + f'a = llm(regex={pattern}) """{{{{ q }}}}"""\noutput a\n')
+    assert rc == 1
+    located(err, "p.s2:3:15", phrase)
+
+
 def test_regex_group_beyond_the_pattern(s2c):
     rc, err = s2c(HEAD + 'a = regex(q, "a", group=3)\nb = regex_all(q, "(a)", group=2)\noutput a\noutput b\n')
     assert rc == 1

@@ -101,6 +101,8 @@ def build_graph(cp: ir.CheckedProgram) -> nx.DiGraph:
             s = node.sampling
             attrs.update(n=s.n, max_tokens=s.max_tokens, temperature=s.temperature, role=node.role, mode=node.mode,
                          continues=node.continues or "", scan_item=node.guard or "")
+            if s.constraint is not None:  # only then: graphs of unconstrained programs stay as they were
+                attrs["constraint"] = s.constraint.describe()
         attrs["internal"] = node.internal
         if node.kind == "transform" and isinstance(node.expr, ir.FnCall):
             attrs["fn"] = node.expr.fn

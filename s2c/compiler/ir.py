@@ -101,6 +101,7 @@ class Node:
     mode: str = "chat"
     role: str = "default"
     continues: str | None = None  # an earlier llm node whose conversation (messages + reply) this call extends
+    continues_sample: str | None = None  # where `continues` sampled n > 1 replies: the loop over them whose item is the reply
     guard: str | None = None  # a scan iteration's item node: no call is made where it is Skipped
     # transform
     expr: IRExpr | None = None

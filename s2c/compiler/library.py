@@ -143,6 +143,8 @@ def _first_json(text: str):  # not `_json`: that name is the json module here
 
 
 def _get(obj, key):
+    if isinstance(obj, str):  # a reply holding JSON (a json= call's): its first JSON value
+        obj = _first_json(obj)
     try:
         return obj[key if not isinstance(obj, list) else int(key)]
     except (KeyError, IndexError, TypeError, ValueError):
@@ -320,7 +322,8 @@ FUNCTIONS: dict[str, Function] = {
         Function("json", (P("text", "text"),), _const(JSON), _first_json,
                  "The first JSON object or array in the text."),
         Function("get", (P("value", "any"), P("key", "scalar")), _const(ANY), _get,
-                 "A field of a JSON object (or an element of a JSON array)."),
+                 "A field of a JSON object (or an element of a JSON array); of a text, of the first JSON value "
+                 "in it (a json= call's reply: get(reply, \"answer\"), its field checked and typed)."),
         Function("join", (P("list", "list"), P("sep", "text", "\n")), _const(TEXT), _join,
                  "The elements of a list joined into one text.", aggregates=True),
         Function("count", (P("list", "list"),), _const(NUMBER), _count,

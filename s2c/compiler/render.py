@@ -96,6 +96,7 @@ def to_tree(cp: CheckedProgram):
             facts = (f"{_where(cp, a)} · max_tokens {a['max_tokens']}"
                      f"{' · T=' + str(a['temperature']) if a['temperature'] else ''} · reads {', '.join(reads) or '-'}"
                      f"{' · continues ' + a['continues'] if a['continues'] else ''}"
+                     f"{' · ' + a['constraint'] if a.get('constraint') else ''}"
                      f"{' · only if ' + a['scan_item'] + ' exists' if a['scan_item'] else ''}")
             branch = st.add(Text.assemble((label(g, nid), "bold"), "  ", (facts, "dim")))
             for f in a["fanout"]:

@@ -23,6 +23,19 @@ LLM_OPTIONS: dict[str, tuple[str, Any]] = {
     "system": ("text", None),  # a jinja template too
     "template": ("literal", None),  # a template file next to the program, instead of an inline prompt
     "continue": ("literal", None),  # an earlier chat call whose conversation (its messages and reply) this one continues
+    # constrained decoding (at most one): the engine only lets the model write a reply in the language
+    "choice": ("list", None),  # one of these texts
+    "regex": ("literal", None),  # a full match of this regular expression
+    "json": ("any", None),  # a JSON object with these typed fields: json={"answer": "text", "score": "number"}
+}
+
+# The field types a json= constraint declares, as JSON Schema types and as the checker's types.
+JSON_FIELD_TYPES: dict[str, dict] = {
+    "text": {"type": "string"},
+    "number": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "list[text]": {"type": "array", "items": {"type": "string"}},
+    "list[number]": {"type": "array", "items": {"type": "number"}},
 }
 
 # The numeric llm options' ranges: name -> (lowest, highest, whole number only). Past them a value is a

@@ -42,7 +42,7 @@ import networkx as nx
 from s2c.compiler import ir
 from s2c.compiler.failures import Failed, Skipped
 from s2c.runtime.cache import CallCache, call_key, engine_model
-from s2c.runtime.engines.base import Completion, EngineFailure
+from s2c.runtime.engines.base import Completion, EngineError, EngineFailure
 from s2c.runtime.model import adapter_identity
 from s2c.runtime.plan import Plan
 from s2c.runtime.trace import Trace
@@ -145,6 +145,18 @@ class TooManyErrors(Exception):
         self.errors, self.limit = errors, limit
 
 
+def check_constraints(cp: ir.CheckedProgram, engine_name: str, supported: frozenset[str]) -> None:
+    """Refuse, before any call, a run whose constrained calls (llm(choice=|regex=|json=)) the engine
+    cannot enforce: no engine runs a constrained call unconstrained."""
+    for node in cp.llm_nodes():
+        c = node.sampling.constraint
+        if c is not None and c.kind not in supported:
+            where = f"{node.span}: " if node.span else ""
+            able = "vllm, ray" + (", openai (a vLLM server)" if c.kind != "json" else ", openai")
+            raise EngineError(f"{where}'{node.name}' is constrained ({c.kind}=), which the {engine_name} "
+                              f"engine cannot enforce; use an engine that can: {able}")
+
+
 class Executor:
     def __init__(self, cp: ir.CheckedProgram, engine, *, cache: CallCache | None = None,
                  options: RunOptions = RunOptions(), store=None, progress=None):
@@ -156,6 +168,8 @@ class Executor:
         self.progress = progress
         self.stats: dict[str, NodeStats] = defaultdict(NodeStats)
         self.totals = RunTotals()
+        # an engine that does not say which constraints it enforces enforces none
+        check_constraints(cp, getattr(engine, "name", "?"), getattr(engine, "constraints", frozenset()))
         self.plan = Plan(cp)  # how values are read and computed, worked out once for every example of the run
         self._schedule()
 

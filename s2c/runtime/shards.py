@@ -43,7 +43,8 @@ from s2c.runtime.engines.raypool import (
     models_on_node,
     require_feasible,
 )
-from s2c.runtime.executor import RunOptions
+from s2c.runtime.engines import constraints_of
+from s2c.runtime.executor import RunOptions, check_constraints
 from s2c.runtime.run import Runner, RunOutcome, finish_run, run_about
 from s2c.runtime.store import RunStore
 from s2c.runtime.summary import RunSummary
@@ -103,6 +104,7 @@ class ShardRunner:
 
     def execute(self, cp: ir.CheckedProgram, rows: Iterable[tuple], run_dir: str | os.PathLike, *,
                 skipped: list[str] = (), meta: dict | None = None) -> RunOutcome:
+        check_constraints(cp, "vllm", constraints_of("vllm"))  # each shard is a vllm engine
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         store = RunStore.create(run_dir, cp, run_about(cp, self, meta))
@@ -204,7 +206,7 @@ def _run_shard(cp, items, model, roles, vllm_options, options, seed, meta):
     the messages listed in the module docstring."""
     import ray
 
-    from s2c.runtime.engines import make_engine
+    from s2c.runtime.engines import constraints_of, make_engine
     from s2c.runtime.engines.lazy import LazyEngine
 
     work = Path(tempfile.mkdtemp(prefix="s2c-shard-", dir=os.environ.get("S2C_WORK_DIR")))
@@ -213,7 +215,8 @@ def _run_shard(cp, items, model, roles, vllm_options, options, seed, meta):
         reader.put_rows(seed)
         sent = reader.last_rowid()
         engine = LazyEngine("vllm", models_on_node(model, roles),
-                            lambda: make_engine("vllm", model, roles=roles, log=lambda *a: None, **vllm_options))
+                            lambda: make_engine("vllm", model, roles=roles, log=lambda *a: None, **vllm_options),
+                            constraints=constraints_of("vllm"))
         outcome: dict = {}
 
         def run():

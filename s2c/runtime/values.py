@@ -101,6 +101,8 @@ class ExampleValues:
             p = prefix[:len(prev.loops)]
             earlier = self.request(prev, p)
             reply = self.computed(prev.id, p)
+            if node.continues_sample is not None and not isinstance(reply, Failed):  # one of its samples
+                reply = reply[prefix[node.loops.index(node.continues_sample)]]
             bad = earlier if isinstance(earlier, Failed) else find_failed(reply)
             if bad is not None:
                 return depends_on(bad)

@@ -11,6 +11,7 @@ each, and share one CheckContext (context.py); they run in this order:
     distill.lower_distill  System-1 tasks, which may read program inputs only; keep rules
     scoring.lower_eval     metrics and the parse line, which alone may read gold fields
     lint.unused            inputs and values nothing reads
+    constraint.unconstrained_parses  calls only a parse reads, with no constraint (constraint.py)
 
     >>> from s2c.compiler.pipeline import check_file
     >>> [d.message for d in check_file("bsm.s2").diagnostics]
@@ -19,7 +20,7 @@ each, and share one CheckContext (context.py); they run in this order:
 from __future__ import annotations
 
 from s2c.compiler import ir
-from s2c.compiler.check import body, distill, lint, scoring
+from s2c.compiler.check import body, constraint, distill, lint, scoring
 from s2c.compiler.check.budget import MAX_LLM_NODES, MAX_NODES, MAX_REPEAT
 from s2c.compiler.check.context import CheckContext, Resolver, Scope
 from s2c.dsl import ast as A
@@ -36,6 +37,7 @@ def check(program: A.Program, *, resolver: Resolver | None = None) -> ir.Checked
     tasks, keeps, fmt = distill.lower_distill(ctx, scope)
     metrics, parse = scoring.lower_eval(ctx, scope)
     lint.unused(ctx)
+    constraint.unconstrained_parses(ctx, tasks)
     return ir.CheckedProgram(
         program=program, nodes=ctx.nodes, loops=ctx.loops, outputs=ctx.outputs, inputs=program.inputs,
         golds=tuple(g.id for g in program.golds), tasks=tasks, keeps=keeps, format=fmt,

@@ -5,6 +5,7 @@ and each argument is checked against its parameter's kind (types.py, regex.py).
 from __future__ import annotations
 
 from s2c.compiler import ir
+from s2c.compiler.check.constraint import json_fields, json_source
 from s2c.compiler.check.context import CheckContext, Scope
 from s2c.compiler.check.names import undefined
 from s2c.compiler.check.regex import check_regex
@@ -79,9 +80,23 @@ def lower_call(ctx: CheckContext, call: A.Call, scope: Scope, extra=None) -> ir.
             check_arg(ctx, prm, lowered[prm.name], scope.loops, call.func, given[prm.name])
     if fn.name in ("regex", "regex_all") and "pattern" in lowered:
         check_regex(ctx, call.func, lowered, given)
+    if fn.name == "get" and "key" in lowered:
+        _check_field(ctx, lowered, given)
     pos = tuple(lowered[p.name] for p in fn.params if p.name in args)
     kws = tuple((p.name, lowered[p.name]) for p in fn.params if p.name in kwargs)
     return ir.FnCall(fn.name, pos, kws)
+
+
+def _check_field(ctx: CheckContext, lowered: dict[str, ir.IRExpr], src: dict[str, A.Expr]):
+    """get(x, "field") on a json= call's reply: the field must be one the call declares."""
+    node = json_source(ctx, lowered["value"])
+    key = lowered["key"]
+    if node is None or not (isinstance(key, ir.Const) and isinstance(key.value, str)):
+        return
+    fields = json_fields(node)
+    if key.value not in fields:
+        ctx.error(f"get(): '{node.name}' has no field '{key.value}'", src["key"].span,
+                  did_you_mean(key.value, fields) or f"its json= fields: {', '.join(fields)}")
 
 
 def lower_binop(ctx: CheckContext, e: A.BinOp, scope: Scope, extra=None) -> ir.IRExpr:

@@ -9,6 +9,7 @@ from typing import Any
 from s2c.calls import Sampling
 from s2c.compiler import ir
 from s2c.compiler.check import static
+from s2c.compiler.check.constraint import constraint
 from s2c.compiler.check.context import CheckContext, Scope
 from s2c.compiler.check.exprs import lower_expr
 from s2c.compiler.check.names import define, node_id, ref_deps
@@ -44,32 +45,41 @@ def lower_llm(ctx: CheckContext, s: A.LLMAssign, scope: Scope, defined_here):
         stop=tuple(opts.get("stop", ())),
         seed=None if opts.get("seed") is None else int(opts["seed"]),
         n=n,
+        constraint=constraint(ctx, s, opts),
     )
     mode = str(opts.get("mode", "chat"))
-    continues = _continues(ctx, s, scope, mode, system)
+    continues, sample_loop = _continues(ctx, s, scope, mode, system)
     node = ir.Node(
         id=node_id(ctx, s.target, scope, s.span), kind="llm", name=s.target, span=s.span,
         type=TEXT.listed() if n > 1 else TEXT, loops=scope.loops,
         deps=ref_deps(ctx, [*refs.values(), *([ir.NodeRef(continues)] if continues else [])]), prompt=prompt,
         system=system, vars=refs, sampling=sampling, mode=mode, role=str(opts.get("role", "default")),
-        continues=continues, origin_program=ctx.program.file,
+        continues=continues, continues_sample=sample_loop, origin_program=ctx.program.file,
     )
     define(ctx, s.target, s.span, scope, node, defined_here)
 
 
-def _continues(ctx: CheckContext, s: A.LLMAssign, scope: Scope, mode: str, system) -> str | None:
-    """continue=CALL: the id of the earlier chat call whose conversation this call extends."""
+def _continues(ctx: CheckContext, s: A.LLMAssign, scope: Scope, mode: str, system) -> tuple[str | None, str | None]:
+    """continue=CALL: the id of the earlier chat call whose conversation this call extends, and
+    where CALL is a sample of a sampled call (`for cot in cots: llm(continue=cot)`), the loop whose
+    item is that sample."""
     kw = next((k for k in s.kwargs if k.name == "continue"), None)
     if kw is None:
-        return None
-    target = static.llm_call(ctx, lower_expr(ctx, kw.value, scope), scope.loops)
+        return None, None
+    value = lower_expr(ctx, kw.value, scope)
+    sample_loop = _sample_loop(ctx, value, scope)
+    if sample_loop is not None:
+        target = ctx.nodes[ctx.loops[sample_loop].iterable.node]
+    else:
+        target = static.llm_call(ctx, value, scope.loops)
     if target is None:
         ctx.error("llm(): continue= names an earlier llm call of this program", kw.value.span,
-                  "e.g. continue=draft, or continue=at(replies, agent) where replies = [call, ...] "
-                  "is built in a repeat and agent is its index")
-        return None
-    if target.sampling.n > 1:
-        problem = f"'{target.name}' samples n={target.sampling.n} replies, so it has no one conversation to continue"
+                  "e.g. continue=draft, continue=cot in `for cot in cots` over a sampled call, or "
+                  "continue=at(replies, agent) where replies = [call, ...] is built in a repeat and agent is its index")
+        return None, None
+    if target.sampling.n > 1 and sample_loop is None:
+        problem = (f"'{target.name}' samples n={target.sampling.n} replies, so it has no one conversation to "
+                   f"continue; continue each sample: for s in {target.name}: ... = llm(continue=s)")
     elif target.mode != "chat":
         problem = f"'{target.name}' is a completion-mode call; continue= extends a chat"
     elif mode != "chat":
@@ -77,9 +87,23 @@ def _continues(ctx: CheckContext, s: A.LLMAssign, scope: Scope, mode: str, syste
     elif system is not None:
         problem = "a continued chat keeps the system message it started with; drop system= here"
     else:
-        return target.id
+        return target.id, sample_loop
     ctx.error(f"llm(): cannot continue '{target.name}': {problem}", kw.value.span)
-    return None
+    return None, None
+
+
+def _sample_loop(ctx: CheckContext, value: ir.IRExpr, scope: Scope) -> str | None:
+    """The enclosing loop whose item `value` is, when that loop runs over a sampled llm call's
+    replies (n > 1) made outside it."""
+    if not (isinstance(value, ir.RefExpr) and isinstance(value.ref, ir.ItemRef)):
+        return None
+    loop = ctx.loops[value.ref.loop]
+    node = ctx.nodes.get(loop.iterable.node) if isinstance(loop.iterable, ir.NodeRef) else None
+    if node is None or node.kind != "llm" or node.sampling.n <= 1 or loop.id not in scope.loops:
+        return None
+    if ir.common_prefix(node.loops, loop.loops) < len(node.loops):
+        return None  # the samples of several calls, collected from a loop: not one call's
+    return loop.id
 
 
 def _options(ctx: CheckContext, s: A.LLMAssign, what: str, scope: Scope) -> dict[str, Any]:

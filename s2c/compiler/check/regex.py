@@ -23,9 +23,7 @@ def check_regex(ctx: CheckContext, func: str, lowered: dict[str, ir.IRExpr], src
     try:
         rx = re.compile(pattern.value)
     except re.error as e:
-        ctx.error(f"{func}(): bad regular expression: {e.msg}" + (f" (at {e.pos + 1})" if e.pos else ""),
-                  _regex_span(src["pattern"], e.pos, ctx.sources),
-                  "Python's re syntax; to match a special character itself, put \\ before it")
+        regex_error(ctx, f"{func}()", e, src["pattern"])
         return
     except OverflowError as e:  # a{99999999999}
         ctx.error(f"{func}(): bad regular expression: {e}", src["pattern"].span)
@@ -39,6 +37,13 @@ def check_regex(ctx: CheckContext, func: str, lowered: dict[str, ir.IRExpr], src
         has = f"only {rx.groups}" if rx.groups else "no"
         ctx.error(f"{func}(): group={group.value}, but the pattern has {has} group{'s' * (rx.groups != 1)}",
                   src["group"].span, "group=0 is the whole match; each (...) in the pattern is a group")
+
+
+def regex_error(ctx: CheckContext, what: str, e: re.error, lit: A.Expr):
+    """Report a pattern that does not compile, at the bad character where it can be found."""
+    ctx.error(f"{what}: bad regular expression: {e.msg}" + (f" (at {e.pos + 1})" if e.pos else ""),
+              _regex_span(lit, e.pos, ctx.sources),
+              "Python's re syntax; to match a special character itself, put \\ before it")
 
 
 def _regex_span(lit: A.Expr, pos: int | None, sources: dict[str, str]) -> Span | None:

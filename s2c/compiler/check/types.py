@@ -8,6 +8,7 @@ list[text] after the loop).
 from __future__ import annotations
 
 from s2c.compiler import ir
+from s2c.compiler.check.constraint import json_fields, json_source
 from s2c.compiler.check.context import CheckContext
 from s2c.compiler.library import function
 from s2c.compiler.types import ANY, JSON, NUMBER, TEXT, Param, Type
@@ -49,6 +50,10 @@ def expr_type(ctx: CheckContext, e: ir.IRExpr, loops) -> Type:
         t = expr_type(ctx, e.then, loops)
         return t if t.base != "any" or e.otherwise is None else expr_type(ctx, e.otherwise, loops)
     if isinstance(e, ir.FnCall):
+        if e.fn == "get" and len(e.args) == 2 and isinstance(e.args[1], ir.Const):
+            fields = json_fields(json_source(ctx, e.args[0]))  # a json= call's declared field
+            if fields and e.args[1].value in fields:
+                return fields[e.args[1].value]
         fn = function(e.fn)
         ts = [expr_type(ctx, a, loops) for a in e.args]
         ts += [expr_type(ctx, v, loops) for _, v in e.kwargs]

@@ -85,6 +85,12 @@ def describe(engine: Engine) -> str:
     return f"{engine.name}: " + ", ".join(f"{role}={m}" for role, m in models.items())
 
 
+def constraints_of(name: str) -> frozenset[str]:
+    """The constraint kinds engine `name` enforces, known before it starts (openai: after it has
+    asked its servers, so not here)."""
+    return _engine_class(name).constraints
+
+
 def _engine_class(name: str) -> type:
     if name == "vllm":
         from s2c.runtime.engines.vllm import VLLMEngine

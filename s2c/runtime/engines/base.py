@@ -23,7 +23,7 @@ from typing import NamedTuple, Protocol
 
 from s2c.calls import Completion, EngineFailure, Message, Request, Result, Sampling
 
-__all__ = ["Completion", "EngineFailure", "Message", "Request", "Result", "Sampling", "Finished",
+__all__ = ["CONSTRAINT_KINDS", "Completion", "EngineFailure", "Message", "Request", "Result", "Sampling", "Finished",
            "EngineError", "Engine", "Streaming", "BatchStream"]
 
 
@@ -39,8 +39,15 @@ class EngineError(Exception):
     """The engine cannot run at all (missing package, model not found, server down)."""
 
 
+# The kinds of calls.Constraint (constrained decoding) there are.
+CONSTRAINT_KINDS = frozenset({"choice", "regex", "json"})
+
+
 class Engine(Protocol):
     name: str  # "vllm" | "hf" | "openai" | "fake"
+    # the constraint kinds it enforces while decoding; a run with a constrained call it cannot
+    # enforce is refused before any call (executor.check_constraints): never run unconstrained
+    constraints: frozenset[str]
 
     def model_id(self, role: str = "default") -> str:
         """A stable identity of the model serving `role` (goes into the cache key)."""
@@ -78,6 +85,8 @@ class Engine(Protocol):
 class Streaming:
     """`generate` for an engine that implements submit/collect/pending."""
 
+    constraints: frozenset[str] = frozenset()
+
     def batch_state(self) -> dict[str, int] | None:
         return None
 
@@ -103,6 +112,8 @@ class Streaming:
 class BatchStream:
     """submit/collect/pending for an engine whose natural call is a blocking `generate(batch)`.
     (So hf keeps its chunks: what was submitted runs as one batch at the next collect.)"""
+
+    constraints: frozenset[str] = frozenset()
 
     def batch_state(self) -> dict[str, int] | None:
         return None

@@ -11,9 +11,13 @@ in `.calls` and the size of every generate() call in `.batches`.
 """
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from s2c.calls import Constraint
 from s2c.runtime.engines.base import (
+    CONSTRAINT_KINDS,
     BatchStream,
     Completion,
     EngineError,
@@ -53,6 +57,7 @@ def _matches(matcher: Matcher, request: Request) -> bool:
 
 class FakeEngine(BatchStream):
     name = "fake"
+    constraints = CONSTRAINT_KINDS  # a scripted reply outside a call's constraint fails the call
 
     def __init__(
         self,
@@ -117,13 +122,29 @@ class FakeEngine(BatchStream):
         if _matches(self._fail, request):
             return EngineFailure(f"scripted failure on {request_text(request)[:80]!r}")
         prompt_tokens = len(request_text(request).split())
-        return [
-            _shape(self._script(request, i), request, prompt_tokens)
-            for i in range(request.sampling.n)
-        ]
+        replies = [_shape(self._script(request, i), request, prompt_tokens) for i in range(request.sampling.n)]
+        c = request.sampling.constraint
+        outside = next((r.text for r in replies if c is not None and not in_language(c, r.text)), None)
+        if outside is not None:  # a real engine could not have written it: the script is wrong
+            return EngineFailure(f"fake: the scripted reply {outside[:60]!r} is not in {c.describe()}")
+        return replies
 
     def close(self) -> None:
         self.closed = True
+
+
+def in_language(c: Constraint, text: str) -> bool:
+    """Whether `text` is a reply the constraint allows (what a constrained engine writes)."""
+    if c.kind == "choice":
+        return text in c.spec
+    if c.kind == "regex":
+        return re.fullmatch(c.spec, text) is not None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    schema = json.loads(c.spec)
+    return isinstance(value, dict) and set(value) == set(schema["required"])
 
 
 def _shape(reply: str, request: Request, prompt_tokens: int) -> Completion:

@@ -20,8 +20,9 @@ from s2c.runtime.model import ModelRef
 
 class LazyEngine(Streaming, RoleModels):
     def __init__(self, name: str, refs: dict[str, ModelRef], factory: Callable[[], Engine],
-                 log: Callable[[str], object] | None = None):
+                 log: Callable[[str], object] | None = None, constraints: frozenset[str] = frozenset()):
         self.name = name
+        self.constraints = constraints  # the engine's, which the run checks before it starts
         self._refs = refs
         self._factory = factory
         self._log = log

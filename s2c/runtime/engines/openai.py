@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import random
 import threading
@@ -50,8 +51,10 @@ from collections.abc import Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from urllib.parse import urlsplit
 
+from s2c.calls import Constraint
 from s2c.errors import require
 from s2c.runtime.engines.base import (
+    CONSTRAINT_KINDS,
     Completion,
     EngineError,
     EngineFailure,
@@ -148,6 +151,9 @@ class OpenAIEngine(Streaming):
         except BaseException:
             self._client.close()
             raise
+        # vLLM's server takes every constraint (its structured_outputs extension); any other
+        # OpenAI-compatible server only what the OpenAI API has: response_format's JSON schema
+        self.constraints = CONSTRAINT_KINDS if self._vllm else frozenset({"json"})
         self._cond = threading.Condition()  # guards the servers' health and counts
         self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(slots, thread_name_prefix="s2c-openai")
@@ -270,6 +276,8 @@ class OpenAIEngine(Streaming):
             body["seed"] = s.seed
         if self._vllm and body["n"] > 1:
             body["return_token_ids"] = True  # exact per-sample counts (a vLLM extension)
+        if s.constraint is not None:
+            body.update(_constrained(s.constraint, self._vllm))
         if request.messages is not None:
             body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
             return "/chat/completions", body
@@ -405,6 +413,15 @@ class OpenAIEngine(Streaming):
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._running.clear()
         self._client.close()
+
+
+def _constrained(c: Constraint, vllm: bool) -> dict:
+    """The request fields that make the server enforce `c`: vLLM's structured_outputs, or the
+    OpenAI API's response_format for a JSON schema."""
+    spec = list(c.spec) if c.kind == "choice" else json.loads(c.spec) if c.kind == "json" else c.spec
+    if vllm:
+        return {"structured_outputs": {c.kind: spec}}
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": spec, "strict": True}}}
 
 
 def _completions(data, request: Request) -> list[Completion]:

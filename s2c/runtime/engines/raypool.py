@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 
 from s2c.errors import require
-from s2c.runtime.engines.base import EngineError, Finished, Request, Streaming
+from s2c.runtime.engines.base import CONSTRAINT_KINDS, EngineError, Finished, Request, Streaming
 
 STEP_SECONDS = 0.1  # the longest a replica steps before it hands back and takes new requests
 INSTALL_HINT = "pip install 's2c[ray]' (ray[data]; never ray[llm], which pins a CUDA vLLM)"
@@ -191,6 +191,7 @@ class PrefixRouter:
 
 class RayEngine(Streaming):
     name = "ray"
+    constraints = CONSTRAINT_KINDS  # each replica is a VLLMEngine
 
     def __init__(self, model: str | None = None, *, roles: dict[str, str] | None = None, address: str = "auto",
                  replicas: int = 1, replica_resources: dict[str, float] | None = None, log=print, **vllm_options):

