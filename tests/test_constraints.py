@@ -166,3 +166,19 @@ def test_a_server_that_is_not_vllm_enforces_only_json_and_the_run_is_refused(tmp
         finally:
             engine.close()
         assert server.posts == []
+
+
+@pytest.mark.slow
+def test_the_constrained_readme_job_parses_every_sample_on_the_embedded_model(tmp_path, s2c_home):
+    """`s2c compile examples/coin_flip_sc_constrained.s2` on vLLM: every sampled chain of thought's
+    answer is yes or no (bench/constrained.py measures 32 inputs against the original)."""
+    pytest.importorskip("vllm")
+    out = tmp_path / "coin"
+    rc = main(["compile", "examples/coin_flip_sc_constrained.s2", "--data", "coin_flip", "--limit", "4",
+               "--engine", "vllm", "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")])
+    assert rc == 0
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    sample = summary["nodes"]["sample"]
+    assert (sample["samples"], sample["unparsed"], sample["failed"]) == (24, 0, 0)
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert all(r["completion"][0]["content"] in ("yes", "no") for r in rows)
