@@ -38,16 +38,47 @@ def _ray() -> str:
     return str(Path(sys.executable).parent / "ray")
 
 
-def _wait_nodes(address: str, n: int, env: dict, timeout: float = 90.0) -> None:
-    probe = ("import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False); "
-             "print(sum(1 for x in ray.nodes() if x['Alive']))")
+# One driver that connects once and polls: a probe process per poll spends seconds importing ray
+# on a loaded 2-core machine. It prints the alive count it ends with.
+_PROBE = """
+import ray, sys, time
+ray.init(address=sys.argv[1], log_to_driver=False)
+n, deadline = int(sys.argv[2]), time.time() + float(sys.argv[3])
+alive = 0
+while time.time() < deadline:
+    alive = sum(1 for x in ray.nodes() if x["Alive"])
+    if alive >= n:
+        break
+    time.sleep(1)
+print(alive)
+"""
+
+
+def _wait_nodes(address: str, n: int, env: dict, logs: list[Path], timeout: float = 240.0) -> None:
     deadline = time.time() + timeout
+    tries: list[str] = []
     while time.time() < deadline:
-        out = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, env=env)
+        left = max(deadline - time.time(), 1.0)
+        try:
+            out = subprocess.run([sys.executable, "-c", _PROBE, address, str(n), f"{left:.0f}"],
+                                 capture_output=True, text=True, env=env, timeout=left + 60)
+        except subprocess.TimeoutExpired:
+            tries.append("the probe did not return")
+            continue
         if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
             return
+        tries.append(f"probe exit {out.returncode}: {(out.stdout + out.stderr).strip()[-600:]}")
         time.sleep(2)
-    raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes in {timeout:.0f} s")
+    tails = "\n".join(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                      for log in logs if log.exists())
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes in {timeout:.0f} s\n"
+                       f"--- probes\n" + "\n".join(tries[-3:]) + f"\n{tails}\n--- processes\n{_busiest()}")
+
+
+def _busiest() -> str:
+    """The processes using the most CPU (what else was running while the cluster did not form)."""
+    out = subprocess.run(["ps", "-eo", "pid,pcpu,rss,etime,args", "--sort=-pcpu"], capture_output=True, text=True)
+    return "\n".join(line[:160] for line in out.stdout.splitlines()[:12])
 
 
 @contextlib.contextmanager
@@ -78,8 +109,8 @@ def cluster(tmp: Path, cpus: int = 1):
                 env={**env, "S2C_WORK_DIR": str(work[name])}, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True))
             if name == "head":
-                _wait_nodes(address, 1, env)
-        _wait_nodes(address, 2, env)
+                _wait_nodes(address, 1, env, [tmp / "head.log"])
+        _wait_nodes(address, 2, env, [tmp / "head.log", tmp / "node2.log"])
         yield Cluster(address, work)
     finally:
         for p in reversed(procs):
