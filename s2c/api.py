@@ -123,6 +123,7 @@ class Data:
     split: str | None = None
     limit: int | None = None  # the first N rows
     map: Mapping[str, str] | None = None  # program input FIELD -> data COLUMN
+    given: Mapping[str, str] | None = None  # llm NODE -> the COLUMN holding its replies (runtime/given.py)
     seed: int = 0
     max_field_chars: int = MAX_FIELD_CHARS  # longer inputs are skipped with a message
 
@@ -148,7 +149,8 @@ class Data:
         else:
             records, locations = self._records(), None
             problems, origin, split = [], f"{len(records)} rows in a {self.name}", self.split or "train"
-        rows, bad = validate_rows(cp, records, self.name, locations=locations, max_field_chars=self.max_field_chars)
+        rows, bad = validate_rows(cp, records, self.name, locations=locations, max_field_chars=self.max_field_chars,
+                                  given=self.given_nodes(cp))
         problems += bad
         log(f"s2c: data: {len(rows)} rows from {origin}, split {split}"
             + (f" ({len(problems)} skipped)" if problems else ""), soft_wrap=True)
@@ -160,6 +162,12 @@ class Data:
             raise S2Error(f"no usable rows in {self.name}",
                           hint=f"the program reads: {', '.join(p.name for p in cp.inputs)}; use --map FIELD=COLUMN")
         return Rows(rows, problems, split)
+
+    def given_nodes(self, cp: ir.CheckedProgram) -> dict[str, str]:
+        """The given nodes (node id -> column), each checked to be one of `cp`'s llm calls."""
+        from s2c.runtime.given import check_given
+
+        return check_given(cp, self.given or {})
 
     def _records(self) -> list[dict]:
         """Rows in memory as plain dicts: a DataFrame's NaN and numpy scalars become None and
@@ -426,16 +434,19 @@ class _Job:
 
 @contextlib.contextmanager
 def _job(cp: ir.CheckedProgram, data: Data, engine, out: Path, settings: RunSettings,
-         log_folder: str = "") -> Iterator[_Job]:
+         log_folder: str = "", system1: bool = False) -> Iterator[_Job]:
     """The set-up the three commands share, in the order that fails fast: the settings, the
     output folder and the call cache (cheap checks) before the data is read, the data before an
     engine starts. The folder is held for this process (folders.own) while the block runs, and an
-    engine made here (from EngineSettings or a name) is closed inside it, its output in the log."""
+    engine made here (from EngineSettings or a name) is closed inside it, its output in the log.
+    A run whose every llm call is given from the data gets no engine, unless the engine also
+    serves System 1 (`system1`: eval)."""
     from s2c.runtime.cache import CallCache
 
     settings.check()
-    given = isinstance(engine, Engine)
-    eng = engine if given else Engine.from_settings(engine)
+    own = not isinstance(engine, Engine)
+    eng = Engine.from_settings(engine) if own else engine
+    given = data.given_nodes(cp)  # a bad node name is refused before the folder or the data is touched
     folders.check_out(out)
     console = terminal.console()
     CallCache(settings.cache_path()).close()  # opening it is the check: a folder, not SQLite, unwritable
@@ -443,12 +454,20 @@ def _job(cp: ir.CheckedProgram, data: Data, engine, out: Path, settings: RunSett
     eng._log = (out / log_folder / terminal.ENGINE_LOG, settings.verbose)
     with folders.own(out), terminal.engine_output(out / log_folder / terminal.ENGINE_LOG, settings.verbose, console):
         cache = CallCache(settings.cache_path())
+        options = replace(settings.options(), given=given)
         try:
-            yield _Job(cp, rows, out, eng, eng.runner(cp, cache, settings.options(), settings.progress, console),
-                       console)
+            if given and not system1 and all(n.id in given for n in cp.llm_nodes()):  # no call to make
+                from s2c.runtime.given import NoEngine
+                from s2c.runtime.run import Runner
+
+                console.print(f"s2c: every llm call is given from the data ({', '.join(given)}): no engine")
+                runner = Runner(NoEngine(), cache, options, settings.progress, console)
+            else:
+                runner = eng.runner(cp, cache, options, settings.progress, console)
+            yield _Job(cp, rows, out, eng, runner, console)
         finally:
             cache.close()
-            if not given:
+            if own:
                 eng.close()
 
 
@@ -637,7 +656,7 @@ def evaluate(program, data, engine: Engine | EngineSettings | str | None = None,
     systems = systems_for(cp, resolved, system1=eval.system1, system2=eval.system2, max_tokens=eval.max_tokens)
     out = _out(out, "eval", prog, data)
     results = []
-    with _job(cp, data, engine, out, settings) as job:
+    with _job(cp, data, engine, out, settings, system1=True) as job:
         if eval.merge_adapters:  # all merged first: a bad adapter stops eval before any system ran
             systems = [merge_adapter(s, out / "merged", job.console.print) if s.adapter else s for s in systems]
         for system in systems:

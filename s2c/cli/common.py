@@ -65,6 +65,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", default=None)
     g.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
                    help="read program input FIELD from data column COLUMN")
+    g.add_argument("--given", action="append", default=[], metavar="NODE=COLUMN",
+                   help="read llm node NODE's replies from data column COLUMN instead of generating them "
+                        "(existing teacher outputs; docs/teachers.md)")
     g.add_argument("--limit", type=int, default=None, help="the first N rows")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-field-chars", type=int, default=None, metavar="N",
@@ -118,7 +121,8 @@ def data_from(args):
     """The data the flags name (s2c.api.Data)."""
     from s2c.api import Data
 
-    return Data(args.data, split=args.split, limit=args.limit, map=parse_pairs(args.map, "--map"), seed=args.seed,
+    return Data(args.data, split=args.split, limit=args.limit, map=parse_pairs(args.map, "--map"),
+                given=parse_pairs(args.given, "--given"), seed=args.seed,
                 **({"max_field_chars": args.max_field_chars} if args.max_field_chars is not None else {}))
 
 

@@ -117,7 +117,8 @@ def evaluate_system(cp: ir.CheckedProgram, system: System, rows: list[tuple[str,
 
     run_dir = out / run_dir_name(system)
     adapter = None if system.merged else system.adapter
-    outcome = runner.with_options(adapter=adapter).execute(system.program, inputs(), run_dir,
+    given = runner.options.given if system.kind == "system2" else {}  # teacher outputs stand for System 2 only
+    outcome = runner.with_options(adapter=adapter, given=given).execute(system.program, inputs(), run_dir,
                                                            meta={"system": system.name})
     scores = Scores(cp.metrics, len(rows))
     tokens = array("q")  # generated tokens per input, for the CI of their mean

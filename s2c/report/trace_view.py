@@ -348,7 +348,8 @@ def render_trace(rec: Trace, node: str | None = None, full: bool = False, *, che
         if node is not None and nid != node:
             continue
         insts = tr.get("instances", [])
-        br = root.add(Text.assemble((nid, "bold cyan"), " ", (f"{tr['kind']} · {len(insts)} instance(s)", "dim")))
+        given = f" · given from column '{tr['given']}'" if tr.get("given") else ""
+        br = root.add(Text.assemble((nid, "bold cyan"), " ", (f"{tr['kind']} · {len(insts)} instance(s){given}", "dim")))
         for inst in insts:
             idx = inst.get("index") or []
             ib = br.add(Text(f"{nid}{idx}" if idx else nid, "magenta")) if (len(insts) > 1 or idx) else br

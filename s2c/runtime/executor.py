@@ -33,7 +33,7 @@ import gc
 import heapq
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 import msgspec
@@ -43,6 +43,7 @@ from s2c.compiler import ir
 from s2c.compiler.failures import Failed, Skipped
 from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineError, EngineFailure
+from s2c.runtime.given import value_at
 from s2c.runtime.model import adapter_identity
 from s2c.runtime.plan import Plan
 from s2c.runtime.trace import Trace
@@ -60,11 +61,13 @@ class RunOptions:
     max_errors: int | None = None  # stop once more examples than this have failed
     refresh: frozenset[str] = frozenset()  # nodes whose calls are recomputed, not read from the cache
     adapter: str | None = None  # a LoRA adapter every request of this run is served with
+    given: Mapping[str, str] = field(default_factory=dict)  # llm node id -> the row column its replies are read from
 
 
 @dataclass
 class NodeStats:
     engine_calls: int = 0  # requests sent to the engine
+    given: int = 0  # instances whose replies were read from the data (--given), not generated
     samples: int = 0  # completions used (cached or not)
     cache_hits: int = 0  # completions served from the cache
     prompt_tokens: int = 0
@@ -83,6 +86,7 @@ class NodeStats:
     def as_dict(self) -> dict:
         return {
             "engine_calls": self.engine_calls, "samples": self.samples, "cache_hits": self.cache_hits,
+            **({"given": self.given} if self.given else {}),
             "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
             "prefix_cache": {"prompt_tokens": self.engine_prompt_tokens, "cached_tokens": self.prefix_cached_tokens,
                              "hit_rate": round(self.prefix_cached_tokens / self.engine_prompt_tokens, 3)
@@ -145,12 +149,13 @@ class TooManyErrors(Exception):
         self.errors, self.limit = errors, limit
 
 
-def check_constraints(cp: ir.CheckedProgram, engine_name: str, supported: frozenset[str]) -> None:
+def check_constraints(cp: ir.CheckedProgram, engine_name: str, supported: frozenset[str],
+                      given: Mapping[str, str] = {}) -> None:
     """Refuse, before any call, a run whose constrained calls (llm(choice=|regex=|json=)) the engine
-    cannot enforce: no engine runs a constrained call unconstrained."""
+    cannot enforce: no engine runs a constrained call unconstrained. A given node makes no call."""
     for node in cp.llm_nodes():
         c = node.sampling.constraint
-        if c is not None and c.kind not in supported:
+        if c is not None and c.kind not in supported and node.id not in given:
             where = f"{node.span}: " if node.span else ""
             able = "vllm, ray" + (", openai (a vLLM server)" if c.kind != "json" else ", openai")
             raise EngineError(f"{where}'{node.name}' is constrained ({c.kind}=), which the {engine_name} "
@@ -169,7 +174,7 @@ class Executor:
         self.stats: dict[str, NodeStats] = defaultdict(NodeStats)
         self.totals = RunTotals()
         # an engine that does not say which constraints it enforces enforces none
-        check_constraints(cp, getattr(engine, "name", "?"), getattr(engine, "constraints", frozenset()))
+        check_constraints(cp, getattr(engine, "name", "?"), getattr(engine, "constraints", frozenset()), options.given)
         self.plan = Plan(cp)  # how values are read and computed, worked out once for every example of the run
         self._schedule()
 
@@ -182,7 +187,7 @@ class Executor:
         self.dependents = {n: [d for d in g.successors(n)] for n in self.order}
         self.waiting0 = {n: sum(cp.nodes[p].kind != "input" for p in g.predecessors(n)) for n in self.order}
         self.roots = [n for n in self.order if self.waiting0[n] == 0]
-        self.models = {n.role: engine_model(self.engine, n.role) for n in cp.llm_nodes()}
+        self.models = {n.role: engine_model(self.engine, n.role) for n in cp.llm_nodes() if n.id not in self.options.given}
         # the adapter's identity reads its weights: once per run, and only for a cache
         self.adapter_id = adapter_identity(self.options.adapter) if self.cache.db is not None else None
 
@@ -333,6 +338,10 @@ class Executor:
             self.stats[node.id].seconds += time.perf_counter() - t0
             self._done(ex, node)
             return
+        column = self.options.given.get(node.id)
+        if column is not None:
+            self._give(ex, node, instances, column, tr)
+            return
         waiting = 0
         for p in instances:
             item = self._request(ex, node, p, tr)
@@ -353,6 +362,25 @@ class Executor:
                 self.progress.add_total(node.id, waiting)
         else:
             self._done(ex, node)
+
+    def _give(self, ex: _Example, node: ir.Node, instances: list[tuple], column: str, tr: dict):
+        """Read a given node's replies from the row (their shape was checked with the row)."""
+        tr["given"] = column
+        st = self.stats[node.id]
+        for p in instances:
+            loops = [(self.cp.loops[lid].var, len(ex.values.loop_items(self.cp.loops[lid], p[:d], node.id)))
+                     for d, lid in enumerate(node.loops)]
+            v = value_at(node, column, ex.row[column], p, loops)
+            inst = {"index": list(p), "given": column}
+            tr["instances"].append(inst)
+            if isinstance(v, Failed):
+                self._fail_instance(ex, node, p, inst, v)
+                continue
+            ex.values.set(node.id, p, v)
+            inst["completions"] = [v] if isinstance(v, str) else list(v)
+            st.given += 1
+            st.samples += len(inst["completions"])
+        self._done(ex, node)
 
     def _request(self, ex: _Example, node: ir.Node, p: tuple, tr: dict) -> _Pending | None:
         """Render one LLM instance; serve it from the cache if every sample is there."""

@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from s2c.compiler import ir
 from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
 from s2c.runtime.executor import Executor, RunOptions, TooManyErrors
+from s2c.runtime.given import row_problem
 from s2c.runtime.load import LoadSampler, csv_sink
 from s2c.runtime.store import RunStore
 from s2c.runtime.summary import RunSummary
@@ -38,10 +39,11 @@ MAX_FIELD_CHARS = 100_000
 
 def validate_rows(cp: ir.CheckedProgram, rows: list[dict], source: str = "data", *,
                   locations: list[str] | None = None, max_field_chars: int = MAX_FIELD_CHARS,
-                  ) -> tuple[list[tuple[str, dict]], list[str]]:
-    """Check every row against the declared inputs. A bad row is reported with where it came from
-    (`locations[i]`, e.g. "data.jsonl:30: row 30", from the DataSet; else "SOURCE: row N",
-    1-based), its id, the field and why, and skipped; the others run. A null is a missing field."""
+                  given: Mapping[str, str] = {}) -> tuple[list[tuple[str, dict]], list[str]]:
+    """Check every row against the declared inputs and the given nodes' columns (`given`: node id
+    -> column, runtime/given.py). A bad row is reported with where it came from (`locations[i]`,
+    e.g. "data.jsonl:30: row 30", from the DataSet; else "SOURCE: row N", 1-based), its id, the
+    field and why, and skipped; the others run. A null is a missing field."""
     good, problems = [], []
     seen: set[str] = set()
     for i, row in enumerate(rows):
@@ -49,6 +51,10 @@ def validate_rows(cp: ir.CheckedProgram, rows: list[dict], source: str = "data",
         loc = locations[i] if locations and i < len(locations) else f"{source}: row {i + 1}"
         where = f"{loc} (id {ex_id})"
         fixed, bad = _inputs(cp, row, max_field_chars) if isinstance(row, dict) else (None, "not an object")
+        for node, column in given.items() if bad is None else ():
+            bad = row_problem(cp.nodes[node], column, row.get(column))
+            if bad:
+                break
         if bad is None and ex_id in seen:
             bad = f"duplicate id '{ex_id}'"
         if bad:
@@ -402,7 +408,7 @@ def token_table(summary: RunSummary):
         failed, unparsed = sum(s.failed.values()), sum(s.unparsed.values())
         if not s.samples and not s.engine_calls and not failed and not unparsed:
             continue
-        t.add_row(nid, str(s.engine_calls), str(s.cache_hits), f"{s.prompt_tokens:,}", f"{s.generated_tokens:,}",
+        t.add_row(nid, f"given ({s.given})" if s.given else str(s.engine_calls), str(s.cache_hits), f"{s.prompt_tokens:,}", f"{s.generated_tokens:,}",
                   f"{s.generated_tokens / n:,.1f}", f"{s.seconds:.1f}", str(failed), str(unparsed))
     if summary.engine_startup_seconds:  # the lazily started engine's start-up, charged to no node
         t.add_row("engine start-up", "", "", "", "", "", f"{summary.engine_startup_seconds:.1f}", "", "")
