@@ -162,7 +162,7 @@ def test_multitask_rows_from_minds_mirror(tmp_path):
     def script(r, i):
         if "Is this reasoning correct" in r.messages[-1].content:
             return "Looks fine. Verdict: yes" if i % 3 else "Verdict: no"
-        return f"reasoning {i}. Final answer: {'True' if i % 4 else 'False'}"
+        return f"reasoning {i}. The answer is {'True' if i % 4 else 'False'}"
 
     res = compile_(cp, [{"id": "b1", "question": "not ( True ) and True is", "answer": "True"}],
                    FakeEngine(script), tmp_path)
@@ -175,7 +175,7 @@ def test_multitask_rows_from_minds_mirror(tmp_path):
     assert rows[0]["prompt"][-1]["content"] == "predict: not ( True ) and True is"
     assert rows[0]["completion"][0]["content"] == "True"
     explains = [r["completion"][0]["content"] for r in rows if r["task"] == "explain"]
-    assert explains == [f"reasoning {i}. Final answer: True" for i in (1, 2, 3)]
+    assert explains == [f"reasoning {i}. The answer is True" for i in (1, 2, 3)]
     # each evaluate row reads the explain row of the same CoT (after="explain"), and learns the
     # teacher's evaluation text (Mind's Mirror distills the self-evaluation output, not a label)
     for t, verdict in zip(evaluate, ["Verdict: no", "Looks fine. Verdict: yes", "Looks fine. Verdict: yes",
@@ -196,7 +196,7 @@ def test_cascade_rows_from_cascod(tmp_path):
                                                                         ("answer", 0.1, "g1")]
     assert rows[0]["completion"][0]["content"] == "We add the two numbers."
     assert rows[1]["prompt"][-1]["content"] == "Q: 2+2?\nRationale: We add the two numbers.\nTherefore, the answer is"
-    assert rows[1]["completion"][0]["content"] == "4"
+    assert rows[1]["completion"][0]["content"] == "4."  # the text after the phrase, as CasCoD's split keeps it
 
 
 def test_shuffle_rule_maps_letters_through_the_permutation(tmp_path):
