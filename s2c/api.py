@@ -230,7 +230,9 @@ class EngineSettings:
 
     kind: str = "auto"  # auto, vllm, hf, openai, ray
     model: str | None = None  # a model folder or hub id; None: the embedded SmolLM2-135M-Instruct
-    roles: Mapping[str, str] = field(default_factory=dict)  # a program's role -> another model
+    # a program's role -> another model on this engine, or an engine of its own (EngineSettings, or
+    # an s2c.Engine a notebook holds): the teacher on a server while the student runs here
+    roles: Mapping[str, Any] = field(default_factory=dict)
     base_url: tuple[str, ...] = ()  # openai: one server, or several of the same model
     vllm_args: Mapping[str, Any] = field(default_factory=dict)  # vllm and ray: arguments for vllm.LLM
     lora: bool = False  # vllm: serve LoRA adapters per request (eval with adapters turns it on)
@@ -256,6 +258,15 @@ class EngineSettings:
                           hint="drop --replicas; --shards N runs N engines")
         if self.vllm_args and self.kind not in ("vllm", "ray", "auto"):
             raise S2Error(f"--vllm-arg: only with --engine vllm or ray (the engine here is {self.kind})")
+        bound = [r for r, m in self.roles.items() if not isinstance(m, str)]
+        if bound and self.shards:
+            raise S2Error(f"--role-url {', '.join(bound)}: a sharded run has one engine per shard and cannot "
+                          "send a role elsewhere", hint="drop --shards, or serve the role on the shards' engine")
+        for role in bound:
+            other = self.roles[role]
+            if not isinstance(other, (EngineSettings, Engine)):
+                raise S2Error(f"role {role!r}: a model name, an s2c.EngineSettings or an s2c.Engine, "
+                              f"not {type(other).__name__}")
 
 
 class Engine:
@@ -275,6 +286,7 @@ class Engine:
         self.settings = EngineSettings(kind, model, **settings)
         self.settings.check()
         self._engine = None  # the runtime engine (or the ShardPool), made on first use
+        self._made: list[Engine] = []  # engines made for roles bound to engines of their own
         self._starts = 0  # starts of engines closed since
         self._log: tuple[Path, bool] | None = None  # the last call's engine.log, and whether it was verbose
         self.log: Callable[..., object] = terminal.console().print
@@ -315,8 +327,10 @@ class Engine:
         return Runner(engine, cache, options, progress, console)
 
     def serving(self, model: str) -> Engine:
-        """An engine of the same settings for another model (eval serves a merged adapter so)."""
-        other = Engine.from_settings(replace(self.settings, model=model, lora=False))
+        """An engine of the same settings for another model (eval serves a merged adapter so); the
+        roles bound to engines of their own stay there."""
+        models = {r: m for r, m in self.settings.roles.items() if isinstance(m, str)}
+        other = Engine.from_settings(replace(self.settings, model=model, lora=False, roles=models))
         other.log = self.log
         return other
 
@@ -326,6 +340,24 @@ class Engine:
         return self._engine
 
     def _make(self):
+        """The runtime engine; with roles bound to engines of their own, a RoleEngines that sends
+        each role's requests to its engine (each made here, or the s2c.Engine passed)."""
+        bound = {r: m for r, m in self.settings.roles.items() if not isinstance(m, str)}
+        default = self._make_default()
+        if not bound:
+            return default
+        from s2c.runtime.engines import describe
+        from s2c.runtime.engines.roles import RoleEngines
+
+        self._bound = {r: m if isinstance(m, Engine) else Engine.from_settings(m) for r, m in bound.items()}
+        self._made = [e for r, e in self._bound.items() if not isinstance(bound[r], Engine)]
+        for e in self._bound.values():
+            e.log = self.log
+        engine = RoleEngines(default, {r: e._open() for r, e in self._bound.items()})
+        self.log(f"s2c: roles on engines of their own: {describe(engine)}")
+        return engine
+
+    def _make_default(self):
         from s2c.runtime.engines import choose_auto, constraints_of, describe, make_engine
         from s2c.runtime.engines.lazy import LazyEngine
         from s2c.runtime.engines.local import resolve_roles
@@ -340,7 +372,7 @@ class Engine:
         if s.vllm_args and name not in ("vllm", "ray"):
             raise S2Error(f"--vllm-arg: only with --engine vllm or ray (the engine here is {name})")
         options.update(s.vllm_args)
-        roles = dict(s.roles)
+        roles = {r: m for r, m in s.roles.items() if isinstance(m, str)}
         if s.shards:
             from s2c.runtime.shards import ShardPool
 
@@ -368,8 +400,13 @@ class Engine:
         of the last call that used it, as the rest of its output did."""
         self._starts = self.starts
         engine, self._engine = self._engine, None
+        made, self._made = self._made, []
         if engine is None or not hasattr(engine, "close"):  # a ShardPool holds no engine of its own
             return
+        if getattr(engine, "bound", None):  # RoleEngines: close the engines made for it, not one passed in
+            for e in made:
+                e.close()
+            engine = engine.default
         log, verbose = self._log or (None, True)
         quiet = SimpleNamespace(print=lambda *a, **k: None)  # that log's warnings were named when its call ended
         with terminal.engine_output(log, verbose, quiet, append=True) if log else contextlib.nullcontext():

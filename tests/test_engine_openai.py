@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from engine_fixtures import (
     chat_response,
     embedded_model_path,
     free_port,
+    make_lora_adapter,
     run_constrained,
     vllm_server,
 )
@@ -403,3 +405,40 @@ def test_real_server_enforces_constrained_calls(real, tmp_path):
     """The same program through a real vLLM OpenAI server: its structured_outputs extension."""
     assert real.constraints == frozenset({"choice", "regex", "json"})
     run_constrained(real, tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_eval_puts_a_servers_teacher_beside_the_local_student_and_the_distilled_one(server_url, tmp_path, s2c_home):
+    """The teacher role on a real vLLM OpenAI server (the embedded model served as 'smollm2'
+    counts as another model), the student on local vLLM with a LoRA adapter: one results.json
+    with System 2 (the teacher's calls), System 1 and the distilled student, paired tests between
+    them, and each role's calls cached under its own engine's model."""
+    pytest.importorskip("vllm")
+    from s2c.cli import main
+    from s2c.runtime.cache import CallCache
+    from s2c.runtime.store import RunStore
+
+    make_lora_adapter(tmp_path / "train" / "adapter")
+    out = tmp_path / "ev"
+    fixture = Path(__file__).parent / "fixtures" / "data" / "gsm8k_sample.jsonl"
+    rc = main(["eval", "programs/cascod.s2", "--data", f"gsm8k:{fixture}", "--limit", "3", "--engine", "vllm",
+               "--role-url", f"teacher={server_url}", "--role", "teacher=smollm2", "--adapter", str(tmp_path / "train"),
+               "--max-tokens", "24", "--out", str(out), "--cache", str(tmp_path / "calls.sqlite"), "--no-progress"])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    systems = {s["kind"]: s for s in results["systems"]}
+    assert set(systems) == {"system2", "system1", "distilled"} and all(s["n"] == 3 for s in systems.values())
+    pairs = {(c["a"], c["b"]) for c in results["comparisons"]}
+    assert len(pairs) == 3  # every pair of the three systems, each with McNemar's counts
+    assert all("mcnemar" in c for c in results["comparisons"])
+    s2 = json.loads((Path(systems["system2"]["run_dir"]) / "summary.json").read_text())
+    assert s2["models"]["teacher"] == f"smollm2@{server_url}" and s2["nodes"]["cot"]["engine_calls"] == 3
+    assert s2["models"]["default"] != s2["models"]["teacher"]  # the student's model, served locally
+    s1 = json.loads((Path(systems["system1"]["run_dir"]) / "summary.json").read_text())
+    assert s1["models"]["default"] == s2["models"]["default"] and s1["engine_calls"] > 0
+    traces = list(RunStore.open(Path(systems["system2"]["run_dir"])).traces())
+    assert all(t.nodes["cot"]["instances"][0]["completions"] for t in traces)
+    cache = CallCache(tmp_path / "calls.sqlite")
+    models = {m for (m,) in cache.db.execute("SELECT DISTINCT model FROM calls")}
+    cache.close()
+    assert f"openai:smollm2@{server_url}" in models and any(m.startswith("vllm:") for m in models)

@@ -18,7 +18,12 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=None,
                    help="model folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
     g.add_argument("--role", action="append", default=[], metavar="ROLE=MODEL",
-                   help="model for a role a program names, e.g. --role teacher=path/to/model")
+                   help="model for a role a program names, e.g. --role teacher=path/to/model (with --role-url: "
+                        "the model's name on that server)")
+    g.add_argument("--role-url", action="append", default=[], metavar="ROLE=URL",
+                   help="serve a role on an OpenAI-compatible server of its own while the other roles use --engine, "
+                        "e.g. --role-url teacher=http://127.0.0.1:8000/v1 (repeat for several servers of that "
+                        "role; docs/teachers.md)")
     g.add_argument("--base-url", action="append", default=[], metavar="URL",
                    help="openai engine: server URL (or S2C_OPENAI_BASE_URL); repeat it for several servers of "
                         "the same model (requests spread by prefix, a server that dies is failed over)")
@@ -109,7 +114,14 @@ def engine_from(args):
         except ValueError:
             raise S2Error(f"--replica-resources {k}={v}: the amount must be a number",
                           hint="e.g. --replica-resources GPU=1 --replica-resources CPU=4") from None
-    settings = EngineSettings(args.engine, args.model, roles=parse_pairs(args.role, "--role"),
+    roles: dict = parse_pairs(args.role, "--role")
+    urls: dict[str, list[str]] = {}
+    for item in args.role_url:
+        role, url = next(iter(parse_pairs([item], "--role-url").items()))
+        urls.setdefault(role, []).append(url)
+    for role, server in urls.items():  # that role's model name there: its --role, else the server's first
+        roles[role] = EngineSettings("openai", roles.get(role), base_url=tuple(server))
+    settings = EngineSettings(args.engine, args.model, roles=roles,
                               base_url=tuple(args.base_url), vllm_args=parse_vllm_args(args.vllm_arg),
                               ray_address=args.ray_address, replicas=args.replicas,
                               replica_resources=resources or None, shards=args.shards)

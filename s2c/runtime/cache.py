@@ -42,7 +42,11 @@ def _sampling_json(sampling) -> str:
 
 def engine_model(engine, role: str = "default") -> str:
     """The identity a completion is cached under: engine and model (greedy outputs of one model
-    can differ between engines, so their completions are not mixed)."""
+    can differ between engines, so their completions are not mixed). A role bound to an engine
+    of its own (engines/roles.py) is that engine's model, cached as if that engine ran alone."""
+    route = getattr(engine, "route", None)
+    if route is not None:
+        engine, role = route(role)
     return f"{getattr(engine, 'name', '?')}:{engine.model_id(role)}"
 
 

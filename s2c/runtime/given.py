@@ -101,7 +101,7 @@ class NoEngine:
     def submit(self, tag, request) -> None:
         raise RuntimeError(f"a run whose every llm call is given sent a request (role {request.role})")
 
-    def collect(self) -> list:
+    def collect(self, max_seconds: float | None = None) -> list:
         return []
 
     def pending(self) -> int:

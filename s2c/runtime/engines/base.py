@@ -57,8 +57,9 @@ class Engine(Protocol):
         """Queue one request (Request.sampling.n samples); returns without waiting."""
         ...
 
-    def collect(self) -> list[Finished]:
-        """Requests finished since the last call; waits for at least one while any is pending."""
+    def collect(self, max_seconds: float | None = None) -> list[Finished]:
+        """Requests finished since the last call; waits for at least one while any is pending,
+        or for at most `max_seconds` when given (then maybe none: engines/roles.py polls so)."""
         ...
 
     def pending(self) -> int:
@@ -124,8 +125,8 @@ class BatchStream:
     def submit(self, tag: Hashable, request: Request) -> None:
         self.__dict__.setdefault("_queued", []).append((tag, request))
 
-    def collect(self) -> list[Finished]:
-        queued = self.__dict__.get("_queued") or []
+    def collect(self, max_seconds: float | None = None) -> list[Finished]:
+        queued = self.__dict__.get("_queued") or []  # the batch runs whole: max_seconds cannot cut it
         if not queued:
             return []
         self._queued = []

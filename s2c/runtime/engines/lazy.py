@@ -52,8 +52,8 @@ class LazyEngine(Streaming, RoleModels):
         if self._log:
             self._log(f"s2c: engine started in {self.startup_seconds:.1f} s")
 
-    def collect(self) -> list[Finished]:
-        return self._engine.collect() if self._engine is not None else []
+    def collect(self, max_seconds: float | None = None) -> list[Finished]:
+        return self._engine.collect(max_seconds) if self._engine is not None else []
 
     def pending(self) -> int:
         return self._engine.pending() if self._engine is not None else 0

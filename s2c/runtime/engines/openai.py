@@ -232,10 +232,10 @@ class OpenAIEngine(Streaming):
     def submit(self, tag: Hashable, request: Request) -> None:
         self._running[self._pool.submit(self._serve, request)] = tag
 
-    def collect(self) -> list[Finished]:
+    def collect(self, max_seconds: float | None = None) -> list[Finished]:
         if not self._running:
             return []
-        done, _ = wait(self._running, return_when=FIRST_COMPLETED)
+        done, _ = wait(self._running, timeout=max_seconds, return_when=FIRST_COMPLETED)
         finished = []
         for future in [f for f in self._running if f in done]:  # submission order: reproducible
             tag = self._running.pop(future)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Hashable
 
@@ -254,15 +255,17 @@ class RayEngine(Streaming):
         self._outbox[r].append((i, request))
         self._loads[r] += 1
 
-    def collect(self) -> list[Finished]:
+    def collect(self, max_seconds: float | None = None) -> list[Finished]:
         ray = self._ray
         done: list[Finished] = []
-        while not done and self._inflight:
+        until = None if max_seconds is None else time.monotonic() + max_seconds
+        while not done and self._inflight and (until is None or time.monotonic() < until):
             for r in self._live - set(self._calls.values()):
                 if self._loads[r]:
                     items, self._outbox[r] = self._outbox[r], []
                     self._calls[self._actors[r].step.remote(items, STEP_SECONDS)] = r
-            ready, _ = ray.wait(list(self._calls), num_returns=1)
+            ready, _ = ray.wait(list(self._calls), num_returns=1,
+                                timeout=None if until is None else max(0.0, until - time.monotonic()))
             for ref in ready:
                 r = self._calls.pop(ref)
                 try:
