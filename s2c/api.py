@@ -708,7 +708,9 @@ def evaluate(program, data, engine: Engine | EngineSettings | str | None = None,
                 results.append(evaluate_system(cp, system, job.rows.rows, runner, out))
         meta = {"program": cp.name, "data": data.name, "examples": len(job.rows.rows),
                 "skipped_rows": len(job.rows.skipped), "engine": job.runner.engine_name,
-                "model": job.runner.model_id("default"), "max_tokens_system1": eval.max_tokens}
+                "model": job.runner.model_id("default"),
+                "models": {role: job.runner.model_id(role) for role in sorted({n.role for n in cp.llm_nodes()} | {"default"})},
+                "max_tokens_system1": eval.max_tokens}
         comparisons = compare_all([(r.name, r.outcomes) for r in results], labels(cp.metrics))
         write_results(out, results, comparisons, meta)
         chart(out / "results.png", [r.as_dict() for r in results], labels(cp.metrics), cp.name)

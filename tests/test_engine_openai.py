@@ -431,6 +431,7 @@ def test_eval_puts_a_servers_teacher_beside_the_local_student_and_the_distilled_
     pairs = {(c["a"], c["b"]) for c in results["comparisons"]}
     assert len(pairs) == 3  # every pair of the three systems, each with McNemar's counts
     assert all("mcnemar" in c for c in results["comparisons"])
+    assert results["models"]["teacher"] == f"smollm2@{server_url}"
     s2 = json.loads((Path(systems["system2"]["run_dir"]) / "summary.json").read_text())
     assert s2["models"]["teacher"] == f"smollm2@{server_url}" and s2["nodes"]["cot"]["engine_calls"] == 3
     assert s2["models"]["default"] != s2["models"]["teacher"]  # the student's model, served locally

@@ -6,6 +6,7 @@ are fractions (0.533 is 53.3 %); a CI is [low, high], or null where nothing was 
 
     schema                  2
     program, data, engine, model, examples, skipped_rows, max_tokens_system1
+    models                  {role: the model it ran on}: with --role-url the teacher's server
     stats                   how the CIs and tests were made (stats.settings()):
                             {confidence: 0.95, bootstrap_resamples: 10000, seed: 0,
                              ci: "percentile bootstrap", diff_ci: "paired percentile bootstrap",
