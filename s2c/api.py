@@ -25,7 +25,7 @@ from typing import Any
 from s2c import folders, terminal
 from s2c.compiler import ir
 from s2c.distill.build import DistillResult, DistillSettings
-from s2c.errors import Diagnostic, S2Error
+from s2c.errors import Diagnostic, S2Error, did_you_mean
 from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import MAX_FIELD_CHARS, RunOutcome, validate_rows
 from s2c.train.sft import TrainResult, TrainSettings
@@ -140,6 +140,11 @@ class Data:
         for flag, value, least in (("limit", self.limit, 0), ("max_field_chars", self.max_field_chars, 1)):
             if value is not None and value < least:
                 raise S2Error(f"{_flag(flag)} {value}: must be at least {least}")
+        fields_ = [p.name for p in cp.inputs] + list(cp.golds)
+        for field_, column in (self.map or {}).items():  # a typo here would skip every row as "missing"
+            if field_ not in fields_:
+                raise S2Error(f"--map {field_}={column}: the program has no input or gold field '{field_}'",
+                              hint=did_you_mean(field_, fields_) or f"its fields: {', '.join(fields_)}")
         if isinstance(self.source, (str, os.PathLike)):
             from s2c.data import load_source
 
@@ -154,13 +159,19 @@ class Data:
         problems += bad
         log(f"s2c: data: {len(rows)} rows from {origin}, split {split}"
             + (f" ({len(problems)} skipped)" if problems else ""), soft_wrap=True)
-        for p in problems[:20]:
+        shown = 20 if rows else 3  # no row can run: a few say why, the error says the rest
+        for p in problems[:shown]:
             log(f"s2c: {p}", soft_wrap=True)  # one line each, however long
-        if len(problems) > 20:
-            log(f"s2c: ... and {len(problems) - 20} more skipped rows (see rows.json in the run folder)")
+        if len(problems) > shown:
+            log(f"s2c: ... and {len(problems) - shown} more skipped rows"
+                + (" (see rows.json in the run folder)" if rows else ""))
         if not rows:
-            raise S2Error(f"no usable rows in {self.name}",
+            raise S2Error(f"no usable rows in {self.name}: all {len(problems)} were skipped",
                           hint=f"the program reads: {', '.join(p.name for p in cp.inputs)}; use --map FIELD=COLUMN")
+        for g in cp.golds:  # scored by metrics and keep matches: absent everywhere, they score nothing
+            if all(row.get(g) is None for _, row in rows):
+                log(f"s2c: warning: gold field '{g}' is in none of the {len(rows)} rows: metrics and keep "
+                    f"matches({g}) score nothing; --map {g}=COLUMN reads it from another column", soft_wrap=True)
         return Rows(rows, problems, split)
 
     def given_nodes(self, cp: ir.CheckedProgram) -> dict[str, str]:

@@ -16,7 +16,7 @@ from s2c.compiler.graph import with_graph
 from s2c.compiler.ir import CheckedProgram
 from s2c.dsl.ast import Program
 from s2c.dsl.parser import parse, parse_file
-from s2c.errors import CheckError, S2Error
+from s2c.errors import CheckError, S2Error, did_you_mean
 
 
 def builtin_dir() -> Path:
@@ -36,7 +36,30 @@ def find_program(name: str | os.PathLike) -> Path:
         if cand.exists():
             return cand
     known = sorted(x.stem for x in builtin_dir().glob("*.s2"))
-    raise S2Error(f"no program file '{name}'", hint=f"built-in programs: {', '.join(known)}")
+    near = _nearest_file(p if p.suffix == ".s2" else p.with_name(base))
+    near = f"did you mean '{near}'?" if near else did_you_mean(p.stem, known)
+    listed = f"built-in programs: {', '.join(known)}"
+    raise S2Error(f"no program file '{name}'", hint=f"{near} ({listed})" if near else listed)
+
+
+def _nearest_file(p: Path) -> str | None:
+    """The existing file whose path is nearest `p`, each part corrected among the entries beside
+    it (`exmaples/coin_flp_sc.s2` -> `examples/coin_flip_sc.s2`); None if a part has no near one."""
+    import difflib
+
+    cur = Path(p.anchor) if p.is_absolute() else Path(".")
+    for part in p.parts[1:] if p.is_absolute() else p.parts:
+        if not (cur / part).exists():
+            try:
+                names = [x.name for x in cur.iterdir()]
+            except OSError:
+                return None
+            close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+            if not close:
+                return None
+            part = close[0]
+        cur = cur / part
+    return str(cur) if cur.is_file() and cur != p else None
 
 
 def resolver(name: str, path: str | None, importer: Program) -> tuple[Program, str]:

@@ -89,8 +89,8 @@ def _inputs(cp: ir.CheckedProgram, row: dict, max_chars: int) -> tuple[dict | No
             size = 0
         elif isinstance(v, (list, dict)):
             return None, f"field '{p.name}' should be text, got a {type(v).__name__}"
-        else:
-            v = str(v)
+        else:  # a number or a boolean where text is expected is read as its text: 42 -> "42", true -> "true"
+            v = json.dumps(v) if isinstance(v, bool) else str(v)
             size = len(v)
         if size > max_chars:
             return None, f"field '{p.name}' is {size:,} characters, over the limit of {max_chars:,} (--max-field-chars)"
