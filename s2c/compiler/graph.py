@@ -99,13 +99,18 @@ def build_graph(cp: ir.CheckedProgram) -> nx.DiGraph:
         }
         if node.kind == "llm":
             s = node.sampling
+            gated = node.guard is not None and isinstance(cp.nodes[node.guard].expr, ir.Gate)
             attrs.update(n=s.n, max_tokens=s.max_tokens, temperature=s.temperature, role=node.role, mode=node.mode,
-                         continues=node.continues or "", scan_item=node.guard or "")
+                         continues=node.continues or "", scan_item="" if gated else node.guard or "")
+            if gated:  # only then: graphs without while or if stay as they were
+                attrs["runs_if"] = node.guard
             if s.constraint is not None:  # only then: graphs of unconstrained programs stay as they were
                 attrs["constraint"] = s.constraint.describe()
         attrs["internal"] = node.internal
         if node.kind == "transform" and isinstance(node.expr, ir.FnCall):
             attrs["fn"] = node.expr.fn
+        if isinstance(node.expr, ir.Gate):  # a while round's or an if branch's gate
+            attrs["gate"] = node.expr.what
         g.add_node(node.id, **attrs)
     # edge kinds: "data" (reads the value), "continues" (extends that call's conversation),
     # "loop" (runs once per item of that list, without reading it otherwise)
@@ -127,6 +132,8 @@ def build_graph(cp: ir.CheckedProgram) -> nx.DiGraph:
     est = estimate(cp)
     g.graph.update(calls_per_input=est.calls, max_generated_tokens_per_input=est.max_generated_tokens,
                    bounded=est.bounded, stages=max(stage.values(), default=0))
+    if any(isinstance(n.expr, ir.Gate) for n in cp.nodes.values()):
+        g.graph["conditional"] = True  # while / if: the calls counted are the most a run makes
     return g
 
 

@@ -72,7 +72,32 @@ class Pick:
     otherwise: "IRExpr | None"
 
 
-IRExpr = Union[Const, RefExpr, FnCall, ListE, LoopIndex, Pick]
+@dataclass(frozen=True)
+class Gate:
+    """Whether a `while` round or an `if` branch runs: True, or Skipped (the reason) when it does
+    not. `after` is the gate of the round before (None for the first): a round runs only after one
+    that ran. The condition counts as true only when it computed to true: one that failed or is
+    unparsed is false (a loop stops rather than spend calls on a value it cannot read), and
+    `negate` (the else branch) takes the branch the condition did not."""
+
+    cond: "IRExpr"
+    after: "IRExpr | None"
+    negate: bool
+    what: str  # "round 2 of the while at 12:1", "the if's branch at 20:1", "the else at 22:1"
+
+
+@dataclass(frozen=True)
+class When:
+    """`then` where the gate ran (a Gate's True, or a scan's item), else `otherwise` (the value
+    from before the while or if), or the gate's Skipped where `otherwise` is None. Only the branch
+    taken is read."""
+
+    gate: "IRExpr"
+    then: "IRExpr"
+    otherwise: "IRExpr | None"
+
+
+IRExpr = Union[Const, RefExpr, FnCall, ListE, LoopIndex, Pick, Gate, When]
 
 
 @dataclass(frozen=True)
@@ -195,6 +220,10 @@ def refs_of(expr: IRExpr) -> list[Ref]:
         return [r for a in (expr.items, expr.then, expr.otherwise) if a is not None for r in refs_of(a)]
     if isinstance(expr, LoopIndex):
         return [ItemRef(expr.loop)]  # the position is known once the loop's list is
+    if isinstance(expr, Gate):
+        return [r for a in (expr.cond, expr.after) if a is not None for r in refs_of(a)]
+    if isinstance(expr, When):
+        return [r for a in (expr.gate, expr.then, expr.otherwise) if a is not None for r in refs_of(a)]
     return []
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from s2c.compiler.failures import Failed, NoMatch, TransformError
 from s2c.compiler.normalize import normalize
-from s2c.compiler.types import ANY, JSON, NUMBER, TEXT, Param, Type
+from s2c.compiler.types import ANY, BOOL, JSON, NUMBER, TEXT, Param, Type
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,27 @@ def _regex_all(text: str, pattern: str, group: int = 1) -> list[str]:
     return [m.group(group if m.re.groups >= group else 0) for m in re.finditer(pattern, text)]
 
 
+def _spans(text: str, marker: str) -> list[re.Match]:
+    """Where a marker occurs, in any case (markers are phrases: "Final answer:" finds "final answer:")."""
+    return list(re.finditer(re.escape(marker), text, re.IGNORECASE)) if marker else []
+
+
 def _after(text: str, marker: str) -> str:
-    i = text.rfind(marker)
-    if i < 0:
+    found = _spans(text, marker)
+    if not found:
         raise NoMatch(f"marker {marker!r} not found in the text")
-    return text[i + len(marker) :].strip()
+    return text[found[-1].end():].strip()
 
 
 def _before(text: str, marker: str) -> str:
-    i = text.find(marker)
-    if i < 0:
+    found = _spans(text, marker)
+    if not found:
         raise NoMatch(f"marker {marker!r} not found in the text")
-    return text[:i].strip()
+    return text[:found[0].start()].strip()
+
+
+def _contains(text: str, marker: str) -> bool:
+    return bool(_spans(text, marker))
 
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)]|\(\d+\))\s*")
@@ -96,15 +105,19 @@ def _at(xs: list, index):
 
 
 def _first(xs: list):
+    """The first element that did not fail; when every one failed, the first's failure."""
     if not _a_list(xs):
         raise TransformError("first: the list is empty")
-    return xs[0]
+    return next(iter(_valid(xs)), xs[0])
 
 
 def _last(xs: list):
+    """The last element that did not fail (the last round's answer that ran); when every one
+    failed, the last's failure."""
     if not _a_list(xs):
         raise TransformError("last: the list is empty")
-    return xs[-1]
+    valid = _valid(xs)
+    return valid[-1] if valid else xs[-1]
 
 
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -255,6 +268,26 @@ def _arith(name, op):
     return impl
 
 
+def _equal(a, b) -> bool:
+    return normalize(a) == normalize(b)
+
+
+def _order(name, op):
+    def impl(a, b):
+        if _is_num(a) and _is_num(b) or isinstance(a, str) and isinstance(b, str):
+            return op(a, b)
+        raise TransformError(f"'{name}' compares two numbers or two texts, got {_kind(a)} and {_kind(b)}")
+    return impl
+
+
+def _truth(name):
+    def check(v):
+        if not isinstance(v, bool):
+            raise TransformError(f"'{name}' needs true or false, got {_kind(v)}")
+        return v
+    return check
+
+
 def _at_most(xs, k):
     if len(_a_list(xs)) > k:
         raise TransformError(f"the list has {len(xs)} items, more than the scan's bound of {_str(k)} "
@@ -263,6 +296,8 @@ def _at_most(xs, k):
 
 
 def _kind(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
     return "a number" if _is_num(v) else "a text" if isinstance(v, str) else "a list" if isinstance(v, list) \
         else type(v).__name__
 
@@ -297,9 +332,12 @@ FUNCTIONS: dict[str, Function] = {
         Function("regex_all", (P("text", "text"), P("pattern", "literal"), P("group", "number", 1, 0)), _const(TEXT.listed()), _regex_all,
                  "Every match of a regular expression, as a list."),
         Function("after", (P("text", "text"), P("marker", "text")), _const(TEXT), _after,
-                 "The text after the last occurrence of a marker, stripped. Fails when the marker is absent."),
+                 "The text after the last occurrence of a marker (in any case), stripped. Fails when the marker is absent."),
         Function("before", (P("text", "text"), P("marker", "text")), _const(TEXT), _before,
-                 "The text before the first occurrence of a marker, stripped. Fails when the marker is absent."),
+                 "The text before the first occurrence of a marker (in any case), stripped. Fails when the marker is absent."),
+        Function("contains", (P("text", "text"), P("marker", "text")), _const(BOOL), _contains,
+                 "Whether the text holds the marker, in any case: a condition for while and if "
+                 "(while not contains(feedback, \"no mistakes\") up to 3:)."),
         Function("lines", (P("text", "text"),), _const(TEXT.listed()), _lines,
                  "The non-blank lines of a text, stripped, with list bullets (-, *, 1., (1)) removed."),
         Function("take", (P("list", "list"), P("k", "number", ..., 0)), _same(0), _take,
@@ -307,8 +345,10 @@ FUNCTIONS: dict[str, Function] = {
         Function("at", (P("list", "list"), P("index", "number", ..., 0)), _elem(0), _at,
                  "The element at a 0-based index (e.g. a number() read from a model's answer). "
                  "Fails when the index is out of range."),
-        Function("first", (P("list", "list"),), _elem(0), _first, "The first element of a list."),
-        Function("last", (P("list", "list"),), _elem(0), _last, "The last element of a list."),
+        Function("first", (P("list", "list"),), _elem(0), _first,
+                 "The first element of a list that did not fail.", aggregates=True),
+        Function("last", (P("list", "list"),), _elem(0), _last,
+                 "The last element of a list that did not fail (the last answer that ran).", aggregates=True),
         Function("strip", (P("text", "text"),), _const(TEXT), lambda t: t.strip(), "Whitespace removed at both ends."),
         Function("wrap", (P("text", "scalar"), P("before", "text", ""), P("after", "text", "")), _const(TEXT),
                  lambda t, before="", after="": f"{before}{_str(t)}{after}",
@@ -359,7 +399,8 @@ OPERATORS: dict[str, Function] = {
     f.name: f
     for f in [
         Function("+", (P("a", "any"), P("b", "any")), _binary_type, _add,
-                 "Adds two numbers, or joins two texts or two lists."),
+                 "Adds two numbers, or joins two texts or two lists (a list keeps its failed elements).",
+                 aggregates=True),
         *(Function(op, (P("a", "number"), P("b", "number")), _const(NUMBER), _arith(op, impl), doc)
           for op, impl, doc in [
               ("-", lambda a, b: a - b, "Subtracts."),
@@ -368,6 +409,22 @@ OPERATORS: dict[str, Function] = {
               ("//", lambda a, b: a // b, "Divides, rounding down."),
               ("%", lambda a, b: a % b, "The remainder of a division."),
           ]),
+        Function("==", (P("a", "scalar"), P("b", "scalar")), _const(BOOL), _equal,
+                 "Equal as vote compares (normalize: case, punctuation and spaces folded, numbers by value)."),
+        Function("!=", (P("a", "scalar"), P("b", "scalar")), _const(BOOL), lambda a, b: not _equal(a, b),
+                 "Not equal (the negation of ==)."),
+        *(Function(op, (P("a", "scalar"), P("b", "scalar")), _const(BOOL), _order(op, impl), doc)
+          for op, impl, doc in [
+              ("<", lambda a, b: a < b, "Less than: two numbers, or two texts in alphabetical order."),
+              ("<=", lambda a, b: a <= b, "Less than or equal."),
+              (">", lambda a, b: a > b, "Greater than."),
+              (">=", lambda a, b: a >= b, "Greater than or equal."),
+          ]),
+        Function("and", (P("a", "bool"), P("b", "bool")), _const(BOOL),
+                 lambda a, b: _truth("and")(a) and _truth("and")(b), "Both true."),
+        Function("or", (P("a", "bool"), P("b", "bool")), _const(BOOL),
+                 lambda a, b: _truth("or")(a) or _truth("or")(b), "Either true."),
+        Function("not", (P("a", "bool"),), _const(BOOL), lambda a: not _truth("not")(a), "True when false."),
         # inserted by s2c, not written: `scan x in xs up to K` runs on at_most(xs, K)
         Function("at_most", (P("list", "list"), P("k", "number")), _same(0), _at_most,
                  "The list, when it has at most k items."),

@@ -17,6 +17,8 @@ def label(g: nx.DiGraph, nid: str) -> str:
         extra = f" n={a['n']}" if a["n"] > 1 else ""
         extra += f" role={a['role']}" if a["role"] != "default" else ""
         return f"llm {nid}{extra}"
+    if a.get("gate"):  # "gate while@5#2: round 2 of the while at line 5"
+        return f"gate {nid}: {a['gate']}"
     if a["kind"] == "transform":
         return f"{a.get('fn', 'value')} {nid}"
     return f"input {nid}"
@@ -72,7 +74,8 @@ def to_tree(cp: CheckedProgram):
 
     g = cp.graph
     gg = g.graph
-    est = f"{gg['calls_per_input']} LLM calls per input" + ("" if gg["bounded"] else " (unbounded lists assumed 5 long)")
+    est = f"{'≤ ' if gg.get('conditional') else ''}{gg['calls_per_input']} LLM calls per input" \
+        + ("" if gg["bounded"] else " (unbounded lists assumed 5 long)")
     facts = (f"inputs: {', '.join(p.name for p in cp.inputs)} · {gg['stages']} stage{'s' * (gg['stages'] != 1)} · "
              f"{est} · ≤ {gg['max_generated_tokens_per_input']} generated tokens per input")
     root = Tree(Text.assemble((cp.name, "bold"), f" — {cp.program.header.description.value}\n", (facts, "dim")))
@@ -97,7 +100,8 @@ def to_tree(cp: CheckedProgram):
                      f"{' · T=' + str(a['temperature']) if a['temperature'] else ''} · reads {', '.join(reads) or '-'}"
                      f"{' · continues ' + a['continues'] if a['continues'] else ''}"
                      f"{' · ' + a['constraint'] if a.get('constraint') else ''}"
-                     f"{' · only if ' + a['scan_item'] + ' exists' if a['scan_item'] else ''}")
+                     f"{' · only if ' + a['scan_item'] + ' exists' if a['scan_item'] else ''}"
+                     f"{' · only if ' + a['runs_if'] + ' holds' if a.get('runs_if') else ''}")
             branch = st.add(Text.assemble((label(g, nid), "bold"), "  ", (facts, "dim")))
             for f in a["fanout"]:
                 branch.add(Text.assemble(("fan-out", "magenta"), f" {f}"))

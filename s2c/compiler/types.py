@@ -36,7 +36,7 @@ TEXT, NUMBER, BOOL, JSON, ANY = Type("text"), Type("number"), Type("bool"), Type
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: str  # text | number | list | scalar | any | literal
+    kind: str  # text | number | bool | list | scalar | any | literal
     default: Any = ...  # ... = required
     at_least: int | None = None  # a whole number >= this (checked when written as a literal)
 

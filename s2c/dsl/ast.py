@@ -92,7 +92,8 @@ class Call:
 
 @dataclass(frozen=True)
 class BinOp:
-    """`left OP right`: + - * / // % on numbers; + also joins two texts or two lists."""
+    """`left OP right`: + - * / // % on numbers; + also joins two texts or two lists; the
+    comparisons == != < <= > >=; and, or."""
 
     op: str
     left: "Expr"
@@ -100,7 +101,15 @@ class BinOp:
     span: Span | None = _span()
 
 
-Expr = Union[Name, Literal, Text, ListExpr, DictExpr, Call, BinOp]
+@dataclass(frozen=True)
+class Not:
+    """`not operand`."""
+
+    operand: "Expr"
+    span: Span | None = _span()
+
+
+Expr = Union[Name, Literal, Text, ListExpr, DictExpr, Call, BinOp, Not]
 
 
 # ---------------------------------------------------------------- declarations and statements
@@ -192,13 +201,35 @@ class Scan:
 
 
 @dataclass(frozen=True)
+class While:
+    """`while cond up to bound:`: at most `bound` rounds, each run only while `cond` (read before
+    it, on the values the round before left) is true."""
+
+    cond: Expr
+    bound: int
+    body: tuple["Stmt", ...]
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class If:
+    """`if cond:` then `else:` (orelse empty without it)."""
+
+    cond: Expr
+    body: tuple["Stmt", ...]
+    orelse: tuple["Stmt", ...] = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
 class Output:
     name: str
     value: Expr | None = None
     span: Span | None = _span()
 
 
-Stmt = Union[LLMAssign, Assign, For, Repeat, Scan]
+Stmt = Union[LLMAssign, Assign, For, Repeat, Scan, While, If]
+STATEMENTS = (LLMAssign, Assign, For, Repeat, Scan, While, If)  # what may stand in a program's body
 
 
 @dataclass(frozen=True)

@@ -251,6 +251,15 @@ class _ToAST(Transformer):
     def binop(self, meta, left, op, right):
         return A.BinOp(str(op), left, right, self._s(meta))
 
+    def and_op(self, meta, left, right):
+        return A.BinOp("and", left, right, self._s(meta))
+
+    def or_op(self, meta, left, right):
+        return A.BinOp("or", left, right, self._s(meta))
+
+    def not_op(self, meta, operand):
+        return A.Not(operand, self._s(meta))
+
     def neg(self, meta, operand):
         if isinstance(operand, A.Literal) and type(operand.value) in (int, float):
             return A.Literal(-operand.value, self._s(meta))
@@ -270,6 +279,16 @@ class _ToAST(Transformer):
     def scan_stmt(self, meta, first, second, iterable, bound, *body):
         var, index = self._loop_names(first, second)
         return A.Scan(var, iterable, _number(bound, self.file), tuple(body), self._s(meta), index)
+
+    def while_stmt(self, meta, cond, bound, *body):
+        return A.While(cond, _number(bound, self.file), tuple(body), self._s(meta))
+
+    def if_stmt(self, meta, cond, *rest):
+        *body, orelse = rest
+        return A.If(cond, tuple(body), tuple(orelse or ()), self._s(meta))
+
+    def else_block(self, meta, *body):
+        return list(body)
 
     def output_decl(self, meta, name, value):
         return A.Output(str(name), value, _tok_span(name, self.file))
@@ -308,9 +327,9 @@ class _ToAST(Transformer):
 
 
 # ---------------------------------------------------------------- errors
-KEYWORDS = ("program", "input", "gold", "use", "from", "llm", "for", "in", "repeat", "scan", "output", "distill",
-            "task", "keep", "eval", "metric", "parse", "true", "false", "none")
-NOT_S2 = {"if", "elif", "else", "while", "def", "import", "return", "print", "with", "try", "let", "var"}
+KEYWORDS = ("program", "input", "gold", "use", "from", "llm", "for", "in", "repeat", "scan", "while", "if", "else",
+            "and", "or", "not", "output", "distill", "task", "keep", "eval", "metric", "parse", "true", "false", "none")
+NOT_S2 = {"elif", "def", "import", "return", "print", "with", "try", "let", "var", "break", "continue"}
 
 
 def _line(lines: list[str], n: int) -> str:
@@ -365,6 +384,8 @@ def _syntax_hint(tok: Token, expected: list[str], lines: list[str], line: int) -
     text = _line(lines, line)
     words = text.split()
     first = words[0].rstrip(":") if words else ""
+    if first == "elif":
+        return "'elif' is not part of the .s2 language: write else: with an if inside it"
     if first in NOT_S2:
         return f"'{first}' is not part of the .s2 language; see docs/language.md"
     kw = re.match(r"\s*(\w+)\s*=(?!=)", text)
@@ -423,7 +444,7 @@ def _syntax_error(e: UnexpectedInput, text: str, file: str) -> S2Error:
     # operators may follow any expression: listing them would hide what is missing
     # (`accepts`: what lark's LALR tables accept here exactly; `expected` merges states)
     expected = sorted({_human(t) for t in getattr(e, "accepts", None) or getattr(e, "expected", None) or set()
-                       if t not in ("ADD_OP", "MUL_OP")})
+                       if t not in ("ADD_OP", "MUL_OP", "COMP_OP", "AND", "OR")})
     if isinstance(e, UnexpectedEOF):
         return S2Error(
             "unexpected end of file" + (f", expected {', '.join(expected)}" if expected else ""),
@@ -472,8 +493,8 @@ def _dedent_error(e: _BadDedent, text: str, file: str) -> S2Error:
 
 # Nodes of the parse tree that nest: a limit on each kind keeps the recursive stages after the parser
 # (the transformer below, the checker, the printer) within Python's recursion limit.
-_EXPR_NODES = {"call", "list", "dict", "binop", "neg"}
-_BLOCK_NODES = {"for_stmt", "repeat_stmt", "scan_stmt", "task_for"}
+_EXPR_NODES = {"call", "list", "dict", "binop", "neg", "and_op", "or_op", "not_op"}
+_BLOCK_NODES = {"for_stmt", "repeat_stmt", "scan_stmt", "while_stmt", "if_stmt", "else_block", "task_for"}
 
 
 def _check_nesting(tree: Tree, file: str) -> None:
@@ -489,7 +510,8 @@ def _check_nesting(tree: Tree, file: str) -> None:
                            else ("block", A.MAX_BLOCK_DEPTH))
             hint = ("name an inner part first: x = ..., then use x" if what == "expression"
                     else "split the work into programs and compose them with use")
-            kinds = "calls, lists, dictionaries and operators" if what == "expression" else "for, repeat and scan blocks"
+            kinds = ("calls, lists, dictionaries and operators" if what == "expression"
+                     else "for, repeat, scan, while and if blocks")
             raise S2Error(f"{what} nested too deeply: {kinds} nest at most {limit} deep",
                           Span(file, node.meta.line, node.meta.column, node.meta.line, node.meta.column + 1),
                           hint)

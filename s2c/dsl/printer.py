@@ -34,6 +34,8 @@ def expr(e: A.Expr, indent: str = "") -> str:
         return f"{e.func}({_args(e.args, e.kwargs, indent)})"
     if isinstance(e, A.BinOp):  # parenthesized: the printed form parses to the same tree
         return f"({expr(e.left, indent)} {e.op} {expr(e.right, indent)})"
+    if isinstance(e, A.Not):
+        return f"(not {expr(e.operand, indent)})"
     raise TypeError(e)
 
 
@@ -60,6 +62,14 @@ def stmt(s, indent: str = "") -> list[str]:
         return [f"{indent}scan {names} in {expr(s.iterable, indent)} up to {s.bound}:"] + [
             l for b in s.body for l in stmt(b, indent + IND)
         ]
+    if isinstance(s, A.While):
+        return [f"{indent}while {expr(s.cond, indent)} up to {s.bound}:"] + [
+            l for b in s.body for l in stmt(b, indent + IND)]
+    if isinstance(s, A.If):
+        lines = [f"{indent}if {expr(s.cond, indent)}:"] + [l for b in s.body for l in stmt(b, indent + IND)]
+        if s.orelse:
+            lines += [f"{indent}else:"] + [l for b in s.orelse for l in stmt(b, indent + IND)]
+        return lines
     if isinstance(s, A.Repeat):
         return [f"{indent}repeat {s.count}{' as ' + s.index if s.index else ''}:"] + [
             l for b in s.body for l in stmt(b, indent + IND)]

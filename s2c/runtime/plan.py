@@ -17,7 +17,7 @@ from typing import Any, Callable
 from s2c.compiler import ir
 from s2c.compiler.failures import Failed, NoMatch, Skipped, TransformError
 from s2c.compiler.library import function
-from s2c.runtime.values import carried, find_failed
+from s2c.runtime.values import carried, depends_on, find_failed
 
 Reader = Callable[[Any, tuple], Any]  # (ExampleValues, index) -> value
 Evaluator = Callable[[Any, tuple, "dict | None"], Any]  # (ExampleValues, index, extra) -> value
@@ -68,10 +68,8 @@ def _evaluator(cp: ir.CheckedProgram, expr: ir.IRExpr, ctx_loops: tuple[str, ...
     if isinstance(expr, ir.ListE):
         parts = [_evaluator(cp, i, ctx_loops, node_id) for i in expr.items]
 
-        def list_of(vals, prefix, extra):
-            items = [part(vals, prefix, extra) for part in parts]
-            bad = next((i for i in items if isinstance(i, Failed)), None)
-            return bad or items
+        def list_of(vals, prefix, extra):  # a list keeps its failed elements (docs: Failed and unparsed)
+            return [part(vals, prefix, extra) for part in parts]
         return list_of
     if isinstance(expr, ir.LoopIndex):
         level = ctx_loops.index(expr.loop)
@@ -92,6 +90,38 @@ def _evaluator(cp: ir.CheckedProgram, expr: ir.IRExpr, ctx_loops: tuple[str, ...
                 return Skipped(f"not run: the list has {len(items)} items, this is item {index + 1}", node_id)
             return otherwise(vals, prefix, extra)
         return pick
+    if isinstance(expr, ir.Gate):
+        cond = _evaluator(cp, expr.cond, ctx_loops, node_id)
+        after = None if expr.after is None else _evaluator(cp, expr.after, ctx_loops, node_id)
+        what, negate = expr.what, expr.negate
+
+        def gate(vals, prefix, extra):
+            if after is not None:
+                before = after(vals, prefix, extra)
+                if before is not True:  # the round before did not run: neither does this one
+                    return before if isinstance(before, Skipped) else Skipped(f"{what}: not run", node_id)
+            c = cond(vals, prefix, extra)
+            if isinstance(c, Failed):  # a condition that cannot be read is false
+                holds, why = False, f"the condition {'was skipped' if isinstance(c, Skipped) else 'failed'} ({c.reason})"
+            else:
+                holds, why = c is True, "the condition was false"
+            if negate:
+                holds, why = not holds, "the condition was true" if holds else why
+            return True if holds else Skipped(f"{what}: not run, {why}", node_id)
+        return gate
+    if isinstance(expr, ir.When):
+        gate_of = _evaluator(cp, expr.gate, ctx_loops, node_id)
+        then = _evaluator(cp, expr.then, ctx_loops, node_id)
+        otherwise = None if expr.otherwise is None else _evaluator(cp, expr.otherwise, ctx_loops, node_id)
+
+        def when(vals, prefix, extra):
+            g = gate_of(vals, prefix, extra)  # a gate's True, or a scan's item: ran
+            if not isinstance(g, Failed):
+                return then(vals, prefix, extra)
+            if otherwise is not None:
+                return otherwise(vals, prefix, extra)
+            return g if isinstance(g, Skipped) else depends_on(g)
+        return when
     if isinstance(expr, ir.FnCall):
         fn = function(expr.fn)
         impl, aggregates = fn.impl, fn.aggregates

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,9 +99,13 @@ def cluster(tmp: Path, cpus: int = 1):
         d.mkdir(parents=True, exist_ok=True)
     procs = []
     logs = []
+    short = tmp / "ray-head"
     try:
+        # Ray's sockets live under the temp dir and an AF_UNIX path holds at most 107 bytes:
+        # pytest's tmp path plus Ray's session name passed that (node2 then never joined)
+        short = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
         for name, args in (("head", ["--head", "--port", str(port), "--include-dashboard", "false",
-                                     "--temp-dir", str(tmp / "ray-head")]),
+                                     "--temp-dir", str(short)]),
                            ("node2", ["--address", address])):
             log = open(tmp / f"{name}.log", "w")  # noqa: SIM115 (closed below)
             logs.append(log)
@@ -125,7 +130,7 @@ def cluster(tmp: Path, cpus: int = 1):
                 p.wait()
         for log in logs:
             log.close()
-        shutil.rmtree(tmp / "ray-head", ignore_errors=True)
+        shutil.rmtree(short, ignore_errors=True)
         if saved_auth is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:

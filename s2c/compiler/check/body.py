@@ -12,7 +12,7 @@ from s2c.compiler.check.llm import lower_llm
 from s2c.compiler.check.names import define, node_id, ref_deps, undefined
 from s2c.compiler.check.types import PARAM_TYPES, expr_type, type_of
 from s2c.compiler.check.uses import bind_call, resolve
-from s2c.compiler.types import ANY, NUMBER
+from s2c.compiler.types import ANY, BOOL, NUMBER
 from s2c.dsl import ast as A
 from s2c.errors import Span
 
@@ -31,7 +31,7 @@ def lower_body(ctx: CheckContext, scope: Scope):
     for item in ctx.program.items:
         if isinstance(item, A.Output):
             lower_output(ctx, item, scope, defined)
-        elif isinstance(item, (A.LLMAssign, A.Assign, A.For, A.Repeat, A.Scan)):
+        elif isinstance(item, A.STATEMENTS):
             lower_stmts(ctx, [item], scope, defined)
     if not ctx.program.outputs:
         ctx.error(f"program '{ctx.program.name}' has no output", ctx.program.header.span,
@@ -83,6 +83,10 @@ def lower_stmts(ctx: CheckContext, stmts, scope: Scope, defined_here: set[str]):
             lower_repeat(ctx, s, scope, defined_here)
         elif isinstance(s, A.Scan):
             lower_scan(ctx, s, scope, defined_here)
+        elif isinstance(s, A.While):
+            lower_while(ctx, s, scope, defined_here)
+        elif isinstance(s, A.If):
+            lower_if(ctx, s, scope, defined_here)
 
 
 def lower_assign(ctx: CheckContext, s: A.Assign, scope: Scope, defined_here):
@@ -173,7 +177,7 @@ def lower_for(ctx: CheckContext, s: A.For, scope: Scope, defined_here):
         scope.names[name] = inner.names[name]
 
 
-def unrollable(ctx: CheckContext, s: A.Repeat | A.Scan, count: int, too_few: str, head: str) -> bool:
+def unrollable(ctx: CheckContext, s: A.Repeat | A.Scan | A.While, count: int, too_few: str, head: str) -> bool:
     """A repeat's count or a scan's bound is at least 1 and at most MAX_REPEAT (reported if not)."""
     if count < 1:
         ctx.error(too_few, s.span)
@@ -248,11 +252,7 @@ def lower_scan(ctx: CheckContext, s: A.Scan, scope: Scope, defined_here):
         lower_stmts(ctx, s.body, inner, iteration_defined)
         if j:
             report_once(ctx, n_diags, k)
-        for nid in ctx.nodes.keys() - before:  # no call past the end of the list
-            node = ctx.nodes[nid]
-            if node.kind == "llm":
-                node.guard = item.node
-                node.deps = tuple(dict.fromkeys((*node.deps, item.node)))
+        guard_block(ctx, ctx.nodes.keys() - before, item.node, wrap_transforms=False)  # no call past the list's end
         for name in iteration_defined & set(scope.names):
             names[name] = inner.names[name]
             carried.setdefault(name, []).append((j, inner.names[name]))
@@ -306,3 +306,131 @@ def define_opaque(ctx: CheckContext, s: A.Assign, scope: Scope, defined_here):
                    expr=ir.Const(None), origin_program=ctx.program.file)
     define(ctx, s.target, s.span, scope, node, defined_here)
     ctx.used.add(node.id)
+
+
+def guard_block(ctx: CheckContext, new: set[str], gate: str, wrap_transforms: bool = True):
+    """The nodes a block (a scan iteration, a while round, an if branch) made run only where its
+    `gate` ran: an llm node makes no call (its guard), a transform is Skipped. An llm node inside
+    a nested block already has that block's guard, a node also new here: that guard is gated."""
+    def gated(node: ir.Node):
+        node.expr = ir.When(ir.RefExpr(ir.NodeRef(gate)), node.expr, None)
+        node.deps = tuple(dict.fromkeys((*node.deps, gate)))
+
+    for nid in sorted(new):
+        node = ctx.nodes[nid]
+        if node.kind == "llm":
+            if node.guard is None:
+                node.guard = gate
+            elif node.guard in new and node.guard != gate:
+                gated(ctx.nodes[node.guard])
+            node.deps = tuple(dict.fromkeys((*node.deps, gate)))
+        elif wrap_transforms and node.kind == "transform" and nid != gate and not node.id.endswith(".items"):
+            gated(node)
+
+
+def condition(ctx: CheckContext, e: A.Expr, scope: Scope, word: str) -> ir.IRExpr:
+    """A while's or an if's condition: true or false (a comparison, contains(), and/or/not)."""
+    c = lower_expr(ctx, e, scope)
+    t = expr_type(ctx, c, scope.loops)
+    if t.depth or t.base not in ("bool", "any"):
+        ctx.error(f"the condition of {word} must be true or false, but this is "
+                  f"{'a ' + str(t) if t.depth or t.base != 'text' else 'a text'}", getattr(e, "span", None),
+                  'compare it: x == "yes", n > 3, contains(x, "done"), and combine with and / or / not')
+    return c
+
+
+def gate_node(ctx: CheckContext, nid: str, word: str, gate: ir.Gate, span, loops) -> str:
+    """The value that says whether a while round or an if branch ran (True, or Skipped with why):
+    traced, drawn in the graph, never reported unused."""
+    ctx.nodes[nid] = ir.Node(nid, "transform", word, span, BOOL, loops, ref_deps(ctx, ir.refs_of(gate)),
+                             expr=gate, origin_program=ctx.program.file)
+    ctx.used.add(nid)
+    return nid
+
+
+def lower_while(ctx: CheckContext, s: A.While, scope: Scope, defined_here):
+    """`while COND up to K:` unrolls K rounds. Round j runs when round j-1 ran and COND, read on the
+    values round j-1 left, is true; the rounds after one that did not run make no call (their
+    values are Skipped). Names assigned in the body that were defined before it are carried: after
+    the loop each holds the value of the last round that ran (or its value before the loop)."""
+    if not unrollable(ctx, s, s.bound, "while needs a bound >= 1: while CONDITION up to 5", f"while up to {s.bound}"):
+        return
+    once = scope.once or (not scope.suffix and not within_budget(ctx, s))
+    line = s.span.line if s.span else len(ctx.nodes)
+    names = dict(scope.names)  # what each round starts from: the last one's carried values
+    carried: dict[str, list[tuple[str, ir.Ref]]] = {}  # outer name -> (round's gate, its value there)
+    prev: str | None = None
+    n_diags = len(ctx.diags)
+    for j in range(1 if once else s.bound):
+        inner = Scope(dict(names), scope.loops, scope.prefix, f"{scope.suffix}#{j + 1}", once)
+        k = len(ctx.diags)
+        cond = condition(ctx, s.cond, inner, "while")
+        gate = gate_node(ctx, f"{scope.prefix}while@{line}{scope.suffix}#{j + 1}", "while",
+                         ir.Gate(cond, None if prev is None else ir.RefExpr(ir.NodeRef(prev)), False,
+                                 f"round {j + 1} of the while at line {line}"), s.span, scope.loops)
+        before = set(ctx.nodes)
+        round_defined: set[str] = set()
+        lower_stmts(ctx, s.body, inner, round_defined)
+        if j:
+            report_once(ctx, n_diags, k)
+        guard_block(ctx, ctx.nodes.keys() - before, gate)
+        for name in round_defined & set(scope.names):
+            names[name] = inner.names[name]
+            carried.setdefault(name, []).append((gate, inner.names[name]))
+        for name in round_defined - set(scope.names):  # the round's own: not visible after
+            node = ctx.nodes.get(getattr(inner.names[name], "node", ""))
+            ctx.scan_locals.setdefault(name, node.span if node else s.span)
+            ctx.local_block[name] = "while"
+        prev = gate
+    for name, steps in carried.items():  # the value the last round that ran left
+        value: ir.IRExpr = ir.RefExpr(scope.names[name])
+        for gate, ref in steps:
+            value = ir.When(ir.RefExpr(ir.NodeRef(gate)), ir.RefExpr(ref), value)
+        _merged(ctx, name, value, steps[-1][1], scope, s.span, line)
+
+
+def lower_if(ctx: CheckContext, s: A.If, scope: Scope, defined_here):
+    """`if COND:` / `else:`: both branches are lowered, each made to run only where it is taken
+    (COND true, else false; a condition that failed counts as false). A name assigned in the
+    branches holds, after the if, the value of the branch that ran (or its value before the if, for
+    a branch that does not assign it); a name that only one branch assigns, and nothing before the
+    if, has no value after it."""
+    cond = condition(ctx, s.cond, scope, "if")
+    line = s.span.line if s.span else len(ctx.nodes)
+    branches = []
+    for word, body, negate in (("if", s.body, False), ("else", s.orelse, True)):
+        if not body:
+            continue
+        gate = gate_node(ctx, f"{scope.prefix}{word}@{line}{scope.suffix}", word,
+                         ir.Gate(cond, None, negate, f"the {word} branch at line {line}"), s.span, scope.loops)
+        inner = Scope(dict(scope.names), scope.loops, scope.prefix, f"{scope.suffix}@{word}{line}", scope.once)
+        before = set(ctx.nodes)
+        branch_defined: set[str] = set()
+        lower_stmts(ctx, body, inner, branch_defined)
+        guard_block(ctx, ctx.nodes.keys() - before, gate)
+        branches.append((gate, inner, branch_defined))
+    assigned = sorted(set().union(*(b[2] for b in branches)))
+    for name in assigned:
+        refs = [inner.names[name] if name in defined else scope.names.get(name) for _, inner, defined in branches]
+        if len(branches) < 2:
+            refs.append(scope.names.get(name))
+        if any(r is None for r in refs):  # one branch only, nothing before: no value after the if
+            node = ctx.nodes.get(getattr(next(r for r in refs if r is not None), "node", ""))
+            ctx.scan_locals.setdefault(name, node.span if node else s.span)
+            ctx.local_block[name] = "if"
+            continue
+        value = ir.When(ir.RefExpr(ir.NodeRef(branches[0][0])), ir.RefExpr(refs[0]), ir.RefExpr(refs[1]))
+        if name not in scope.names:
+            defined_here.add(name)
+        _merged(ctx, name, value, refs[0], scope, s.span, line)
+
+
+def _merged(ctx: CheckContext, name: str, value: ir.IRExpr, like: ir.Ref, scope: Scope, span, line: int):
+    """The value a while or an if leaves in `name` after it, as a node `name@LINE`."""
+    nid = f"{node_id(ctx, name, scope)}@{line}"
+    node = ir.Node(nid, "transform", name, span, type_of(ctx, like, scope.loops), scope.loops,
+                   ref_deps(ctx, ir.refs_of(value)), expr=value, internal=True, origin_program=ctx.program.file)
+    ctx.nodes[nid] = node
+    scope.names[name] = ir.NodeRef(nid)
+    for ref in ir.refs_of(value):
+        ctx.mark_used(ref)

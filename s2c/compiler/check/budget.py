@@ -19,7 +19,7 @@ MAX_NODES = 10_000  # values of any kind in the unrolled program
 Size = tuple[int, int]  # (LLM calls, values)
 
 
-def within_budget(ctx: CheckContext, s: A.Repeat | A.Scan) -> bool:
+def within_budget(ctx: CheckContext, s: A.Repeat | A.Scan | A.While) -> bool:
     """Report a repeat or scan that would unroll past MAX_LLM_NODES or MAX_NODES, before it unrolls."""
     sizes: dict[Path, Size] = {}
     calls, values = _unrolled([s], lambda name: _program_size(ctx, ctx.programs.get(name), sizes, 1))
@@ -28,7 +28,8 @@ def within_budget(ctx: CheckContext, s: A.Repeat | A.Scan) -> bool:
                                        ("values", values, len(ctx.nodes), MAX_NODES)):
         if have + planned > limit:
             before = f" after the {have:,} before it" if have else ""
-            loop = f"repeat {s.count}" if isinstance(s, A.Repeat) else f"scan up to {s.bound}"
+            loop = f"repeat {s.count}" if isinstance(s, A.Repeat) else \
+                f"{'while' if isinstance(s, A.While) else 'scan'} up to {s.bound}"
             ctx.error(f"{loop} unrolls into {planned:,} {what}{before}; "
                       f"a program may have at most {limit:,}", s.span,
                       "lower the repeat counts (nested repeats multiply), or sample once with llm(n=...)")
@@ -51,7 +52,7 @@ def _program_size(ctx: CheckContext, sub: A.Program | None, sizes: dict[Path, Si
                     used[u.name] = ctx.resolver(u.name, u.path.value if u.path else None, sub)[0]
                 except (OSError, S2Error):  # reported when that program is checked
                     pass
-        stmts = [i for i in sub.items if isinstance(i, (A.LLMAssign, A.Assign, A.For, A.Repeat, A.Scan))]
+        stmts = [i for i in sub.items if isinstance(i, A.STATEMENTS)]
         calls, values = _unrolled(stmts, lambda n: _program_size(ctx, used.get(n), sizes, depth + 1))
         sizes[key] = (calls, values + len(sub.inputs))
     return sizes[key]
@@ -68,8 +69,13 @@ def _unrolled(stmts, size_of: Callable[[str], Size | None]) -> Size:
         elif isinstance(s, A.For):
             c, v = _unrolled(s.body, size_of)
             v += 1  # the items of the loop
-        elif isinstance(s, (A.Repeat, A.Scan)):  # a scan unrolls once per item, up to its bound
+        elif isinstance(s, A.If):  # both branches, and a gate for each
+            c1, v1 = _unrolled(s.body, size_of)
+            c2, v2 = _unrolled(s.orelse, size_of)
+            c, v = c1 + c2, v1 + v2 + 2
+        elif isinstance(s, (A.Repeat, A.Scan, A.While)):  # a scan unrolls once per item, up to its bound
             c, v = _unrolled(s.body, size_of)
+            v += isinstance(s, A.While)  # its gate, per round
             count = s.count if isinstance(s, A.Repeat) else s.bound
             k = count if 1 <= count <= MAX_REPEAT else 0
             # a repeat with a bad count is reported, not unrolled; the visit still counts, so that

@@ -35,6 +35,7 @@ class CheckContext:
     unreadable_prompt: bool = False  # a prompt could not be read: "never used" would be a guess
     read_too_early: set[Span] = field(default_factory=set)  # definitions read where they have no value yet
     scan_locals: dict[str, Span | None] = field(default_factory=dict)  # names a scan's body keeps to each iteration
+    local_block: dict[str, str] = field(default_factory=dict)  # of those, the ones a "while" or an "if" keeps
     diags: list[Diagnostic] = field(default_factory=list)
 
     @classmethod

@@ -10,7 +10,7 @@ from s2c.compiler.check.context import CheckContext, Scope
 from s2c.compiler.check.names import undefined
 from s2c.compiler.check.regex import check_regex
 from s2c.compiler.check.types import check_arg, expr_type
-from s2c.compiler.library import FUNCTIONS
+from s2c.compiler.library import FUNCTIONS, OPERATORS
 from s2c.compiler.types import NUMBER, TEXT, Param, Type
 from s2c.dsl import ast as A
 from s2c.errors import did_you_mean
@@ -52,6 +52,10 @@ def lower_expr(ctx: CheckContext, e: A.Expr, scope: Scope, *, extra: dict[str, i
         return lower_call(ctx, e, scope, extra)
     if isinstance(e, A.BinOp):
         return lower_binop(ctx, e, scope, extra)
+    if isinstance(e, A.Not):
+        x = lower_expr(ctx, e.operand, scope, extra=extra)
+        check_arg(ctx, OPERATORS["not"].params[0], x, scope.loops, "'not'", e.operand)
+        return ir.FnCall("not", (x,))
     raise TypeError(f"unknown expression {e!r}")  # a bug in s2c, not user input
 
 
@@ -99,13 +103,36 @@ def _check_field(ctx: CheckContext, lowered: dict[str, ir.IRExpr], src: dict[str
                   did_you_mean(key.value, fields) or f"its json= fields: {', '.join(fields)}")
 
 
+COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
+
+
 def lower_binop(ctx: CheckContext, e: A.BinOp, scope: Scope, extra=None) -> ir.IRExpr:
-    """`a OP b`: numbers for every operator; `+` also joins two texts or two lists."""
+    """`a OP b`: numbers for every arithmetic operator, `+` also joins two texts or two lists;
+    a comparison takes two single values (an order: two numbers or two texts); and / or take
+    true or false."""
     a, b = lower_expr(ctx, e.left, scope, extra=extra), lower_expr(ctx, e.right, scope, extra=extra)
     ta, tb = (expr_type(ctx, x, scope.loops) for x in (a, b))
+    if e.op in ("and", "or"):
+        for x, side in ((a, e.left), (b, e.right)):
+            check_arg(ctx, OPERATORS[e.op].params[0], x, scope.loops, f"'{e.op}'", side)
+        return ir.FnCall(e.op, (a, b))
+    if e.op in COMPARISONS:
+        for t, side in ((ta, e.left), (tb, e.right)):
+            if t.depth:
+                ctx.error(f"'{e.op}' compares single values, but this is a {t}", getattr(side, "span", e.span),
+                          "compare one element (first(xs), at(xs, 0)) or a count: count(xs) > 0")
+                return ir.FnCall(e.op, (a, b))
+        if e.op not in ("==", "!=") and "any" not in (ta.base, tb.base) and \
+                not (ta.base == tb.base and ta.base in ("number", "text")):
+            ctx.error(f"'{e.op}' orders two numbers or two texts, not {_a(ta)} and {_a(tb)}", e.span,
+                      "read a number from a text with number(...)" if "number" in (ta.base, tb.base) else None)
+        return ir.FnCall(e.op, (a, b))
     if "any" not in (ta.base, tb.base):
         if e.op == "+" and not _addable(ta, tb):
-            if ta.depth and not tb.depth or tb.depth and not ta.depth:
+            if tb.depth and not ta.depth and ta.base == "text":  # memory = "" then memory + [x]
+                hint = ('a list starts as [], not "": set it to [] before the loop, then add to it: '
+                        "xs = xs + [x]")
+            elif ta.depth and not tb.depth or tb.depth and not ta.depth:
                 hint = "to add one value to a list, put it in a list: xs + [x]"
             elif "number" in (ta.base, tb.base):
                 hint = 'to join a number to a text, make it a text: wrap(n) + "..."'

@@ -55,12 +55,21 @@ def undefined(ctx: CheckContext, name: str, span, scope: Scope, extra=None):
         )
     elif name in ctx.programs:
         ctx.error(f"'{name}' is a program; call it with its inputs: {name}(...)", span)
+    elif name in ctx.scan_locals and ctx.local_block.get(name) == "if":
+        at = ctx.scan_locals[name]
+        ctx.error(f"'{name}' is assigned in only one branch of the if{f' (line {at.line})' if at else ''} and "
+                  "not before it, so it has no value after the if when the other branch ran", span,
+                  f"assign it in both branches, or before the if: {name} = ... above it")
+        if at is not None:
+            ctx.read_too_early.add(at)
     elif name in ctx.scan_locals:
         at = ctx.scan_locals[name]
-        ctx.error(f"'{name}' is assigned inside a scan{f' (line {at.line})' if at else ''}, so it belongs to "
-                  "each iteration and has no value after the scan", span,
-                  f"collect it in a list defined before the scan: {name}_all = [] above it, and "
-                  f"{name}_all = {name}_all + [{name}] in its body")
+        block = ctx.local_block.get(name, "scan")
+        each = "round" if block == "while" else "iteration"
+        ctx.error(f"'{name}' is assigned inside a {block}{f' (line {at.line})' if at else ''}, so it belongs to "
+                  f"each {each} and has no value after the {block}", span,
+                  f"define it before the {block} to carry its last value out ({name} = ... above it), or "
+                  f"collect it in a list: {name}_all = [] above it, and {name}_all = {name}_all + [{name}] in its body")
         if at is not None:
             ctx.read_too_early.add(at)  # its "never used" would contradict this error
     elif not defined_later(ctx, name, span):

@@ -46,9 +46,11 @@ def expr_type(ctx: CheckContext, e: ir.IRExpr, loops) -> Type:
         return (expr_type(ctx, e.items[0], loops) if e.items else TEXT).listed()
     if isinstance(e, ir.LoopIndex):
         return NUMBER
-    if isinstance(e, ir.Pick):
+    if isinstance(e, (ir.Pick, ir.When)):
         t = expr_type(ctx, e.then, loops)
         return t if t.base != "any" or e.otherwise is None else expr_type(ctx, e.otherwise, loops)
+    if isinstance(e, ir.Gate):
+        return BOOL
     if isinstance(e, ir.FnCall):
         if e.fn == "get" and len(e.args) == 2 and isinstance(e.args[1], ir.Const):
             fields = json_fields(json_source(ctx, e.args[0]))  # a json= call's declared field
@@ -78,6 +80,9 @@ def check_arg(ctx: CheckContext, prm: Param, value: ir.IRExpr, loops, func: str,
     elif prm.kind in ("text", "number", "scalar") and t.depth > 0:
         ctx.error(f"{func}(): '{prm.name}' needs a single value, but this is a {t}", span,
                   "to apply it to each element, use: for x in LIST: y = " + func + "(x, ...)")
+    elif prm.kind == "bool" and (t.depth > 0 or t.base not in ("bool", "any")):
+        ctx.error(f"{func} needs true or false, but this is {'a text' if t == TEXT and not t.depth else 'a ' + str(t)}", span,
+                  'compare it: x == "yes", n > 3, contains(x, "done")')
     elif prm.kind == "number" and t.base in ("text", "bool"):
         ctx.error(f"{func}(): '{prm.name}' needs a number, but this is {_a(t)}", span,
                   "write the number without quotes" if isinstance(src, A.Text)
