@@ -253,12 +253,7 @@ def lower_scan(ctx: CheckContext, s: A.Scan, scope: Scope, defined_here):
         if j:
             report_once(ctx, n_diags, k)
         guard_block(ctx, ctx.nodes.keys() - before, item.node, wrap_transforms=False)  # no call past the list's end
-        for name in iteration_defined & set(scope.names):
-            names[name] = inner.names[name]
-            carried.setdefault(name, []).append((j, inner.names[name]))
-        for name in iteration_defined - set(scope.names):  # the iteration's own: not visible after
-            node = ctx.nodes.get(getattr(inner.names[name], "node", ""))
-            ctx.scan_locals.setdefault(name, node.span if node else s.span)
+        _carry(ctx, scope, inner, iteration_defined, names, carried, j, s.span, "scan")
     for name, steps in carried.items():  # the value the last iteration that ran left
         value: ir.IRExpr = ir.RefExpr(scope.names[name])
         for j, ref in steps:
@@ -306,6 +301,21 @@ def define_opaque(ctx: CheckContext, s: A.Assign, scope: Scope, defined_here):
                    expr=ir.Const(None), origin_program=ctx.program.file)
     define(ctx, s.target, s.span, scope, node, defined_here)
     ctx.used.add(node.id)
+
+
+def _carry(ctx: CheckContext, scope: Scope, inner: Scope, defined: set[str], names: dict, carried: dict,
+           key, span, block: str):
+    """After one iteration of a scan or round of a while: a name defined before the loop is carried
+    into the next (`names`) and out of the loop (`carried[name]`: (key, value) per iteration); the
+    iteration's own names are not visible after the loop (a located error if read)."""
+    for name in defined & set(scope.names):
+        names[name] = inner.names[name]
+        carried.setdefault(name, []).append((key, inner.names[name]))
+    for name in defined - set(scope.names):
+        node = ctx.nodes.get(getattr(inner.names[name], "node", ""))
+        ctx.scan_locals.setdefault(name, node.span if node else span)
+        if block != "scan":
+            ctx.local_block[name] = block
 
 
 def guard_block(ctx: CheckContext, new: set[str], gate: str, wrap_transforms: bool = True):
@@ -374,13 +384,7 @@ def lower_while(ctx: CheckContext, s: A.While, scope: Scope, defined_here):
         if j:
             report_once(ctx, n_diags, k)
         guard_block(ctx, ctx.nodes.keys() - before, gate)
-        for name in round_defined & set(scope.names):
-            names[name] = inner.names[name]
-            carried.setdefault(name, []).append((gate, inner.names[name]))
-        for name in round_defined - set(scope.names):  # the round's own: not visible after
-            node = ctx.nodes.get(getattr(inner.names[name], "node", ""))
-            ctx.scan_locals.setdefault(name, node.span if node else s.span)
-            ctx.local_block[name] = "while"
+        _carry(ctx, scope, inner, round_defined, names, carried, gate, s.span, "while")
         prev = gate
     for name, steps in carried.items():  # the value the last round that ran left
         value: ir.IRExpr = ir.RefExpr(scope.names[name])
