@@ -1,0 +1,60 @@
+"""while/if at run time (fake engine): a while stops as soon as its condition is false and the
+rounds after make no call; the branch not taken makes none; a list keeps its failed elements and
+last() takes the last answer that ran."""
+from __future__ import annotations
+
+from s2c.compiler.pipeline import load_text
+from s2c.runtime.engines.fake import FakeEngine, request_text
+from s2c.runtime.run import Runner
+
+REFINE = '''program w "refine until the critique says ok"
+input question
+answer = llm() """{{ question }}"""
+feedback = llm() """Critique: {{ answer }}"""
+while not (feedback == "ok") up to 3:
+    answer = llm() """Improve {{ answer }} using {{ feedback }}"""
+    feedback = llm() """Critique: {{ answer }}"""
+if feedback == "ok":
+    final = answer
+else:
+    extra = llm() """Give up on {{ answer }}"""
+    final = extra
+output final
+'''
+
+
+def refine_script(r, i):
+    t = request_text(r)
+    if t.startswith("Critique"):
+        return "ok" if "v2" in t else "needs work"
+    return "v2" if t.startswith("Improve") else "v1"
+
+
+def test_a_while_stops_when_its_condition_is_false_and_the_else_makes_no_call(tmp_path):
+    eng = FakeEngine(refine_script)
+    out = Runner(eng, progress=False).execute(load_text(REFINE, "w.s2"), [("a", {"question": "q"})], tmp_path / "run")
+    assert [request_text(r) for r in eng.calls] == ["q", "Critique: v1", "Improve v1 using needs work", "Critique: v2"]
+    assert [r["final"] for r in out.records()] == ["v2"]
+    nodes = next(out.examples()).trace.nodes
+    assert nodes["while@5#2"]["instances"][0]["value"]["skipped"].endswith("not run, the condition was false")
+    assert nodes["extra@else8"]["instances"][0]["skipped"].startswith("the else branch at line 8: not run")
+
+
+LISTS = '''program l "lists keep failed elements"
+input question
+answers = []
+repeat 3 as i:
+    x = llm() """round {{ i }} {{ question }}"""
+    answers = answers + [regex(x, "(\\\\d+)")]
+written = [first(answers), regex(question, "(zzz)")]
+kept = last(answers)
+joined = join(written, ",")
+output kept
+output joined
+'''
+
+
+def test_appending_per_round_keeps_the_last_answer_that_ran_and_lists_keep_failed_elements(tmp_path):
+    eng = FakeEngine(lambda r, i: "7" if "round 0" in request_text(r) else "no number")
+    out = Runner(eng, progress=False).execute(load_text(LISTS, "l.s2"), [("e", {"question": "q"})], tmp_path / "run")
+    assert [(r["kept"], r["joined"]) for r in out.records()] == [("7", "7")]
