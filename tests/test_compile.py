@@ -255,3 +255,36 @@ def test_compile_refuses_a_gold_curation_it_cannot_apply_before_reading_data(tmp
     err = capsys.readouterr().err
     assert "samples.s2:2:1: error: --curation gold needs a program with exactly one gold field" in err
     assert "missing.jsonl" not in err and not (tmp_path / "o").exists()
+
+
+FEWSHOT = '''program f "a few-shot block written in the program"
+input question
+SHOTS = "Q: 1 + 1?\\nA: 2\\n" + "Q: 2 + 3?\\nA: 5"
+draft = llm() """{{ SHOTS }}
+Q: {{ question }}
+A:"""
+final = strip(draft)
+output final
+
+distill:
+    task answer(target=final) """{{ SHOTS }}
+Q: {{ question }}
+A:"""
+'''
+
+
+def test_a_constant_few_shot_block_is_carried_by_the_system1_prompt_in_training_and_at_inference(tmp_path):
+    from s2c.compiler.pipeline import load_text
+    from s2c.compiler.system1 import system1_program
+    from s2c.runtime.engines.fake import request_text
+
+    cp = load_text(FEWSHOT, "f.s2")
+    assert not cp.diagnostics
+    res = compile_(cp, [{"id": "a", "question": "4 + 4?"}], FakeEngine(lambda r, i: " 8"), tmp_path)
+    [row] = res.rows["train"]
+    assert row["prompt"][0]["content"] == "Q: 1 + 1?\nA: 2\nQ: 2 + 3?\nA: 5\nQ: 4 + 4?\nA:"
+    assert row["completion"][0]["content"] == "8"
+    s1 = system1_program(cp, cascade=False, max_tokens=8)
+    eng = FakeEngine(lambda r, i: "8")
+    Runner(eng, progress=False).execute(s1, [("a", {"question": "4 + 4?"})], tmp_path / "s1")
+    assert [request_text(r) for r in eng.calls] == [row["prompt"][0]["content"]]

@@ -148,6 +148,8 @@ class TaskIR:
     # tasks whose output this prompt reads ({{ name }}): in a row, their target for the same
     # input and item; at inference, what System 1 wrote for them first (a cascade)
     after: tuple[str, ...] = ()
+    # values the prompt reads that are known before any data (a few-shot block): (name, value)
+    constants: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass

@@ -45,9 +45,15 @@ def text_of(task: str) -> str:
     return f"{task}/text"
 
 
+def const_of(name: str) -> str:
+    """The node that holds a constant a System-1 prompt reads (a few-shot block)."""
+    return f"const/{name}"
+
+
 def task_node(cp: ir.CheckedProgram, task: ir.TaskIR, sampling: Sampling | None = None) -> ir.Node:
-    """A task as an LLM node: reads the program's inputs and the tasks it follows."""
+    """A task as an LLM node: reads the program's inputs, its constants and the tasks it follows."""
     variables: dict[str, ir.Ref] = {p.name: ir.NodeRef(p.name) for p in cp.inputs}
+    variables.update({name: ir.NodeRef(const_of(name)) for name, _ in task.constants})
     variables.update({name: ir.NodeRef(text_of(name)) for name in task.after})
     return ir.Node(id=task.name, kind="llm", name=task.name, span=task.span, type=TEXT,
                    deps=tuple(dict.fromkeys(r.node for r in variables.values())), prompt=task.prompt,
@@ -85,6 +91,8 @@ def system1_program(cp: ir.CheckedProgram, *, cascade: bool, max_tokens: int) ->
     nodes: dict[str, ir.Node] = {n.id: n for n in cp.nodes.values() if n.kind == "input"}
     chain = answer_chain(cp, cascade)
     for task in chain:
+        for name, value in task.constants:
+            nodes[const_of(name)] = _transform(const_of(name), ir.Const(value), task.span)
         for name in task.after:
             nodes[text_of(name)] = _transform(text_of(name), ir.FnCall("strip", (ir.RefExpr(ir.NodeRef(name)),)),
                                               task.span)

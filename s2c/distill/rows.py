@@ -80,7 +80,7 @@ def build_rows(cp: ir.CheckedProgram, res: ExampleResult, verdict: Verdict, fmt:
                 problems.append(f"{res.id}: task {task.name}{list(prefix) or ''}: the task it follows has no row")
                 continue
             written[(task.name, prefix)] = completion
-            out.append(make_row(cp, task, {**inputs, **earlier}, completion, res.id, run_id))
+            out.append(make_row(cp, task, {**inputs, **dict(task.constants), **earlier}, completion, res.id, run_id))
     return out
 
 

@@ -6,6 +6,7 @@ Keep rules are scoring.py's.
 from __future__ import annotations
 
 from s2c.compiler import ir
+from s2c.compiler.check import static
 from s2c.compiler.check.context import CheckContext, Scope
 from s2c.compiler.check.exprs import lower_expr
 from s2c.compiler.check.prompts import load_template_file, template_vars
@@ -115,12 +116,13 @@ def lower_task(ctx: CheckContext, t: A.Task, scope: Scope, loop: ir.Loop | None,
     if prompt is None:
         ctx.error(f"task '{t.name}' has no System-1 prompt", t.span)
         prompt = A.Text("")
-    check_system1_prompt(ctx, prompt, scope, what, names, after)
+    constants = check_system1_prompt(ctx, prompt, scope, what, names, after)
     system = None
     if "system" in opts:
         if isinstance(opts["system"].value, A.Text):
             system = opts["system"].value
-            check_system1_prompt(ctx, system, scope, f"system message of task '{t.name}'", names, after)
+            constants |= check_system1_prompt(ctx, system, scope, f"system message of task '{t.name}'", names,
+                                              after)
         else:
             ctx.error("task(): system= takes a string", opts["system"].span)
     target: ir.IRExpr = ir.Const(None)
@@ -148,13 +150,16 @@ def lower_task(ctx: CheckContext, t: A.Task, scope: Scope, loop: ir.Loop | None,
             ctx.error(f"rationale of task '{t.name}' is a list: a training row needs one value",
                       opts["rationale"].value.span)
     names.setdefault(t.name, loop)
-    return ir.TaskIR(t.name, t.span, prompt, system, target, ttype, weight, loop, rationale, after=after)
+    return ir.TaskIR(t.name, t.span, prompt, system, target, ttype, weight, loop, rationale, after=after,
+                     constants=tuple(sorted(constants.items())))
 
 
 def check_system1_prompt(ctx: CheckContext, text: A.Text, scope: Scope, what: str, earlier: Earlier,
-                         after: tuple[str, ...]):
-    """A System-1 prompt reads program inputs (marked used), and the outputs of the tasks in
-    `after`, which System 1 writes first; anything else is reported."""
+                         after: tuple[str, ...]) -> dict[str, object]:
+    """A System-1 prompt reads program inputs (marked used), the outputs of the tasks in `after`,
+    which System 1 writes first, and constants: values known before any data (a few-shot block
+    written in the program), returned by name so the prompt carries them. Anything else is reported."""
+    constants: dict[str, object] = {}
     for var, span in template_vars(ctx, text, what):
         if var in after:  # the output of an earlier task, written by System 1 itself
             continue
@@ -166,9 +171,15 @@ def check_system1_prompt(ctx: CheckContext, text: A.Text, scope: Scope, what: st
         elif var in earlier:
             ctx.error(f"{what} reads the output of task '{var}' without after=\"{var}\"", span,
                       f'System 1 writes it first at inference: add after="{var}" to the task')
+        elif var in scope.names and (value := static.constant(ctx, ir.RefExpr(scope.names[var]), scope.loops)) \
+                is not static.UNKNOWN:
+            ctx.mark_used(scope.names[var])
+            constants[var] = value
         elif var in scope.names:
-            ctx.error(f"{what} reads intermediate '{var}'; a System-1 prompt may read program inputs only",
+            ctx.error(f"{what} reads intermediate '{var}'; a System-1 prompt may read program inputs "
+                      "and constants only",
                       span, "otherwise System 1 would need System 2 to run first; "
                       f"inputs: {', '.join(sorted(ctx.input_names))}")
         else:
             ctx.error(f"{what} uses undefined variable '{var}'", span, did_you_mean(var, ctx.input_names))
+    return constants
