@@ -187,3 +187,8 @@ def _check_ranges(ctx: CheckContext, opts: dict[str, Any], s: A.LLMAssign):
         opts.pop("mode")
     if "stop" in opts and isinstance(opts["stop"], str):
         opts["stop"] = (opts["stop"],)
+    if opts.get("n", 1) > 1 and opts.get("temperature", 0.0) == 0:
+        n = next(k for k in s.kwargs if k.name == "n")
+        ctx.warn(f"llm(): n={opts['n']} at temperature 0 gives the same reply {opts['n']} times, so a vote over "
+                 "them decides nothing", n.value.span if hasattr(n.value, "span") else n.span,
+                 "sample: add temperature=0.7 (or another value above 0)")
