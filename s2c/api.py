@@ -547,6 +547,7 @@ def distill(program, data, engine: Engine | EngineSettings | str | None = None, 
     the distill section's keep rules, and write System-1 training rows (`s2c compile`)."""
     from s2c.distill.build import distill_program
     from s2c.distill.curate import with_curation
+    from s2c.distill.rows import tasks_for
 
     prog, data = as_program(program), as_data(data)
     cp = prog.checked
@@ -555,6 +556,7 @@ def distill(program, data, engine: Engine | EngineSettings | str | None = None, 
         raise S2Error(f"program '{cp.name}' has no distill section: nothing to compile",
                       cp.program.header.span, hint='add: distill:\n    task NAME(target=OUTPUT) """System-1 prompt"""')
     with_curation(cp, distill.curation)  # a curation the program cannot take is refused before any data is read
+    tasks_for(cp, distill.format or cp.format)  # and so is a format it cannot take (cot without a rationale)
     if not 0 <= distill.val_split < 1:
         raise S2Error("--val-split must be in [0, 1)")
     out = _out(out, "data", prog, data)

@@ -257,6 +257,30 @@ def test_compile_refuses_a_gold_curation_it_cannot_apply_before_reading_data(tmp
     assert "missing.jsonl" not in err and not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("program, hint", [
+    # the target is cut after a marker: the rationale is the text before it, in the program's own names
+    ("least_to_most", 'e.g. task answer(target=final, rationale=before(answer_text, "The answer is"))'),
+    # no marker to cut at: the shape of one, and never a gold field's name
+    ("self_refine", 'e.g. task solve(target=draft, rationale=before(CALL, "MARKER"))'),
+])
+def test_format_cot_without_a_rationale_is_refused_before_the_data_with_a_rationale_that_checks(
+        tmp_path, capsys, program, hint):
+    from s2c.cli import main
+
+    missing = tmp_path / "missing.jsonl"  # never opened
+    assert main(["compile", program, "--data", str(missing), "--format", "cot", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "error: format 'cot' needs a rationale" in err and hint in err
+    assert "missing.jsonl" not in err and not (tmp_path / "o").exists()
+    if "CALL" not in hint:  # the suggestion, pasted into the program, checks
+        fixed = tmp_path / f"{program}.s2"
+        task = hint.removeprefix("e.g. ")
+        src = load_program(f"{program}.s2").program.file
+        fixed.write_text(Path(src).read_text().replace(task.split(",")[0] + ")", task))
+        assert "rationale=before(answer_text" in fixed.read_text()
+        assert main(["check", str(fixed)]) == 0
+
+
 FEWSHOT = '''program f "a few-shot block written in the program"
 input question
 SHOTS = "Q: 1 + 1?\\nA: 2\\n" + "Q: 2 + 3?\\nA: 5"

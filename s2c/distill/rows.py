@@ -29,8 +29,33 @@ def tasks_for(cp: ir.CheckedProgram, fmt: str) -> list[ir.TaskIR]:
         main = cp.tasks[0]
         if main.rationale is None:
             raise S2Error(f"format 'cot' needs a rationale: add rationale=VALUE to task '{main.name}'",
-                          main.span, hint="e.g. task answer(target=answer, rationale=before(cot, \"Final answer:\"))")
+                          main.span, hint=_rationale_hint(cp, main))
     return cp.tasks[:1]
+
+
+def _rationale_hint(cp: ir.CheckedProgram, task: ir.TaskIR) -> str:
+    """A rationale= for this program's own names: the text before the marker its target is cut
+    after (`final = after(cot, "Answer:")` -> `before(cot, "Answer:")`), else the shape of one."""
+    def name(e):
+        return cp.nodes[e.ref.node].name if isinstance(e, ir.RefExpr) and isinstance(e.ref, ir.NodeRef) else None
+
+    target, todo, seen = name(task.target) or "...", [task.target], 0
+    while todo and seen < 50:
+        e, seen = todo.pop(), seen + 1
+        if isinstance(e, ir.FnCall) and e.fn in ("after", "regex") and len(e.args) == 2 and name(e.args[0]) \
+                and isinstance(e.args[1], ir.Const) and isinstance(e.args[1].value, str):
+            marker = e.args[1].value if e.fn == "after" else e.args[1].value.split("(")[0]
+            if marker.strip():
+                return f"e.g. task {task.name}(target={target}, rationale=before({name(e.args[0])}, {marker!r}))" \
+                    .replace("'", '"')
+        if isinstance(e, ir.RefExpr) and isinstance(e.ref, ir.NodeRef):
+            node = cp.nodes.get(e.ref.node)
+            if node is not None and node.kind == "transform" and node.expr is not None:
+                todo.append(node.expr)
+        elif isinstance(e, ir.FnCall):
+            todo.extend(e.args)
+    return f"e.g. task {task.name}(target={target}, rationale=before(CALL, \"MARKER\")): the reasoning " \
+        "that comes before the answer in an llm call's reply"
 
 
 def as_text(v) -> str:
