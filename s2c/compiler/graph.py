@@ -85,6 +85,18 @@ def estimate(cp: ir.CheckedProgram, assume: int = 5) -> Estimate:
     return Estimate(calls, tokens, bounded, assume)
 
 
+def _carried_out_of(node: ir.Node) -> str:
+    """The block a carried name leaves (`solved@22`: "the scan at line 22"): what a reader of it
+    gets is the value the last step that ran left, or the branch taken's."""
+    e = node.expr
+    while isinstance(e, ir.When) and isinstance(e.gate, ir.RefExpr) and isinstance(e.gate.ref, ir.NodeRef):
+        kind = e.gate.ref.node.split("@")[0]
+        if kind in ("while", "if", "else"):
+            return f"the {'if' if kind == 'else' else kind} at line {node.id.rsplit('@', 1)[1]}"
+        break
+    return f"the scan at line {node.id.rsplit('@', 1)[1]}"
+
+
 def build_graph(cp: ir.CheckedProgram) -> nx.DiGraph:
     g = nx.DiGraph(name=cp.name)
     for node in cp.nodes.values():
@@ -111,6 +123,8 @@ def build_graph(cp: ir.CheckedProgram) -> nx.DiGraph:
             attrs["fn"] = node.expr.fn
         if isinstance(node.expr, ir.Gate):  # a while round's or an if branch's gate
             attrs["gate"] = node.expr.what
+        elif node.internal and isinstance(node.expr, (ir.Pick, ir.When)) and "@" in node.id:  # carried out of a block
+            attrs["carried"] = _carried_out_of(node)
         g.add_node(node.id, **attrs)
     # edge kinds: "data" (reads the value), "continues" (extends that call's conversation),
     # "loop" (runs once per item of that list, without reading it otherwise)

@@ -19,6 +19,8 @@ def label(g: nx.DiGraph, nid: str) -> str:
         return f"llm {nid}{extra}"
     if a.get("gate"):  # "gate while@5#2: round 2 of the while at line 5"
         return f"gate {nid}: {a['gate']}"
+    if a.get("carried"):  # "carried solved@22: solved after the scan at line 22"
+        return f"carried {nid}: {a['name']} after {a['carried']}"
     if a["kind"] == "transform":
         return f"{a.get('fn', 'value')} {nid}"
     return f"input {nid}"
@@ -95,7 +97,11 @@ def to_tree(cp: CheckedProgram):
             a = g.nodes[nid]
             deps = [p for p in g.predecessors(nid)]
             calls = a["n"]
-            reads = [p for p in deps if not g.nodes[p]["internal"] or p == a["scan_item"]]
+            # a name carried out of a scan, while or if reads as itself; gates show as "only if"
+            reads = [p if not g.nodes[p]["internal"] or p == a["scan_item"] else
+                     f"{g.nodes[p]['name']} (after {g.nodes[p]['carried']})"
+                     for p in deps if (not g.nodes[p]["internal"] and not g.nodes[p].get("gate"))
+                     or p == a["scan_item"] or g.nodes[p].get("carried")]
             facts = (f"{_where(cp, a)} · max_tokens {a['max_tokens']}"
                      f"{' · T=' + str(a['temperature']) if a['temperature'] else ''} · reads {', '.join(reads) or '-'}"
                      f"{' · continues ' + a['continues'] if a['continues'] else ''}"
@@ -118,7 +124,8 @@ def to_tree(cp: CheckedProgram):
                     if sa["internal"]:
                         continue
                     fanout = (" ", (f"({'; '.join(sa['fanout'])})", "magenta")) if sa["fanout"] else ()
-                    branch.add(Text.assemble(label(g, succ), " ", (_where(cp, sa), "dim"), *fanout))
+                    where = () if sa.get("gate") else (" ", (_where(cp, sa), "dim"))  # its label says where
+                    branch.add(Text.assemble(label(g, succ), *where, *fanout))
     outs = ", ".join(cp.outputs)
     root.add(Text.assemble(("output", "bold green"), f" {outs}"))
     if cp.tasks:
