@@ -166,10 +166,22 @@ def test_used_program_is_inlined_with_prefixed_ids():
 
 
 def test_repeat_is_unrolled():
+    from s2c.compiler.pipeline import load_text
+    cp = load_text('program r "fixed rounds"\ninput question\ndraft = llm() """{{ question }}"""\n'
+                   'repeat 2:\n    feedback = llm() """{{ draft }}"""\n    draft = llm() """{{ draft }} {{ feedback }}"""\n'
+                   'output draft\n', "r.s2")
+    assert [n.id for n in cp.llm_nodes()] == ["draft", "feedback#1", "draft#1", "feedback#2", "draft#2"]
+    assert cp.outputs["draft"] == ir.NodeRef("draft#2")
+
+
+def test_while_is_unrolled_and_a_last_round_value_nothing_reads_is_dropped():
+    """Self-Refine's loop ends with a feedback only the next round would read: no call is made for it."""
     cp = check_file("programs/self_refine.s2")
-    llm = [n.id for n in cp.llm_nodes()]
-    assert llm == ["draft", "feedback#1", "draft#1", "feedback#2", "draft#2"]
-    assert cp.nodes["final"].deps == ("draft#2",)
+    assert [n.id for n in cp.llm_nodes()] == ["draft", "feedback", "draft#1", "feedback#1", "draft#2", "feedback#2",
+                                             "draft#3"]
+    assert "feedback#3" not in cp.nodes and "feedback@28" not in cp.nodes
+    assert cp.nodes["final"].deps == ("draft@28",)
+    assert [cp.nodes[f"draft#{k}"].guard for k in (1, 2, 3)] == ["while@28#1", "while@28#2", "while@28#3"]
 
 
 def test_distill_loop_over_a_program_loop_is_that_loop():

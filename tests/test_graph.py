@@ -98,13 +98,13 @@ def test_dot_and_mermaid_from_the_cli(capsys):
 def test_stages_group_calls_that_can_run_together():
     assert stages(load_program("programs/rar_2step.s2").graph) == [["rephrased"], ["response"]]
     assert stages(load_program("programs/self_refine.s2").graph) == [
-        ["draft"], ["feedback#1"], ["draft#1"], ["feedback#2"], ["draft#2"]]
+        ["draft"], ["feedback"], ["draft#1"], ["feedback#1"], ["draft#2"], ["feedback#2"], ["draft#3"]]
     assert stages(load_program("programs/s2a.s2").graph) == [["rewritten"], ["responses"], ["best/select"]]
 
 
 def test_estimates():
     expected = {"bsm": 7, "rar_1step": 8, "rar_2step": 16, "s2a": 22, "cot_sc": 10, "minds_mirror": 5 + 5 * 5,
-                "cascod": 1, "cove": 3 + 5, "self_refine": 5, "usc": 1}
+                "cascod": 1, "cove": 3 + 5, "self_refine": 2 + 3 + 2, "usc": 1}
     got = {name: load_program(f"programs/{name}.s2").graph.graph["calls_per_input"] for name in expected}
     assert got == expected
 

@@ -36,7 +36,7 @@ def cmd_check(args) -> int:
         elif not args.quiet:
             g = cp.graph.graph
             out.print(Text.assemble(("ok", "green"), f" {path}: {len(cp.llm_nodes())} LLM calls in the program, "
-                                    f"{g['calls_per_input']} per input, {g['stages']} stage{'s' * (g['stages'] != 1)}"))
+                                    f"{'≤ ' if g.get('conditional') else ''}{g['calls_per_input']} per input, {g['stages']} stage{'s' * (g['stages'] != 1)}"))
     return 1 if failed else 0
 
 

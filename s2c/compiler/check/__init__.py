@@ -12,6 +12,7 @@ each, and share one CheckContext (context.py); they run in this order:
     scoring.lower_eval     metrics and the parse line, which alone may read gold fields
     lint.unused            inputs and values nothing reads
     constraint.unconstrained_parses  calls only a parse reads, with no constraint (constraint.py)
+    prune.unread_rounds    unrolled copies nothing reads (a while's last feedback) are dropped
 
     >>> from s2c.compiler.pipeline import check_file
     >>> [d.message for d in check_file("bsm.s2").diagnostics]
@@ -20,7 +21,7 @@ each, and share one CheckContext (context.py); they run in this order:
 from __future__ import annotations
 
 from s2c.compiler import ir
-from s2c.compiler.check import body, constraint, distill, lint, scoring
+from s2c.compiler.check import body, constraint, distill, lint, prune, scoring
 from s2c.compiler.check.budget import MAX_LLM_NODES, MAX_NODES, MAX_REPEAT
 from s2c.compiler.check.context import CheckContext, Resolver, Scope
 from s2c.dsl import ast as A
@@ -38,6 +39,8 @@ def check(program: A.Program, *, resolver: Resolver | None = None) -> ir.Checked
     metrics, parse = scoring.lower_eval(ctx, scope)
     lint.unused(ctx)
     constraint.unconstrained_parses(ctx, tasks)
+    if not any(d.severity == "error" for d in ctx.diags):
+        prune.unread_rounds(ctx, tasks, keeps, metrics)
     return ir.CheckedProgram(
         program=program, nodes=ctx.nodes, loops=ctx.loops, outputs=ctx.outputs, inputs=program.inputs,
         golds=tuple(g.id for g in program.golds), tasks=tasks, keeps=keeps, format=fmt,
