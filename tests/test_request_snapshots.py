@@ -44,9 +44,15 @@ def rows(cp) -> list[tuple[str, dict]]:
     return out
 
 
+def reply(request, sample_index) -> str:
+    """REPLY, or a choice= call's first option (reflexion's "yes, a mistake": every round runs)."""
+    c = request.sampling.constraint
+    return c.spec[0] if c is not None and c.kind == "choice" else REPLY
+
+
 def snapshot(cp, data, tmp_path) -> list[dict]:
     """Run `cp` over `data`; the requests the engine received, in a stable order."""
-    engine = FakeEngine(default=REPLY)
+    engine = FakeEngine(reply)
     out = Runner(engine, CallCache(None), progress=False).execute(cp, data, tmp_path)
     assert (out.summary.ok, out.summary.reasons("failed"), out.summary.reasons("unparsed")) == (len(data), {}, {})
     records = [{"role": r.role, "adapter": r.adapter, "sampling": r.sampling.to_dict(), **r.payload()}
