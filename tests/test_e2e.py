@@ -182,3 +182,48 @@ def test_language_v2_programs_compile_on_the_embedded_model(tmp_path, name):
     report = json.loads((out / "report.json").read_text())
     assert report["inputs"] == 2
     assert len((out / "train.jsonl").read_text().splitlines()) == report["kept"]
+
+
+STOPPING = {  # program: (the round's llm calls, the value read by the while's condition, "keep going" on it)
+    "self_refine": (("draft", "feedback"), "feedback", lambda said: "no mistakes" not in said.lower()),
+    "reflexion": (("reflection", "attempt", "mistaken"), "mistaken", lambda said: said == "yes"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STOPPING))
+def test_refinement_programs_stop_when_they_are_done_on_the_embedded_model(tmp_path, name):
+    """self_refine.s2 and reflexion.s2 run a round only while the model's own check asks for one:
+    on the real model, each example runs exactly the rounds its condition allowed, fewer calls are
+    made than the fixed-round version of the same loop, and `final` is read from the last attempt
+    that ran."""
+    from s2c.compiler.pipeline import load_program
+
+    fixture = REPO / "tests" / "fixtures" / "data" / "gsm8k_sample.jsonl"
+    out = tmp_path / name
+    cli(["compile", f"{name}.s2", "--data", f"gsm8k:{fixture}", "--limit", "5", "--engine", "vllm",
+         "--out", str(out), "--cache", str(tmp_path / "calls.sqlite")])
+    calls, checked, keep_going = STOPPING[name]
+    every_round = load_program(f"{name}.s2").graph.graph["calls_per_input"]  # the loop's bound, all rounds run
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    per_input = (summary["engine_calls"] + summary["cache_hits"]) / summary["examples"]
+    assert summary["examples"] == 5 and per_input < every_round
+    rounds_run = []
+    for t in RunStore.open(out / "run").traces():
+        def said(node):
+            inst = t.nodes[node]["instances"][0]
+            return inst["completions"][0] if "completions" in inst else None
+
+        ran = 0
+        for k in (1, 2, 3):
+            before = said(checked if k == 1 else f"{checked}#{k - 1}")
+            now = [said(f"{c}#{k}") is not None for c in calls if f"{c}#{k}" in t.nodes]
+            assert all(now) == (before is not None and keep_going(before)) and (all(now) or not any(now)), (t.id, k)
+            ran += all(now)
+        rounds_run.append(ran)
+        last = "draft" if name == "self_refine" else "attempt"
+        reply = said(f"{last}#{ran}" if ran else last)
+        final = t.nodes["final"]["instances"][0]["value"]
+        if isinstance(final, (int, float)):  # parsed from the last attempt that ran, not a skipped one
+            assert str(int(final) if float(final).is_integer() else final) in reply.split("Final answer:")[-1].replace(",", "")
+    assert min(rounds_run) < 3, rounds_run  # some example stopped before the bound
+    print(f"{name}: {per_input:.1f} calls per input (every round: {every_round}); rounds run {rounds_run}")
