@@ -675,7 +675,6 @@ def evaluate(program, data, engine: Engine | EngineSettings | str | None = None,
         resolve_adapter,
         systems_for,
     )
-    from s2c.evaluate.metrics import labels
     from s2c.evaluate.report import chart, write_results
     from s2c.evaluate.stats import compare_all
 
@@ -724,9 +723,9 @@ def evaluate(program, data, engine: Engine | EngineSettings | str | None = None,
                 "model": job.runner.model_id("default"),
                 "models": {role: job.runner.model_id(role) for role in sorted({n.role for n in cp.llm_nodes()} | {"default"})},
                 "max_tokens_system1": eval.max_tokens}
-        comparisons = compare_all([(r.name, r.outcomes) for r in results], labels(cp.metrics))
+        comparisons = compare_all([(r.name, r.outcomes) for r in results], ir.metric_labels(cp.metrics))
         write_results(out, results, comparisons, meta)
-        chart(out / "results.png", [r.as_dict() for r in results], labels(cp.metrics), cp.name)
+        chart(out / "results.png", [r.as_dict() for r in results], ir.metric_labels(cp.metrics), cp.name)
     return EvalResult(out, results, comparisons, meta, cp)
 
 

@@ -273,7 +273,7 @@ def nested_repeats(draw) -> str:
         pad += "    "
         if draw(st.booleans()):
             lines.append(pad + draw(st.sampled_from(['a = llm() """{{ q }}"""', "b = lower(q)", "c = lib(q=q)"])))
-    lines.append(pad + draw(st.sampled_from(['a = llm(n=8) """{{ q }}"""', "a = lower(q)", "a = lib(q=q)",
+    lines.append(pad + draw(st.sampled_from(['a = llm(n=8, temperature=0.7) """{{ q }}"""', "a = lower(q)", "a = lib(q=q)",
                                              'a = llm() """{{ a }}"""'])))
     return HEAD + "use lib\n" + "\n".join(lines) + "\noutput a\n"
 
@@ -288,7 +288,7 @@ def bad_regexes(draw) -> str:
     fn = draw(st.sampled_from(["regex", "regex_all"]))
     where = draw(st.sampled_from(["assign", "parse", "keep"]))
     call = f'{fn}({"completion" if where == "parse" else "q"}, "{pattern}"{group})'
-    body = 'a = llm(n=3) """{{ q }}"""\nb = vote(a)\noutput b\n'
+    body = 'a = llm(n=3, temperature=0.7) """{{ q }}"""\nb = vote(a)\noutput b\n'
     if where == "assign":
         return HEAD + body + f"c = {call}\noutput c\n"
     if where == "parse":

@@ -17,7 +17,7 @@ from s2c.distill.build import (
 from s2c.distill.curate import normalize
 from s2c.distill.write import split_of
 from s2c.runtime.cache import CallCache
-from s2c.runtime.engines.fake import FakeEngine
+from s2c.runtime.engines.fake import FakeEngine, request_text
 from s2c.runtime.run import Runner, validate_rows
 from s2c.runtime.store import RunStore
 
@@ -197,6 +197,45 @@ def test_cascade_rows_from_cascod(tmp_path):
     assert rows[0]["completion"][0]["content"] == "We add the two numbers."
     assert rows[1]["prompt"][-1]["content"] == "Q: 2+2?\nRationale: We add the two numbers.\nTherefore, the answer is"
     assert rows[1]["completion"][0]["content"] == "4."  # the text after the phrase, as CasCoD's split keeps it
+    # the label chart counts the answer the gold metric reads, not the rationale task's text
+    assert res.report["label_distribution"] == {"4": 1}
+
+
+def test_kept_label_accuracy_against_gold_in_the_report_and_the_card(tmp_path):
+    """--curation none keeps every answer: the report says how many kept labels match gold, and
+    how many of all System-2 answers do, as the program's gold metric scores them."""
+    cp = load_program("cot_zeroshot.s2")
+    replies = {"2+2?": "Final answer: 4", "3+3?": "Final answer: 7", "5+5?": "Final answer: 10", "1+1?": "no idea"}
+    eng = FakeEngine(lambda r, i: next(v for k, v in replies.items() if k in request_text(r)))
+    raw = [{"id": q, "question": q, "answer": str(eval(q[:-1]))} for q in replies] + [{"id": "n", "question": "9+9?"}]
+    replies["9+9?"] = "Final answer: 18"
+    res = compile_(cp, raw, eng, tmp_path, curation="none")
+    gold = res.report["gold"]
+    assert gold == {"metric": "normalized_match", "gold": "answer", "all": {"correct": 2, "scored": 4},
+                    "kept": {"correct": 2, "scored": 3}}  # 1+1 is unparsed (wrong, not kept); 9+9 has no gold
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "- kept labels match answer (normalized_match): 2/3 (67%); all System-2 answers: 2/4 (50%)" in card
+    assert json.loads((tmp_path / "ds" / "report.json").read_text())["gold"] == gold
+    assert res.report["label_distribution"] == {"4": 1, "7": 1, "10": 1, "18": 1}
+
+
+def test_a_compile_served_from_the_cache_shows_what_its_calls_cost_when_they_were_made(tmp_path):
+    from s2c.runtime.run import cache_note
+
+    cp = load_program(TWO_STEP)
+    raw = [{"id": "a", "question": "2+2?", "answer": "4"}, {"id": "b", "question": "3+3?", "answer": "6"}]
+    first = compile_(cp, raw, FakeEngine(lambda r, i: "Final answer: 4"), tmp_path)
+    assert cache_note(first.summary) == ""
+    paid = first.summary.engine_generated_tokens
+    assert paid == first.summary.generated_tokens > 0
+    again = distill_program(cp, rows_of(cp, raw), Runner(FakeEngine(), CallCache(tmp_path / "c.sqlite"), progress=False),
+                            tmp_path / "ds2", DistillSettings(data="fixture"))
+    s = again.summary
+    assert (s.engine_calls, s.engine_generated_tokens, s.generated_tokens) == (0, 0, paid)
+    assert cache_note(s) == (f"{s.cache_hits} calls served from the cache cost {paid:,} generated tokens when they "
+                             "were made; this run paid 0 engine calls, 0 generated tokens")
+    card = (tmp_path / "ds2" / "README.md").read_text()
+    assert f"this compile paid for 0; the {paid:,} of the {s.cache_hits} calls served from the cache were paid" in card
 
 
 def test_shuffle_rule_maps_letters_through_the_permutation(tmp_path):

@@ -58,3 +58,14 @@ def test_appending_per_round_keeps_the_last_answer_that_ran_and_lists_keep_faile
     eng = FakeEngine(lambda r, i: "7" if "round 0" in request_text(r) else "no number")
     out = Runner(eng, progress=False).execute(load_text(LISTS, "l.s2"), [("e", {"question": "q"})], tmp_path / "run")
     assert [(r["kept"], r["joined"]) for r in out.records()] == [("7", "7")]
+
+
+def test_a_run_scores_its_answers_against_gold_with_the_programs_metric(tmp_path):
+    """RunOutcome.gold(), which `s2c run` prints: the eval section's gold metric over the answers."""
+    program = REFINE.replace("input question", "input question\ngold label") + \
+        "\neval:\n    metric normalized_match(final, label)\n    metric exact_match(final, label)\n"
+    rows = [("a", {"question": "q", "label": "V2"}), ("b", {"question": "q", "label": "v1"}), ("c", {"question": "q"})]
+    out = Runner(FakeEngine(refine_script), progress=False).execute(load_text(program, "w.s2"), rows, tmp_path / "run")
+    assert out.gold() == [
+        {"metric": "normalized_match", "gold": "label", "all": {"correct": 1, "scored": 2}},
+        {"metric": "exact_match", "gold": "label", "all": {"correct": 0, "scored": 2}}]

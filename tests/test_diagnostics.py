@@ -52,7 +52,7 @@ def test_output_above_its_definition(tmp_path):
 
 
 def test_forward_reference_inside_a_for_body(tmp_path):
-    out = diags(tmp_path, 'ideas = llm(n=3) """Ideas for {{ question }}"""\n'
+    out = diags(tmp_path, 'ideas = llm(n=3, temperature=0.7) """Ideas for {{ question }}"""\n'
                           'for idea in ideas:\n'
                           '    longer = llm() """\n'
                           '    Expand {{ idea }} with {{ detail }}\n'
@@ -116,7 +116,7 @@ def test_a_name_defined_nowhere_is_still_undefined(tmp_path):
 
 
 def test_a_loop_variable_read_above_its_loop_is_undefined(tmp_path):
-    out = diags(tmp_path, 'x = strip(idea)\nideas = llm(n=2) """{{ question }}"""\n'
+    out = diags(tmp_path, 'x = strip(idea)\nideas = llm(n=2, temperature=0.7) """{{ question }}"""\n'
                           'for idea in ideas:\n    y = llm() """{{ idea }}"""\noutput x\n')
     assert [m for _, _, _, m, _ in out if "idea" in m] == ["undefined name 'idea'"]
 

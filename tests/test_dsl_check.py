@@ -197,7 +197,7 @@ def test_distill_loop_over_a_program_loop_is_that_loop():
 
 def test_distill_loop_over_another_list_gets_its_own_loop(tmp_path):
     p = tmp_path / "p.s2"
-    p.write_text('program p "p"\ninput q\nxs = llm(n=3) """{{ q }}"""\noutput xs\n'
+    p.write_text('program p "p"\ninput q\nxs = llm(n=3, temperature=0.7) """{{ q }}"""\noutput xs\n'
                  'distill multitask:\n    for x in xs:\n        task t(target=x) """{{ q }}"""\n')
     cp = check_file(str(p))
     assert not cp.errors
@@ -214,7 +214,7 @@ def test_cascade_after():
 
 def test_two_loops_with_one_variable_get_two_ids(tmp_path):
     p = tmp_path / "p.s2"
-    p.write_text('program p "p"\ninput q\nxs = llm(n=2) """{{ q }}"""\nys = lines(q)\n'
+    p.write_text('program p "p"\ninput q\nxs = llm(n=2, temperature=0.7) """{{ q }}"""\nys = lines(q)\n'
                  'for x in xs:\n    a = llm() """{{ x }}"""\nfor x in ys:\n    b = llm() """{{ x }}"""\n'
                  'output a\noutput b\n')
     cp = check_file(str(p))

@@ -62,7 +62,7 @@ def test_dedent_to_no_enclosing_block_in_eval(s2c):
 
 
 def test_dedent_to_no_enclosing_block_in_distill(s2c):
-    src = (HEAD + 'a = llm(n=3) """{{ q }}"""\nb = vote(a)\noutput b\ndistill:\n    task t(target=b) """{{ q }}"""\n'
+    src = (HEAD + 'a = llm(n=3, temperature=0.7) """{{ q }}"""\nb = vote(a)\noutput b\ndistill:\n    task t(target=b) """{{ q }}"""\n'
            '  keep majority(a)\n')
     rc, err = s2c(src)
     assert rc == 1
@@ -70,7 +70,7 @@ def test_dedent_to_no_enclosing_block_in_distill(s2c):
 
 
 def test_dedent_inside_a_distill_loop_names_every_level(s2c):
-    src = (HEAD + 'a = llm(n=3) """{{ q }}"""\noutput a\ndistill:\n    for x in a:\n        task t(target=x) """{{ q }}"""\n'
+    src = (HEAD + 'a = llm(n=3, temperature=0.7) """{{ q }}"""\noutput a\ndistill:\n    for x in a:\n        task t(target=x) """{{ q }}"""\n'
            '      task u(target=x) """{{ q }}"""\n')
     rc, err = s2c(src)
     assert rc == 1
@@ -408,7 +408,7 @@ def test_a_dictionary_key_that_is_a_list(s2c, key):
 
 
 def test_shuffle_that_is_not_a_name(s2c):
-    src = (HEAD + 'a = llm(n=3) """{{ q }}"""\nb = vote(a)\noutput b\ndistill:\n    task t(target=b) """{{ q }}"""\n'
+    src = (HEAD + 'a = llm(n=3, temperature=0.7) """{{ q }}"""\nb = vote(a)\noutput b\ndistill:\n    task t(target=b) """{{ q }}"""\n'
            '    keep consistent(b, shuffle=["q"])\n')
     rc, err = s2c(src)
     assert rc == 1

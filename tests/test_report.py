@@ -71,6 +71,9 @@ def test_compiled_dataset_report_holds_every_example_with_its_verdict(tmp_path, 
     assert html.count("<svg") == 2
     for text in ("Program graph", "Tokens and time per node", "Drop reasons", "dropped by matches"):
         assert text in html
+    # kept-label accuracy: a and b are scored (c unparsed and d failed count as wrong), a alone is kept
+    assert re.search(r'<tr id="kept-gold"><td>kept labels that match answer \(normalized_match\)</td><td>1/1 \(100%\)</td></tr>', html)
+    assert "<tr><td>all System-2 answers that match answer</td><td>1/4 (25%)</td></tr>" in html
     # self-contained: nothing is fetched at view time
     assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', html) and "@import" not in html
 

@@ -27,14 +27,18 @@ def cmd_compile(args) -> int:
     res = api.distill(program, data_from(args), engine_from(args), out=args.out, settings=run_settings_from(args),
                       distill=settings)
     out, summary = res.out, res.summary
-    console.print(token_table(summary))
+    from s2c.runtime.gold import line
+
     r = res.report
+    console.print(token_table(summary, (line(r["gold"], kept=True),) if r["gold"] else ()))
     how = "" if args.curation == "program" else f" (--curation {args.curation})"
     log(Text.assemble(("curation", "bold"), f"{how}: {r['inputs']} inputs, ", (f"{r['kept']} kept", "green"),
                       "".join(f", {n} {what}" for what, n in [("failed", r["failed"]), ("unparsed", r["unparsed"]),
                               *((f"dropped by {rule}", n) for rule, n in r["dropped_per_rule"].items())])))
     for reason, n in list(r["dropped_reasons"].items())[:5]:
         log(f"  {n} × {reason}")
+    if r["gold"]:
+        log(Text.assemble("  ", (line(r["gold"], kept=True), "bold")))
     if r["label_distribution"]:
         log(f"  kept labels: {r['label_distribution']}")
     for w in r["warnings"]:

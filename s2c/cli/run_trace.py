@@ -29,11 +29,16 @@ def cmd_run(args) -> int:
     log = console.print
     outcome = api.run(program, data_from(args), engine_from(args), out=args.out, settings=run_settings_from(args))
     out = outcome.run_dir
-    console.print(token_table(outcome.summary))
+    from s2c.runtime.gold import line
+
+    gold = outcome.gold()
+    console.print(token_table(outcome.summary, tuple(line(g) for g in gold)))
     s = outcome.summary
     log(f"s2c: {s.examples} examples: {s.ok} ok, {s.failed} failed, {s.unparsed} unparsed; "
         f"{s.engine_calls} engine calls, {s.cache_hits} cache hits, {s.retries} retries -> "
         f"{out}/summary.json; traces: s2c trace {out} [--failed]; all of it: s2c report {out}")
+    for g in gold:  # the program's metrics, where the data has gold
+        log(Text.assemble("s2c: ", (line(g), "bold")))
     for kind in ("failed", "unparsed"):
         for nid, reasons in s.reasons(kind).items():
             for reason, k in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]:

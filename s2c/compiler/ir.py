@@ -237,3 +237,15 @@ def common_prefix(a: tuple, b: tuple) -> int:
             break
         n += 1
     return n
+
+
+def metric_labels(metrics: list[MetricIR]) -> list[str]:
+    """Each metric's name in tables and results.json: the metric's name, or, where one metric
+    appears on several lines, `name#k` (in the eval section's order)."""
+    names = [m.name for m in metrics]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if names.count(name) == 1 else f"{name}#{seen[name]}")
+    return out

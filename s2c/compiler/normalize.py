@@ -1,10 +1,13 @@
-"""What "equal" means, shared by the library (vote, lookup), distill's keep rules and evaluate's metrics."""
+"""What "equal" means, shared by the library (vote, lookup), distill's keep rules and evaluate's metrics,
+and the gold metrics' scorers built on it."""
 from __future__ import annotations
 
 import ast
 import json
 import operator
 import re
+
+from s2c.compiler.failures import Failed
 
 _NUMERIC = re.compile(r"[$€£]?\s*(-?[\d,]*\.?\d+)\s*%?\.?")
 
@@ -64,3 +67,27 @@ def _value(node) -> float:
     if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
         return _OPS[type(node.op)](_value(node.left), _value(node.right))
     raise ValueError("not arithmetic")
+
+
+def _choice(x) -> str:
+    s = str(x).strip()
+    m = re.search(r"\[\[([A-Za-z])\]\]|^\(?([A-Za-z])\)?[.:]?$", s)
+    return (m.group(1) or m.group(2)).upper() if m else normalize(s)
+
+
+SCORERS = {
+    "exact_match": lambda a, g: str(a).strip() == str(g).strip(),
+    "normalized_match": lambda a, g: normalize(a) == normalize(g),
+    "choice_accuracy": lambda a, g: _choice(a) == _choice(g),
+    "agreement": lambda a, g: _choice(a) == _choice(g),  # agreement with human labels (ties count)
+}
+
+
+def correct(metric: str, pred, gold) -> bool:
+    """Whether `pred` scores as `gold` under a gold metric; an answer that failed, or holds a failed
+    element, counts as wrong."""
+    return not (pred is None or _holds_failed(pred)) and bool(SCORERS[metric](pred, gold))
+
+
+def _holds_failed(v) -> bool:
+    return isinstance(v, Failed) or (isinstance(v, list) and any(_holds_failed(x) for x in v))

@@ -18,10 +18,12 @@ from pathlib import Path
 from s2c.compiler import ir
 from s2c.compiler.normalize import normalize
 from s2c.distill.curate import CurationReport, judge, with_curation
-from s2c.distill.rows import build_rows
+from s2c.distill.rows import as_text, build_rows
 from s2c.distill.write import DatasetWriter, jsonl_line
 from s2c.errors import S2Error
-from s2c.runtime.store import RunStore
+from s2c.runtime.gold import GoldTally
+from s2c.runtime.store import ExampleResult, RunStore
+from s2c.runtime.values import find_failed
 from s2c.runtime.summary import RunSummary
 
 SKEW = 0.8  # a kept-label share above this is reported (a judge that always says A is position-biased)
@@ -130,11 +132,15 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner,
     report = CurationReport()
     problems: list[str] = []
     writer = DatasetWriter(out, val_split, seed)
-    first_task = cp.tasks[0].name if cp.tasks else None
+    # where the program has no gold metric to read its answer, a kept label is the answer task's
+    # completion: the first task's, or in a cascade the last one's (the rationale comes first)
+    label_task = (cp.tasks[-1] if fmt == "cascade" else cp.tasks[0]).name if cp.tasks else None
     store = RunStore.open(out / "run", cp)
     verdicts = VerdictLog(out)
+    tally = next(iter(GoldTally.for_program(cp)), None)  # the first gold metric reads the label
     for res in store.originals():
         report.inputs += 1
+        scored = tally.score(res) if tally is not None else None
         if not res.ok:
             node = res.failed_at
             (report.unparsed if res.status == "unparsed" else report.failed)[node] += 1
@@ -158,9 +164,13 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner,
         report.kept += 1
         verdicts.add(res.id, "kept")
         writer.add(new)
-        for r in new:
-            if r["task"] == first_task and len(report.labels) < MAX_LABELS:
-                report.labels[normalize(r["completion"][0]["content"])[:40]] += 1
+        if tally is not None:
+            tally.keep(scored)
+        label = _label(cp, tally, res, new, label_task)
+        if label is not None and len(report.labels) < MAX_LABELS:
+            report.labels[normalize(label)[:40]] += 1
+    if tally is not None and tally.scored:
+        report.gold = tally.as_dict()
     _label_warning(report)
     s = outcome.summary
     kept_rows = sum(writer.tasks[t][0] for t in writer.tasks)
@@ -168,7 +178,7 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner,
         "generated": s.generated_tokens, "prompt": s.prompt_tokens,
         "per_input": s.generated_tokens / max(1, report.inputs),
         "per_kept_row": s.generated_tokens / max(1, kept_rows),
-        "engine_calls": s.engine_calls, "cache_hits": s.cache_hits,
+        "engine_calls": s.engine_calls, "cache_hits": s.cache_hits, "engine_generated": s.engine_generated_tokens,
     }
     meta = {
         "program": cp.name, "program_file": cp.program.file, "format": fmt, "data": data,
@@ -219,6 +229,16 @@ def reason_class(reason: str | None) -> str:
     if not reason:
         return "?"
     return reason.split(" (")[0]
+
+
+def _label(cp: ir.CheckedProgram, tally: GoldTally | None, res: ExampleResult, rows: list[dict],
+           task: str | None) -> str | None:
+    """A kept example's label for the distribution: its answer as the gold metric reads it, else
+    the answer task's completion."""
+    if tally is not None:
+        answer = tally.answer(res)
+        return None if find_failed(answer) is not None else as_text(answer)
+    return next((r["completion"][0]["content"] for r in rows if r["task"] == task), None)
 
 
 def _label_warning(report: CurationReport) -> None:

@@ -43,6 +43,7 @@ class CurationReport:
     elements_dropped: int = 0
     labels: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
+    gold: dict | None = None  # gold.GoldTally.as_dict(): System-2 answers that match gold, all and kept
 
     def as_dict(self) -> dict:
         return {
@@ -51,6 +52,7 @@ class CurationReport:
             "unparsed_per_node": dict(self.unparsed), "dropped_per_rule": dict(self.dropped),
             "dropped_reasons": dict(self.reasons.most_common()), "elements_dropped": self.elements_dropped,
             "label_distribution": dict(self.labels.most_common()), "warnings": self.warnings,
+            "gold": self.gold,
         }
 
 

@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from s2c.runtime import gold
+
 PARQUET_BATCH = 1024  # rows per Parquet row group
 
 
@@ -142,6 +144,8 @@ def dataset_card(meta: dict, report: dict, sizes: dict[str, dict], tasks: dict[s
         lines.append(f"- dropped by `{rule}`: {n}")
     for reason, n in list(r["dropped_reasons"].items())[:10]:
         lines.append(f"  - {n} × {reason}")
+    if r.get("gold"):
+        lines.append(f"- {gold.line(r['gold'], kept=True)}")
     if r["label_distribution"]:
         lines.append(f"- label distribution of kept targets: {r['label_distribution']}")
     for w in r["warnings"]:
@@ -152,6 +156,9 @@ def dataset_card(meta: dict, report: dict, sizes: dict[str, dict], tasks: dict[s
         f"- generated tokens: {t['generated']:,} ({t['per_input']:.1f} per input, "
         f"{t['per_kept_row']:.1f} per kept row), prompt tokens: {t['prompt']:,}",
         f"- engine calls: {t['engine_calls']}, cache hits: {t['cache_hits']}",
+        *([f"- of the generated tokens, this compile paid for {t['engine_generated']:,}; the "
+           f"{t['generated'] - t['engine_generated']:,} of the {t['cache_hits']} calls served from the cache were paid "
+           "when those calls were made"] if t.get("cache_hits") and "engine_generated" in t else []),
         "",
     ]
     return "\n".join(lines)

@@ -1,36 +1,16 @@
 """Task metrics for `s2c eval`: one outcome byte per input and metric (stats.py turns them into CIs).
 
-"Equal" is `functions.normalize` here as in vote and the keep rules.
+"Equal" is `normalize` here as in vote and the keep rules, and `correct` (compiler/normalize.py)
+scores one answer the same way wherever it is scored: eval, compile's kept labels, `s2c run`.
 """
 from __future__ import annotations
 
-import re
-
 from s2c.compiler import ir
 from s2c.compiler.failures import Failed
-from s2c.compiler.normalize import normalize
+from s2c.compiler.normalize import correct, normalize
 from s2c.runtime.values import find_failed
 
 MISSING = 2  # an outcome byte for "not scored": no gold value, or the input is not in the run
-
-
-def _choice(x) -> str:
-    s = str(x).strip()
-    m = re.search(r"\[\[([A-Za-z])\]\]|^\(?([A-Za-z])\)?[.:]?$", s)
-    return (m.group(1) or m.group(2)).upper() if m else normalize(s)
-
-
-SCORERS = {
-    "exact_match": lambda a, g: str(a).strip() == str(g).strip(),
-    "normalized_match": lambda a, g: normalize(a) == normalize(g),
-    "choice_accuracy": lambda a, g: _choice(a) == _choice(g),
-    "agreement": lambda a, g: _choice(a) == _choice(g),  # agreement with human labels (ties count)
-}
-
-
-def correct(metric: str, pred, gold) -> bool:
-    """An unparseable prediction counts as wrong."""
-    return not (pred is None or find_failed(pred) is not None) and bool(SCORERS[metric](pred, gold))
 
 
 class Scores:
@@ -41,7 +21,7 @@ class Scores:
     inconsistent."""
 
     def __init__(self, metrics: list[ir.MetricIR], n_inputs: int):
-        self.labels = labels(metrics)
+        self.labels = ir.metric_labels(metrics)
         self.outcomes = [bytearray([MISSING]) * n_inputs for _ in metrics]
         self.index = {id(m): i for i, m in enumerate(metrics)}
 
@@ -66,15 +46,3 @@ class Scores:
 
     def by_label(self) -> dict[str, bytearray]:
         return dict(zip(self.labels, self.outcomes))
-
-
-def labels(metrics: list[ir.MetricIR]) -> list[str]:
-    """Each metric's name in tables and results.json: the metric's name, or, where one metric
-    appears on several lines, `name#k` (in the eval section's order)."""
-    names = [m.name for m in metrics]
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if names.count(name) == 1 else f"{name}#{seen[name]}")
-    return out

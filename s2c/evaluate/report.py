@@ -14,7 +14,7 @@ are fractions (0.533 is 53.3 %); a CI is [low, high], or null where nothing was 
     systems[]               one per system, in the table's order:
       name, kind, adapter   "System 1" | "System 2" | an adapter's name; system1|system2|distilled
       merged                the folder the adapter was merged into (--merge-adapters), else null
-      metrics               {metric: mean, or null}; metric names are metrics.labels()
+      metrics               {metric: mean, or null}; metric names are ir.metric_labels()
       ci                    {metric: [low, high] or null}
       mean_generated_tokens, mean_generated_tokens_ci ([low, high], tokens)
       n, unparsed, run_dir
@@ -33,8 +33,8 @@ import json
 import os
 from pathlib import Path
 
+from s2c.compiler import ir
 from s2c.distill.write import jsonl_line
-from s2c.evaluate.metrics import labels
 from s2c.evaluate.stats import CONFIDENCE, settings
 
 SCHEMA = 2  # results.json's layout, in this module's docstring
@@ -73,7 +73,7 @@ def table(results, cp, meta):
     t = Table(title=f"{meta['program']} on {meta['data']} · {meta['examples']} inputs · {meta['model']}",
               title_justify="left", caption=f"[{CONFIDENCE:.0%} bootstrap CI]", caption_justify="left")
     t.add_column("system")
-    names = labels(cp.metrics)
+    names = ir.metric_labels(cp.metrics)
     for n in names:
         t.add_column(f"{n} (%)" + (" ↓" if n.startswith("swap_inconsistency") else ""), justify="right")
     t.add_column("#tokens / input", justify="right")

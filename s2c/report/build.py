@@ -141,6 +141,11 @@ def _facts(src: Sources, summary, meta, results) -> list[tuple[str, str]]:
         tokens = (f"{s['generated_tokens']:,} ({s['generated_tokens_per_example']:,.1f} per example), "
                   f"{s['engine_calls']:,} engine calls, {s['cache_hits']:,} cache hits, {s['wall_seconds']:.1f} s")
         facts.append(("generated tokens", tokens))
+        paid = sum(n.get("engine_generated_tokens", 0) for n in s["nodes"].values())
+        if s["cache_hits"] and any("engine_generated_tokens" in n for n in s["nodes"].values()):
+            facts.append(("served from the cache", f"{s['cache_hits']:,} calls, {s['generated_tokens'] - paid:,} generated "
+                          f"tokens paid when they were made; this run paid {s['engine_calls']:,} engine calls, "
+                          f"{paid:,} generated tokens"))
     if meta:
         facts.append(("rows", ", ".join(f"{k}: {v}" for k, v in meta.get("rows", {}).items())))
     if src.kind == "eval":
@@ -194,7 +199,7 @@ def _examples(src: Sources, verdicts: dict | None, results: dict | None) -> Iter
 
 def _correct(metric: ir.MetricIR, answer, gold) -> bool:
     """An eval system's answer as answers.jsonl holds it (a failure is {"failed"/"unparsed": ...})."""
-    from s2c.evaluate.metrics import correct
+    from s2c.compiler.normalize import correct
 
     if isinstance(answer, dict) and ({"failed", "unparsed"} & answer.keys()):
         return False

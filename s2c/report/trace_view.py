@@ -41,7 +41,7 @@ from s2c.compiler.system1 import ANSWER, system1_program
 from s2c.distill.build import CURATION, read_verdicts
 from s2c.errors import S2Error, did_you_mean
 from s2c.evaluate.evaluate import System
-from s2c.evaluate.metrics import correct
+from s2c.compiler.normalize import correct
 from s2c.runtime.store import FILE, ExampleResult, RunStore
 from s2c.runtime.trace import Trace
 from s2c.runtime.values import find_failed, to_json

@@ -73,6 +73,7 @@ class NodeStats:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     engine_prompt_tokens: int = 0  # prompt tokens of the calls the engine served (not the call cache)
+    engine_generated_tokens: int = 0  # generated tokens of those: what this run paid for (the rest came cached)
     prefix_cached_tokens: int = 0  # of those, what the engine's prefix cache served (vLLM)
     seconds: float = 0.0
     failed: Counter = field(default_factory=Counter)  # reason -> instances that failed here
@@ -88,6 +89,7 @@ class NodeStats:
             "engine_calls": self.engine_calls, "samples": self.samples, "cache_hits": self.cache_hits,
             **({"given": self.given} if self.given else {}),
             "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
+            "engine_generated_tokens": self.engine_generated_tokens,
             "prefix_cache": {"prompt_tokens": self.engine_prompt_tokens, "cached_tokens": self.prefix_cached_tokens,
                              "hit_rate": round(self.prefix_cached_tokens / self.engine_prompt_tokens, 3)
                              if self.engine_prompt_tokens else None},
@@ -287,6 +289,7 @@ class Executor:
                     self._complete(it.ex, node, it.prefix, res if len(missing) == n == len(res) else [have[i] for i in range(n)],
                                    it.trace, cached=n - len(missing))
                 tokens = sum(c.completion_tokens for c in res)
+                st.engine_generated_tokens += tokens
                 if res:
                     st.engine_prompt_tokens += res[0].prompt_tokens  # read once per call
                     st.prefix_cached_tokens += res[0].cached_tokens

@@ -5,10 +5,11 @@ A run directory holds:
   run.sqlite     every finished example (its trace and its values), appended as examples finish,
                  so a killed run keeps them; `s2c trace RUN` reads it (runtime/store.py)
   summary.json   totals and per-node figures (written at the end, also when a run is stopped)
-  rows.json      rows that were skipped, with why
+  rows.json      rows that were skipped, with why (only when some were)
   load.csv       the engine's load every quarter second: requests in flight (s2c's count) and,
                  with vLLM, how many its scheduler runs in the batch and holds waiting
-  engine.log     what the engine and its libraries printed (s2c/terminal.py, while the API or the CLI runs)
+  engine.log     what the engine and its libraries printed (s2c/terminal.py, while the API or the CLI runs;
+                 none when nothing was printed)
 """
 from __future__ import annotations
 
@@ -111,6 +112,23 @@ class RunOutcome:
             yield from store.all()
         finally:
             store.close()
+
+    def gold(self) -> list[dict]:
+        """For each gold metric of the program, how many System-2 answers match the gold field
+        (gold.GoldTally.as_dict(), its "all"); [] when it has none or no example has a gold value."""
+        from s2c.runtime.gold import GoldTally
+
+        tallies = GoldTally.for_program(self.program)
+        if not tallies:
+            return []
+        store = RunStore.open(self.run_dir, self.program)
+        try:
+            for res in store.originals():
+                for t in tallies:
+                    t.score(res)
+        finally:
+            store.close()
+        return [t.as_dict(kept=False) for t in tallies if t.scored]
 
     def records(self) -> Iterator[dict]:
         """One flat dict per example, in input order: `id`, `status`, the program's inputs, its
@@ -394,7 +412,19 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def token_table(summary: RunSummary):
+def cache_note(summary: RunSummary) -> str:
+    """What the calls the cache served cost when they were made, beside what this run paid; ""
+    when the engine served every call. (Token counts: money needs prices, which no engine gives.)"""
+    if not summary.cache_hits:
+        return ""
+    return (f"{summary.cache_hits:,} calls served from the cache cost {summary.generated_tokens - summary.engine_generated_tokens:,} "
+            f"generated tokens when they were made; this run paid {summary.engine_calls:,} engine calls, "
+            f"{summary.engine_generated_tokens:,} generated tokens")
+
+
+def token_table(summary: RunSummary, notes: tuple[str, ...] = ()):
+    """The run table: a row per node, then the total; `notes` go under it, in its caption (the
+    answers' match with gold)."""
     from rich.table import Table
     from rich.text import Text
 
@@ -423,5 +453,6 @@ def token_table(summary: RunSummary):
             + (" (down)" if s["down"] else "") for url, s in spread["servers"].items())
     elif "requests_per_replica" in spread:
         t.caption = "requests per replica: " + ", ".join(map(str, spread["requests_per_replica"]))
+    t.caption = "\n".join(filter(None, [t.caption, cache_note(summary), *notes])) or None
     t.caption_justify = "left"
     return t

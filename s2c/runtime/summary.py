@@ -63,6 +63,12 @@ class RunSummary:
         return self._total("generated_tokens")
 
     @property
+    def engine_generated_tokens(self) -> int:
+        """Generated tokens of the calls the engine served in this run; the rest of
+        `generated_tokens` came from the call cache, paid for when those calls were made."""
+        return self._total("engine_generated_tokens")
+
+    @property
     def retries(self) -> int:
         return sum(sum(s.retries.values()) for s in self.nodes.values())
 
