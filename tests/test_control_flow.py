@@ -69,3 +69,35 @@ def test_a_run_scores_its_answers_against_gold_with_the_programs_metric(tmp_path
     assert out.gold() == [
         {"metric": "normalized_match", "gold": "label", "all": {"correct": 1, "scored": 2}},
         {"metric": "exact_match", "gold": "label", "all": {"correct": 0, "scored": 2}}]
+
+
+APPEND = '''program a "append per round, take the last answer"
+input question
+answers = []
+feedback = ""
+while not contains(feedback, "No mistakes") up to 3:
+    reply = llm() """{{ question }} {{ feedback }}"""
+    answers = answers + [regex(reply, "Final answer: (\\\\d+)")]
+    feedback = llm() """Check: {{ reply }}"""
+final = last(answers)
+output final
+'''
+
+
+def test_appending_per_round_keeps_the_last_answer_when_later_rounds_are_skipped(tmp_path):
+    """Round 2's feedback finds no mistake, so round 3 is skipped: `last` takes round 2's answer;
+    where round 2's answer is unparsed, round 1's."""
+    def script(r, i):
+        t = request_text(r)
+        if t.startswith("Check"):
+            return "No mistakes." if "second" in t else "wrong"
+        return ("second try, Final answer: 8" if "wrong" in t else "Final answer: 5") if "good" in t else \
+            ("second try, no number" if "wrong" in t else "Final answer: 5")
+
+    eng = FakeEngine(script)
+    out = Runner(eng, progress=False).execute(load_text(APPEND, "a.s2"), [("g", {"question": "good"}),
+                                                                          ("b", {"question": "bad"})], tmp_path / "run")
+    assert [(r["id"], r["status"], r["final"]) for r in out.records()] == [("g", "ok", "8"), ("b", "ok", "5")]
+    assert len(eng.calls) == 2 * 4  # two rounds each; the third made no call
+    nodes = next(out.examples()).trace.nodes
+    assert nodes["reply#3"]["instances"][0]["skipped"].endswith("not run, the condition was false")
