@@ -101,3 +101,15 @@ def test_appending_per_round_keeps_the_last_answer_when_later_rounds_are_skipped
     assert len(eng.calls) == 2 * 4  # two rounds each; the third made no call
     nodes = next(out.examples()).trace.nodes
     assert nodes["reply#3"]["instances"][0]["skipped"].endswith("not run, the condition was false")
+
+
+def test_the_trace_shows_rounds_that_did_not_run_as_skipped_and_the_value_carried_out(tmp_path, capsys):
+    from s2c.cli import main
+
+    Runner(FakeEngine(refine_script), progress=False).execute(load_text(REFINE, "w.s2"), [("a", {"question": "q"})],
+                                                              tmp_path / "run")
+    assert main(["trace", str(tmp_path / "run"), "--full"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "answer#2 llm · 1 instance(s) │ └── skipped: round 2 of the while at line 5: not run, the condition was false" in out
+    assert "answer@5 transform · 1 instance(s) │ └── value: v2" in out  # what `answer` holds after the while
+    assert "extra@else8 llm · 1 instance(s) │ └── skipped: the else branch at line 8: not run" in out

@@ -123,7 +123,7 @@ def build_graph(cp: ir.CheckedProgram) -> nx.DiGraph:
             attrs["fn"] = node.expr.fn
         if isinstance(node.expr, ir.Gate):  # a while round's or an if branch's gate
             attrs["gate"] = node.expr.what
-        elif node.internal and isinstance(node.expr, (ir.Pick, ir.When)) and "@" in node.id:  # carried out of a block
+        elif node.carried:
             attrs["carried"] = _carried_out_of(node)
         g.add_node(node.id, **attrs)
     # edge kinds: "data" (reads the value), "continues" (extends that call's conversation),

@@ -133,6 +133,12 @@ class Node:
     internal: bool = False  # created by s2c (inlined bindings, loop iterables), not the user
     origin_program: str = ""  # the program file it was written in
 
+    @property
+    def carried(self) -> bool:
+        """A name carried out of a scan, while or if (`draft@28`): internal, but what the program's
+        name holds after the block, so graphs draw it and traces record it."""
+        return self.internal and isinstance(self.expr, (Pick, When)) and "@" in self.id
+
 
 @dataclass
 class TaskIR:

@@ -361,7 +361,11 @@ def render_trace(rec: Trace, node: str | None = None, full: bool = False, *, che
             for j, c in enumerate(inst.get("completions", [])):
                 tag = f"sample {j}" if len(inst["completions"]) > 1 else "completion"
                 ib.add(Text.assemble((f"{tag}:", "green"), " ", _cut(c, full)))
-            if "value" in inst:
+            value = inst.get("value")
+            skipped = inst.get("skipped") or (value.get("skipped") if isinstance(value, dict) else None)
+            if skipped:  # a round after the while stopped, the branch not taken, a scan past its list
+                ib.add(Text.assemble(("skipped:", "dim"), " ", (skipped, "dim")))
+            elif "value" in inst:
                 ib.add(Text.assemble(("value:", "yellow"), " ", _cut(inst["value"], full)))
             if inst.get("error"):
                 ib.add(Text.assemble(("error:", "red"), f" {inst['error']}"))

@@ -336,7 +336,7 @@ class Executor:
                 ex.values.set(node.id, p, v)
                 if isinstance(v, Failed):
                     self._fail(ex, node, v)
-                if not node.internal:
+                if not node.internal or node.carried:
                     tr["instances"].append({"index": list(p), "value": to_json(v)})
             self.stats[node.id].seconds += time.perf_counter() - t0
             self._done(ex, node)
