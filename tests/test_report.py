@@ -176,5 +176,24 @@ def test_report_in_headless_chromium(tmp_path):
         assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert browser.save_screenshot(str(tmp_path / "report.png"))
         assert (tmp_path / "report.png").stat().st_size > 10_000
+        # a run of a while: the rounds that did not run say so, and the value carried out is shown
+        from test_control_flow import REFINE, refine_script
+
+        from s2c.compiler.pipeline import load_text
+        src = tmp_path / "w.s2"
+        src.write_text(REFINE)
+        run = tmp_path / "while-run"
+        Runner(FakeEngine(refine_script), progress=False).execute(load_text(REFINE, str(src)), [("a", {"question": "q"})], run)
+        assert main(["report", str(run)]) == 0
+        browser.get((run / "report.html").as_uri())
+        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.body.dataset.ready === '1'"))
+        browser.find_element(By.CSS_SELECTOR, ".example .head").click()
+        WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".trace"))
+        skipped = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".trace .skipped")]
+        assert "skipped: round 2 of the while at line 5: not run, the condition was false" in skipped
+        assert any(t.startswith("skipped: the else branch at line 8: not run") for t in skipped)
+        nodes = [n.text for n in browser.find_elements(By.CSS_SELECTOR, ".trace .system2 .node > b")]
+        assert "answer@5" in nodes
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         browser.quit()
