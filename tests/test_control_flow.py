@@ -3,6 +3,8 @@ rounds after make no call; the branch not taken makes none; a list keeps its fai
 last() takes the last answer that ran."""
 from __future__ import annotations
 
+import pytest
+
 from s2c.compiler.pipeline import load_text
 from s2c.runtime.engines.fake import FakeEngine, request_text
 from s2c.runtime.run import Runner
@@ -113,3 +115,20 @@ def test_the_trace_shows_rounds_that_did_not_run_as_skipped_and_the_value_carrie
     assert "answer#2 llm · 1 instance(s) │ └── skipped: round 2 of the while at line 5: not run, the condition was false" in out
     assert "answer@5 transform · 1 instance(s) │ └── value: v2" in out  # what `answer` holds after the while
     assert "extra@else8 llm · 1 instance(s) │ └── skipped: the else branch at line 8: not run" in out
+
+
+def test_after_before_and_contains_find_their_marker_in_any_case_and_regex_only_with_its_flag():
+    from s2c.compiler.failures import TransformError
+    from s2c.compiler.library import FUNCTIONS
+
+    def call(name, *args):
+        return FUNCTIONS[name].impl(*args)
+
+    cot = "Two and two.\nfinal answer: 4\nFINAL ANSWER: 5"
+    assert call("after", cot, "Final answer:") == "5"  # the last occurrence, in any case
+    assert call("before", cot, "Final Answer:") == "Two and two."  # the first
+    assert call("contains", "no MISTAKES found", "No mistakes") is True
+    assert call("contains", "all good", "No mistakes") is False
+    assert call("regex", cot, "(?i)final answer:\\s*(\\d+)") == "5"  # the last match, as after() takes the last marker
+    with pytest.raises(TransformError):
+        call("regex", "final answer: 4", "Final answer: (\\d+)")  # case-sensitive without (?i)
