@@ -21,7 +21,7 @@ _API = ("Program", "Data", "Engine", "EngineSettings", "RunSettings", "EvalSetti
         "distill", "train", "evaluate")
 _TYPES = {"DistillSettings": "s2c.distill.build", "DistillResult": "s2c.distill.build",
           "TrainSettings": "s2c.train.sft", "TrainResult": "s2c.train.sft", "RunOutcome": "s2c.runtime.run",
-          "RunOptions": "s2c.runtime.executor"}
+          "RunOptions": "s2c.runtime.executor", "HttpOptions": "s2c.runtime.engines.http"}
 
 
 def __getattr__(name: str):

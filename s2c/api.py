@@ -26,6 +26,7 @@ from s2c import folders, terminal
 from s2c.compiler import ir
 from s2c.distill.build import DistillResult, DistillSettings
 from s2c.errors import Diagnostic, S2Error, did_you_mean
+from s2c.runtime.engines.http import HttpOptions
 from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import MAX_FIELD_CHARS, RunOutcome, validate_rows
 from s2c.train.sft import TrainResult, TrainSettings
@@ -251,6 +252,9 @@ class EngineSettings:
     replicas: int | None = None  # ray: vLLM engines in the pool (default 1)
     replica_resources: Mapping[str, float] | None = None  # ray: each replica's or shard's resources
     shards: int | None = None  # ray: cut the input into N shards, each run whole on a worker
+    # openai: concurrency, rate limits, retries and timeout, per server (--concurrency, --rpm, --tpm, ...)
+    http: HttpOptions = HttpOptions()
+    reasoning: bool | None = None  # openai: the models are reasoning models (None: known by name)
 
     def check(self) -> None:
         from s2c.runtime.engines import ENGINES
@@ -267,6 +271,15 @@ class EngineSettings:
         if self.shards and self.replicas:
             raise S2Error("--shards and --replicas: a sharded run has one engine per shard",
                           hint="drop --replicas; --shards N runs N engines")
+        self.http.check()
+        http_flags = [f for f, on in (("--concurrency", self.http.concurrency != HttpOptions.concurrency),
+                                      ("--rpm", self.http.rpm), ("--tpm", self.http.tpm),
+                                      ("--retries", self.http.retries != HttpOptions.retries),
+                                      ("--timeout", self.http.timeout != HttpOptions.timeout)) if on]
+        if http_flags and self.kind not in ("openai", "auto") and not any(
+                isinstance(m, EngineSettings) for m in self.roles.values()):
+            raise S2Error(f"{', '.join(http_flags)}: only for a server (--engine openai, or --role-url); "
+                          f"the engine here is {self.kind}")
         if self.vllm_args and self.kind not in ("vllm", "ray", "auto"):
             raise S2Error(f"--vllm-arg: only with --engine vllm or ray (the engine here is {self.kind})")
         bound = [r for r, m in self.roles.items() if not isinstance(m, str)]
@@ -377,9 +390,11 @@ class Engine:
         options: dict[str, Any] = {}
         if s.base_url:
             options["base_url"] = s.base_url[0] if len(s.base_url) == 1 else list(s.base_url)
+        name = choose_auto(options) if s.kind == "auto" else s.kind
+        if name == "openai":
+            options.update(http=s.http, reasoning=s.reasoning, log=log)
         if s.lora:
             options["enable_lora"] = True
-        name = choose_auto(options) if s.kind == "auto" else s.kind
         if s.vllm_args and name not in ("vllm", "ray"):
             raise S2Error(f"--vllm-arg: only with --engine vllm or ray (the engine here is {name})")
         options.update(s.vllm_args)

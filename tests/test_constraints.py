@@ -17,6 +17,7 @@ from s2c.dsl.parser import parse
 from s2c.runtime.cache import CallCache, call_key
 from s2c.runtime.engines.base import EngineError
 from s2c.runtime.engines.fake import FakeEngine, in_language
+from s2c.runtime.engines.http import HttpOptions
 from s2c.runtime.engines.openai import OpenAIEngine
 from s2c.runtime.run import Runner
 
@@ -146,7 +147,7 @@ def _chat_ok(path, body, attempt):
 ])
 def test_the_openai_engine_sends_what_the_server_enforces(owned_by, constraint, sent):
     with ScriptedServer(_chat_ok, owned_by=owned_by) as server:
-        engine = OpenAIEngine(base_url=server.url, backoff=0.01)
+        engine = OpenAIEngine(base_url=server.url, http=HttpOptions(backoff=0.01))
         try:
             engine.generate([Request(messages=(Message("user", "q"),), sampling=Sampling(constraint=constraint))])
         finally:
@@ -157,7 +158,7 @@ def test_the_openai_engine_sends_what_the_server_enforces(owned_by, constraint, 
 
 def test_a_server_that_is_not_vllm_enforces_only_json_and_the_run_is_refused(tmp_path):
     with ScriptedServer(_chat_ok, owned_by="someone") as server:
-        engine = OpenAIEngine(base_url=server.url, backoff=0.01)
+        engine = OpenAIEngine(base_url=server.url, http=HttpOptions(backoff=0.01))
         try:
             assert engine.constraints == frozenset({"json"})
             with pytest.raises(EngineError, match="'answer' is constrained \\(choice=\\), which the openai engine"):

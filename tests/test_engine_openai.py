@@ -5,6 +5,7 @@ loopback."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import time
@@ -34,6 +35,7 @@ from s2c.runtime.engines.base import (
     Request,
     Sampling,
 )
+from s2c.runtime.engines.http import HttpOptions
 from s2c.runtime.engines.openai import OpenAIEngine, normalize_base_url
 
 
@@ -41,8 +43,9 @@ def ok(path, body, attempt):
     return 200, chat_response([f"reply to {body['messages'][-1]['content']}"] * body["n"]), {}
 
 
-def engine_for(server: ScriptedServer, **options) -> OpenAIEngine:
-    return OpenAIEngine(base_url=server.url, backoff=0.01, **options)
+def engine_for(server: ScriptedServer, model=None, roles=None, **http) -> OpenAIEngine:
+    """An engine on `server` with a quick backoff; `http`: HttpOptions' fields."""
+    return OpenAIEngine(model, roles=roles, base_url=server.url, http=HttpOptions(**{"backoff": 0.01, **http}))
 
 
 def test_base_url_gets_v1_only_when_it_has_no_path():
@@ -155,7 +158,7 @@ def test_backoff_grows_exponentially_and_a_request_that_keeps_failing_becomes_a_
         return ok(path, body, attempt)
 
     with ScriptedServer(script) as server:
-        engine = OpenAIEngine(base_url=server.url, retries=3, backoff=0.05)
+        engine = OpenAIEngine(base_url=server.url, http=HttpOptions(retries=3, backoff=0.05))
         start = time.monotonic()
         out = engine.generate([chat("fine"), chat("doomed"), chat("also fine")])
         elapsed = time.monotonic() - start
@@ -240,7 +243,7 @@ def test_a_200_without_a_completion_is_retried_then_a_failure_that_says_why():
         [done] = engine.collect()
         assert done.result[0].text == "reply to q"
         assert done.retries == ("empty choices", "null content", "unexpected shape", "unexpected shape")
-        engine.retries = 1
+        engine.options = dataclasses.replace(engine.options, retries=1)
         engine.submit("text", Request(prompt="p"))
         [done] = engine.collect()
         assert isinstance(done.result, EngineFailure) and done.retries == ("null content",)
@@ -299,7 +302,7 @@ def read_log(path) -> list[dict]:
 
 def test_results_come_back_per_request_as_they_finish(echo):
     url, log = echo(delay=0.2)
-    engine = OpenAIEngine("echo-model", base_url=url, concurrency=4)
+    engine = OpenAIEngine("echo-model", base_url=url, http=HttpOptions(concurrency=4))
     prompts = {f"tag{i}": f"question number {i}" for i in range(8)}
     for tag, text in prompts.items():
         engine.submit(tag, chat(text))
@@ -317,13 +320,17 @@ def test_results_come_back_per_request_as_they_finish(echo):
         [c] = d.result
         assert c.text == reply_text(prompts[d.tag])  # each result is its own request's reply
         assert c.completion_tokens == len(c.text.split(" ")) and c.prompt_tokens == 3
+    # the server logs "done" just after the reply leaves: under load the client can be quicker
+    deadline = time.monotonic() + 5
+    while sum(e["event"] == "done" for e in read_log(log)) < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert sum(e["event"] == "done" for e in read_log(log)) == 8
     engine.close()
 
 
 def test_generate_on_the_streaming_engine_keeps_request_order(echo):
     url, _ = echo(delay=0.05)
-    engine = OpenAIEngine("echo-model", base_url=url, concurrency=3)
+    engine = OpenAIEngine("echo-model", base_url=url, http=HttpOptions(concurrency=3))
     texts = [f"prompt {i}" for i in range(10)]
     sampled = Request(prompt="plain", sampling=Sampling(n=2, temperature=1.0))
     out = engine.generate([chat(t) for t in texts] + [sampled])
@@ -334,7 +341,7 @@ def test_generate_on_the_streaming_engine_keeps_request_order(echo):
 
 def test_server_faults_are_retried_and_reported_in_finished_retries(echo):
     url, log = echo(faults=[Fault("http503", every=3)])
-    engine = OpenAIEngine("echo-model", base_url=url, concurrency=2, backoff=0.01)
+    engine = OpenAIEngine("echo-model", base_url=url, http=HttpOptions(concurrency=2, backoff=0.01))
     for i in range(6):
         engine.submit(i, chat(f"q{i}"))
     done = []

@@ -31,7 +31,8 @@ from helpers.llm_server import reply_text, request_key, start, stop
 
 from s2c.runtime.engines.base import EngineError, EngineFailure, Finished
 from s2c.runtime.engines.local import cpu_dtype  # the engines' own default on this CPU
-from s2c.runtime.engines.openai import PREFIX_CHARS, OpenAIEngine
+from s2c.runtime.engines.http import PREFIX_CHARS, HttpOptions
+from s2c.runtime.engines.openai import OpenAIEngine
 
 
 @dataclass
@@ -79,8 +80,8 @@ def engines():
     """`engines(...)` makes an OpenAIEngine (quick backoff) that is closed at the end."""
     made = []
 
-    def make(model="echo-model", **options) -> OpenAIEngine:
-        made.append(OpenAIEngine(model, **{"backoff": 0.05, **options}))
+    def make(model="echo-model", base_url=None, roles=None, **http) -> OpenAIEngine:
+        made.append(OpenAIEngine(model, roles=roles, base_url=base_url, http=HttpOptions(**{"backoff": 0.05, **http})))
         return made[-1]
 
     yield make
@@ -142,7 +143,7 @@ def test_model_id_is_unchanged_for_one_url_and_names_every_url_sorted_for_severa
     assert engines(base_url=[a.url, b.url]).model_id() == both.model_id()  # order given: no matter
     assert engines(base_url=[a.url, b.url, a.url]).model_id() == both.model_id()  # duplicates: one
     assert set(both.server_stats()) == {a.url, b.url}
-    assert both.server_stats()[a.url] == {"requests": 0, "failed_over": 0, "down": False}
+    assert both.server_stats()[a.url] == {"requests": 0, "failed_over": 0, "rate_limited": 0, "down": False}
 
 
 def test_every_server_must_answer_and_serve_the_models_at_start(echo, engines):
@@ -165,7 +166,7 @@ def test_one_server_in_a_list_retries_a_dead_server_as_the_url_alone_does(echo, 
     [done] = engine.collect()
     assert isinstance(done.result, EngineFailure) and "ConnectError" in done.result.reason
     assert done.retries == ("ConnectError", "ConnectError")  # backoff retries; nowhere to fail over to
-    assert engine.server_stats()[a.url] == {"requests": 3, "failed_over": 0, "down": False}
+    assert engine.server_stats()[a.url] == {"requests": 3, "failed_over": 0, "rate_limited": 0, "down": False}
 
 
 # --- spreading: affinity and spill-over ------------------------------------------------------
@@ -201,7 +202,7 @@ def test_s2c_run_records_and_prints_how_many_requests_each_server_got(echo, tmp_
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     spread = json.loads((tmp_path / "run" / "summary.json").read_text())["engine_spread"]["servers"]
-    assert spread == {s.url: {"requests": sum(s.keys("recv").values()), "failed_over": 0, "down": False}
+    assert spread == {s.url: {"requests": sum(s.keys("recv").values()), "failed_over": 0, "rate_limited": 0, "down": False}
                       for s in (a, b)}
     assert sum(v["requests"] for v in spread.values()) == 12 and all(v["requests"] for v in spread.values())
     caption = " ".join((r.stdout + r.stderr).split())  # the table's caption, however rich wraps it
@@ -393,8 +394,8 @@ def test_two_real_servers_give_the_texts_of_one(vllm_urls):
     requests = [chat(q, max_tokens=16) for q in questions]
     # concurrency 1: every request runs alone on its server, so greedy texts cannot depend on
     # what else was batched with it
-    one = OpenAIEngine("smollm2", base_url=vllm_urls[0], concurrency=1)
-    two = OpenAIEngine("smollm2", base_url=vllm_urls, concurrency=1)
+    one = OpenAIEngine("smollm2", base_url=vllm_urls[0], http=HttpOptions(concurrency=1))
+    two = OpenAIEngine("smollm2", base_url=vllm_urls, http=HttpOptions(concurrency=1))
     try:
         alone = one.generate(requests)
         spread = two.generate(requests)

@@ -24,6 +24,7 @@ from helpers.llm_server import MARKUP, Fault, reply_text, request_key, serve
 
 from s2c.compiler.pipeline import load_program
 from s2c.runtime.cache import CallCache
+from s2c.runtime.engines.http import HttpOptions
 from s2c.runtime.engines.openai import OpenAIEngine
 from s2c.runtime.run import Runner, RunOutcome
 
@@ -68,7 +69,7 @@ def faults(kind: str) -> list[Fault]:
 def run(tmp_path: Path, url: str, name: str) -> RunOutcome:
     program = tmp_path / "echo_rows.s2"
     program.write_text(PROGRAM)
-    engine = OpenAIEngine("echo-model", base_url=url, retries=RETRIES, backoff=0.01, timeout=TIMEOUT)
+    engine = OpenAIEngine("echo-model", base_url=url, http=HttpOptions(retries=RETRIES, backoff=0.01, timeout=TIMEOUT))
     cache = CallCache(tmp_path / "calls.sqlite")
     try:
         return Runner(engine, cache, progress=False).execute(load_program(program), rows(), tmp_path / name)
@@ -144,7 +145,7 @@ def test_a_fault_is_retried_counted_never_cached_and_redone_on_rerun(tmp_path, k
 def test_faults_on_one_call_come_in_the_order_given_then_the_reply(tmp_path):
     order = [Fault("http500", first=1), Fault("truncated", first=2), Fault("null-content", first=3)]
     with serve(tmp_path, faults=order) as url:
-        engine = OpenAIEngine("echo-model", base_url=url, retries=3, backoff=0.01)
+        engine = OpenAIEngine("echo-model", base_url=url, http=HttpOptions(retries=3, backoff=0.01))
         engine.submit("first", _chat("hello"))
         [first] = engine.collect()
         engine.submit("again", _chat("hello"))  # a fifth attempt: past every fault's first=N

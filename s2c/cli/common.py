@@ -7,6 +7,7 @@ import argparse
 import json
 
 from s2c.errors import S2Error
+from s2c.runtime.engines.http import HttpOptions
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -46,6 +47,18 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--shards", type=int, default=None, metavar="N",
                    help="cut the input into N shards, each run whole on a Ray worker with its own engine, "
                         "cache shard and run store shard, merged here")
+    h = p.add_argument_group("servers (--engine openai, --role-url; limits are per server; docs/api-teachers.md)")
+    h.add_argument("--concurrency", type=int, default=HttpOptions.concurrency, metavar="N",
+                   help=f"requests in flight per server (default {HttpOptions.concurrency})")
+    h.add_argument("--rpm", type=float, default=None, metavar="N",
+                   help="requests per minute the server allows: requests start evenly paced at 90%% of it")
+    h.add_argument("--tpm", type=float, default=None, metavar="N",
+                   help="tokens per minute the server allows (prompt + max_tokens per sample, as providers count "
+                        "them): paced at 90%% of it")
+    h.add_argument("--retries", type=int, default=HttpOptions.retries, metavar="N",
+                   help=f"further attempts of a request that failed in a way worth retrying (default {HttpOptions.retries})")
+    h.add_argument("--timeout", type=float, default=HttpOptions.timeout, metavar="SECONDS",
+                   help=f"seconds for one attempt (default {HttpOptions.timeout:g})")
     g.add_argument("--max-errors", type=int, default=None, help="stop when more examples than this fail")
     add_output_args(p, progress=True)
 
@@ -119,9 +132,11 @@ def engine_from(args):
     for item in args.role_url:
         role, url = next(iter(parse_pairs([item], "--role-url").items()))
         urls.setdefault(role, []).append(url)
+    http = HttpOptions(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.retries,
+                       timeout=args.timeout)
     for role, server in urls.items():  # that role's model name there: its --role, else the server's first
-        roles[role] = EngineSettings("openai", roles.get(role), base_url=tuple(server))
-    settings = EngineSettings(args.engine, args.model, roles=roles,
+        roles[role] = EngineSettings("openai", roles.get(role), base_url=tuple(server), http=http)
+    settings = EngineSettings(args.engine, args.model, roles=roles, http=http,
                               base_url=tuple(args.base_url), vllm_args=parse_vllm_args(args.vllm_arg),
                               ray_address=args.ray_address, replicas=args.replicas,
                               replica_resources=resources or None, shards=args.shards)

