@@ -21,7 +21,8 @@ _API = ("Program", "Data", "Engine", "EngineSettings", "RunSettings", "EvalSetti
         "distill", "train", "evaluate")
 _TYPES = {"DistillSettings": "s2c.distill.build", "DistillResult": "s2c.distill.build",
           "TrainSettings": "s2c.train.sft", "TrainResult": "s2c.train.sft", "RunOutcome": "s2c.runtime.run",
-          "RunOptions": "s2c.runtime.executor", "HttpOptions": "s2c.runtime.engines.http"}
+          "RunOptions": "s2c.runtime.executor", "HttpOptions": "s2c.runtime.engines.http",
+          "Prices": "s2c.runtime.prices"}
 
 
 def __getattr__(name: str):

@@ -27,6 +27,7 @@ from s2c.compiler import ir
 from s2c.distill.build import DistillResult, DistillSettings
 from s2c.errors import Diagnostic, S2Error, did_you_mean
 from s2c.runtime.engines.http import HttpOptions
+from s2c.runtime.prices import Prices
 from s2c.runtime.executor import RunOptions
 from s2c.runtime.run import MAX_FIELD_CHARS, RunOutcome, validate_rows
 from s2c.train.sft import TrainResult, TrainSettings
@@ -462,11 +463,15 @@ class RunSettings:
     refresh: frozenset[str] = frozenset()  # nodes whose calls are recomputed instead of read from the cache
     progress: bool | float = True  # bars on a terminal (or in a notebook); a number: a line every N seconds
     verbose: bool = False  # show what the engine prints instead of writing it to engine.log
+    prices: Prices | None = None  # USD per million tokens per model (--prices FILE, --price): costs are reported
+    max_cost: float | None = None  # USD: no call starts that could take what the run paid past it (--max-cost)
 
     def check(self) -> None:
         for flag, value, least in (("--chunk-size", self.window, 1), ("--max-errors", self.max_errors, 0)):
             if value is not None and value < least:
                 raise S2Error(f"{flag} {value}: must be at least {least}")
+        if self.max_cost is not None and not self.max_cost > 0:
+            raise S2Error(f"--max-cost {self.max_cost:g}: a budget in US dollars, more than 0")
         if self.progress is not True and self.progress is not False and not self.progress > 0:
             raise S2Error(f"--progress-every {self.progress:g}: must be more than 0 seconds",
                           hint="pass --no-progress to turn progress off")
@@ -479,7 +484,8 @@ class RunSettings:
         return Path(default_cache_path() if self.cache == "default" else self.cache)
 
     def options(self) -> RunOptions:
-        return RunOptions(window=self.window, max_errors=self.max_errors, refresh=frozenset(self.refresh))
+        return RunOptions(window=self.window, max_errors=self.max_errors, refresh=frozenset(self.refresh),
+                          prices=self.prices, max_cost=self.max_cost)
 
 
 @dataclass

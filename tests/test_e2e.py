@@ -220,7 +220,7 @@ def test_refinement_programs_stop_when_they_are_done_on_the_embedded_model(tmp_p
         for k in (1, 2, 3):
             before = said(checked if k == 1 else f"{checked}#{k - 1}")
             now = [said(f"{c}#{k}") is not None for c in calls if f"{c}#{k}" in t.nodes]
-            assert all(now) == (before is not None and keep_going(before)) and (all(now) or not any(now)), (t.id, k)
+            assert all(now) == (before is not None and keep_going(before)) and (all(now) or not any(now)), (t.example_id, k)
             ran += all(now)
         rounds_run.append(ran)
         last = "draft" if name == "self_refine" else "attempt"

@@ -59,6 +59,15 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help=f"further attempts of a request that failed in a way worth retrying (default {HttpOptions.retries})")
     h.add_argument("--timeout", type=float, default=HttpOptions.timeout, metavar="SECONDS",
                    help=f"seconds for one attempt (default {HttpOptions.timeout:g})")
+    c = p.add_argument_group("cost (docs/api-teachers.md)")
+    c.add_argument("--prices", default=None, metavar="FILE",
+                   help="prices per model, USD per million tokens (TOML: [\"gpt-4o-mini\"] input = 0.15, output = 0.6, "
+                        "cached_input, batch_input, batch_output): costs appear in the table, summary.json and the card")
+    c.add_argument("--price", action="append", default=[], metavar="MODEL=input:USD,output:USD",
+                   help="one model's prices (per million tokens), over --prices; repeatable")
+    c.add_argument("--max-cost", type=float, default=None, metavar="USD",
+                   help="stop before a call could take what the run paid past USD (counting the worst case of the "
+                        "calls in flight); rerun with a higher budget to go on")
     g.add_argument("--max-errors", type=int, default=None, help="stop when more examples than this fail")
     add_output_args(p, progress=True)
 
@@ -157,7 +166,9 @@ def run_settings_from(args):
     """How the calls run (s2c.api.RunSettings)."""
     from s2c.api import RunSettings
 
+    from s2c.runtime.prices import Prices
+
     return RunSettings(cache=None if args.no_cache else (args.cache or "default"), window=args.chunk_size,
                        max_errors=args.max_errors, refresh=frozenset(args.refresh),
                        progress=False if args.no_progress else True if args.progress_every is None else args.progress_every,
-                       verbose=args.verbose)
+                       verbose=args.verbose, prices=Prices.load(args.prices, args.price), max_cost=args.max_cost)

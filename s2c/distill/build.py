@@ -180,6 +180,9 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner,
         "per_kept_row": s.generated_tokens / max(1, kept_rows),
         "engine_calls": s.engine_calls, "cache_hits": s.cache_hits, "engine_generated": s.engine_generated_tokens,
     }
+    if s.prices is not None:  # USD: what this compile paid, and what the dataset cost to make
+        tokens["cost"] = {"paid": round(s.cost, 6), "made": round(s.cost_made, 6),
+                          "per_kept_row": round(s.cost_made / max(1, kept_rows), 6)}
     meta = {
         "program": cp.name, "program_file": cp.program.file, "format": fmt, "data": data,
         "engine": runner.engine_name, "model": model, "run_id": run_id, "run_dir": str(out / "run"),

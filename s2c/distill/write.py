@@ -156,6 +156,8 @@ def dataset_card(meta: dict, report: dict, sizes: dict[str, dict], tasks: dict[s
         f"- generated tokens: {t['generated']:,} ({t['per_input']:.1f} per input, "
         f"{t['per_kept_row']:.1f} per kept row), prompt tokens: {t['prompt']:,}",
         f"- engine calls: {t['engine_calls']}, cache hits: {t['cache_hits']}",
+        *([f"- cost at the given prices: ${t['cost']['made']:,.4f} to make (${t['cost']['per_kept_row']:,.5f} per "
+           f"kept row); this compile paid ${t['cost']['paid']:,.4f}"] if t.get("cost") else []),
         *([f"- of the generated tokens, this compile paid for {t['engine_generated']:,}; the "
            f"{t['generated'] - t['engine_generated']:,} of the {t['cache_hits']} calls served from the cache were paid "
            "when those calls were made"] if t.get("cache_hits") and "engine_generated" in t else []),

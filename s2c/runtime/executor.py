@@ -41,11 +41,13 @@ import networkx as nx
 
 from s2c.compiler import ir
 from s2c.compiler.failures import Failed, Skipped
+from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineError, EngineFailure
 from s2c.runtime.given import value_at
 from s2c.runtime.model import adapter_identity
 from s2c.runtime.plan import Plan
+from s2c.runtime.prices import Prices
 from s2c.runtime.trace import Trace
 from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
 
@@ -62,6 +64,8 @@ class RunOptions:
     refresh: frozenset[str] = frozenset()  # nodes whose calls are recomputed, not read from the cache
     adapter: str | None = None  # a LoRA adapter every request of this run is served with
     given: Mapping[str, str] = field(default_factory=dict)  # llm node id -> the row column its replies are read from
+    prices: Prices | None = None  # USD per million tokens, per model (--prices, --price)
+    max_cost: float | None = None  # USD: no call starts that could take what was paid past it (--max-cost)
 
 
 @dataclass
@@ -75,6 +79,8 @@ class NodeStats:
     engine_prompt_tokens: int = 0  # prompt tokens of the calls the engine served (not the call cache)
     engine_generated_tokens: int = 0  # generated tokens of those: what this run paid for (the rest came cached)
     prefix_cached_tokens: int = 0  # of those, what the engine's prefix cache served (vLLM)
+    cost: float = 0.0  # USD this run paid for the calls the engine served (with prices)
+    cost_made: float = 0.0  # USD every completion used cost to make, those from the cache at today's prices
     seconds: float = 0.0
     failed: Counter = field(default_factory=Counter)  # reason -> instances that failed here
     unparsed: Counter = field(default_factory=Counter)  # reason -> instances whose parse found nothing
@@ -84,7 +90,8 @@ class NodeStats:
         """The two counts added (one node's figures from two runs, or two shards of one)."""
         return NodeStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(NodeStats)})
 
-    def as_dict(self) -> dict:
+    def as_dict(self, costs: bool = False) -> dict:
+        """summary.json's figures for one node; `costs`: with prices, its cost too."""
         return {
             "engine_calls": self.engine_calls, "samples": self.samples, "cache_hits": self.cache_hits,
             **({"given": self.given} if self.given else {}),
@@ -97,6 +104,7 @@ class NodeStats:
             "failed": sum(self.failed.values()), "failures": dict(self.failed),
             "unparsed": sum(self.unparsed.values()), "unparsed_reasons": dict(self.unparsed),
             "retries": sum(self.retries.values()), "retry_reasons": dict(self.retries),
+            **({"cost": {"paid": round(self.cost, 6), "made": round(self.cost_made, 6)}} if costs else {}),
         }
 
 
@@ -122,12 +130,13 @@ class _Pending:
     """One LLM instance waiting for the engine; also its tag in the engine. `followers`: the
     identical instances waiting for this call (same cache key, same samples wanted)."""
 
-    __slots__ = ("ex", "node", "prefix", "request", "key", "have", "trace", "followers")
+    __slots__ = ("ex", "node", "prefix", "request", "key", "have", "trace", "followers", "worst")
 
     def __init__(self, ex, node, prefix, request, key, have, trace):
         self.ex, self.node, self.prefix, self.request = ex, node, prefix, request
         self.key, self.have, self.trace = key, have, trace
         self.followers: list[_Pending] = []
+        self.worst = 0.0  # USD it may cost, reserved against --max-cost while it is in the engine
 
 
 class _Example:
@@ -143,6 +152,17 @@ class _Example:
         self.trace: dict[str, dict] = {}
         self.prompt_tokens = self.generated_tokens = self.calls = 0
         self.failed: dict[str, Failed] = {}
+
+
+class BudgetReached(Exception):
+    """--max-cost: the next call could take what was paid past the budget. The calls in flight
+    were finished and cached first."""
+
+    def __init__(self, paid: float, budget: float, waiting: int):
+        super().__init__(f"--max-cost {budget:g} reached: ${paid:.4f} paid; {waiting} calls not started, since each "
+                         "could pass the budget; rerun with a higher --max-cost to go on (what was paid for is "
+                         "cached, and no call is paid twice)")
+        self.paid, self.budget = paid, budget
 
 
 class TooManyErrors(Exception):
@@ -190,6 +210,10 @@ class Executor:
         self.waiting0 = {n: sum(cp.nodes[p].kind != "input" for p in g.predecessors(n)) for n in self.order}
         self.roots = [n for n in self.order if self.waiting0[n] == 0]
         self.models = {n.role: engine_model(self.engine, n.role) for n in cp.llm_nodes() if n.id not in self.options.given}
+        self.prices = _prices_by_role({role: self.engine.model_id(role) for role in self.models}, self.options)
+        self.paid = 0.0  # USD the engine's calls cost this run
+        self.reserved = 0.0  # the most the calls in the engine may cost
+        self.budget_reached = False
         # the adapter's identity reads its weights: once per run, and only for a cache
         self.adapter_id = adapter_identity(self.options.adapter) if self.cache.db is not None else None
 
@@ -212,7 +236,7 @@ class Executor:
             last_gc = time.monotonic()  # instead, for any cycles that others (an engine) make
         try:
             while True:
-                while not exhausted and self.active < self.options.examples:
+                while not exhausted and self.active < self.options.examples and not self.budget_reached:
                     item = next(source, None)
                     if item is None:
                         exhausted = True
@@ -228,6 +252,8 @@ class Executor:
                     if collecting and time.monotonic() - last_gc > GC_SECONDS:
                         gc.collect()
                         last_gc = time.monotonic()
+                elif self.budget_reached:  # everything in flight is back and cached
+                    raise BudgetReached(self.paid, self.options.max_cost, len(self.pool))
                 elif self.active == 0 and exhausted:
                     break
                 elif self.active >= self.options.examples or exhausted:
@@ -250,11 +276,18 @@ class Executor:
     def _feed(self):
         """Keep the engine's window full, earliest node and shared prefixes first."""
         room = self.options.window - self.engine.pending()
-        while room > 0 and self.pool:
-            it = heapq.heappop(self.pool)[1]
+        while room > 0 and self.pool and not self.budget_reached:
+            it = self.pool[0][1]
             n = it.node.sampling.n
             req = it.request if not it.have else msgspec.structs.replace(
                 it.request, sampling=replace(it.request.sampling, n=n - len(it.have)))  # only what's missing
+            if self.options.max_cost is not None:
+                it.worst = self.prices[it.node.role].worst(_chars(req), req.sampling.max_tokens * req.sampling.n)
+                if self.paid + self.reserved + it.worst > self.options.max_cost:
+                    self.budget_reached = True  # no new call, and no new example
+                    break
+                self.reserved += it.worst
+            heapq.heappop(self.pool)
             self.engine.submit(it, req)
             room -= 1
 
@@ -265,6 +298,7 @@ class Executor:
         puts = []
         for it, res, retries in finished:
             node = it.node
+            self.reserved -= it.worst
             st = self.stats[node.id]
             st.engine_calls += 1
             st.seconds += dt
@@ -290,6 +324,11 @@ class Executor:
                                    it.trace, cached=n - len(missing))
                 tokens = sum(c.completion_tokens for c in res)
                 st.engine_generated_tokens += tokens
+                price = self.prices.get(node.role)
+                if price is not None and res:
+                    paid = price.cost(res[0].prompt_tokens, res[0].cached_tokens, tokens)
+                    st.cost += paid
+                    self.paid += paid
                 if res:
                     st.engine_prompt_tokens += res[0].prompt_tokens  # read once per call
                     st.prefix_cached_tokens += res[0].cached_tokens
@@ -420,6 +459,9 @@ class Executor:
         gt = sum(c.completion_tokens for c in comps)
         st.prompt_tokens += pt
         st.generated_tokens += gt
+        price = self.prices.get(node.role)
+        if price is not None:
+            st.cost_made += price.cost(pt, 0, gt)
         ex.prompt_tokens += pt
         ex.generated_tokens += gt
         texts = [c.text for c in comps]
@@ -473,3 +515,27 @@ class Executor:
             self.store.add(ex.seq, ex.id, source, variant, status, record, dump_state(ex.values), ex.tag)
         if self.options.max_errors is not None and t.failed > self.options.max_errors:
             raise TooManyErrors(t.failed, self.options.max_errors)
+
+
+def _chars(request) -> int:
+    """A request's prompt in characters (what a budget's worst case counts)."""
+    if request.messages is not None:
+        return sum(len(m.content) for m in request.messages)
+    return len(request.prompt or "")
+
+
+def _prices_by_role(models: dict[str, str], options: RunOptions) -> dict:
+    """Each role's Price; with --max-cost every role must have one (a budget cannot count a call
+    whose cost it does not know)."""
+    if options.prices is None:
+        if options.max_cost is not None:
+            raise S2Error("--max-cost needs the price of every model: give --prices FILE or --price MODEL=...",
+                          hint="e.g. --price gpt-4o-mini=input:0.15,output:0.6 (USD per million tokens)")
+        return {}
+    out = {role: options.prices.for_model(model) for role, model in models.items()}
+    if options.max_cost is not None:
+        unpriced = sorted({models[r] for r, p in out.items() if p is None})
+        if unpriced:
+            raise S2Error(f"--max-cost needs the price of every model; none is given for {', '.join(unpriced)}",
+                          hint=f"add --price {unpriced[0].split('@')[0]}=input:USD,output:USD (per million tokens)")
+    return {r: p for r, p in out.items() if p is not None}

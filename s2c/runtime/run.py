@@ -26,7 +26,7 @@ from typing import Any
 from s2c.compiler import ir
 from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache
-from s2c.runtime.executor import Executor, RunOptions, TooManyErrors
+from s2c.runtime.executor import BudgetReached, Executor, RunOptions, TooManyErrors
 from s2c.runtime.given import row_problem
 from s2c.runtime.load import LoadSampler, csv_sink
 from s2c.runtime.store import RunStore
@@ -238,8 +238,10 @@ class Runner:
                 bars.start()
             with open(run_dir / LOAD_LOG, "w", encoding="utf-8") as f, LoadSampler(engine, csv_sink(f)):
                 ex.run(rows)
-        except TooManyErrors as e:
+        except (TooManyErrors, BudgetReached) as e:
             stopped = str(e)
+            hint = ("rerun with a higher --max-cost; the finished examples are read back from the cache for free"
+                    if isinstance(e, BudgetReached) else "see the failure reasons in summary.json, or raise --max-errors")
         except KeyboardInterrupt:
             stopped = "interrupted"
             raise
@@ -256,11 +258,11 @@ class Runner:
                 adapter=options.adapter, examples=t.examples, ok=t.ok, failed=t.failed, unparsed=t.unparsed,
                 rows_skipped=len(skipped), wall_seconds=time.time() - t0,
                 engine_startup_seconds=_startup_seconds(engine) - startup0, engine_spread=engine.spread(),
-                nodes=dict(ex.stats), stopped=stopped, meta=dict(meta or {}))
+                nodes=dict(ex.stats), stopped=stopped, meta=dict(meta or {}),
+                prices=options.prices.as_dict() if options.prices else None)
             finish_run(run_dir, summary, skipped)
         if stopped:
-            raise S2Error(stopped + f"; finished examples are in {run_dir}, completed calls are cached",
-                          hint="see the failure reasons in summary.json, or raise --max-errors")
+            raise S2Error(stopped + f"; finished examples are in {run_dir}, completed calls are cached", hint=hint)
         return RunOutcome(run_dir, summary, cp)
 
 
@@ -414,12 +416,23 @@ def _duration(seconds: float) -> str:
 
 def cache_note(summary: RunSummary) -> str:
     """What the calls the cache served cost when they were made, beside what this run paid; ""
-    when the engine served every call. (Token counts: money needs prices, which no engine gives.)"""
+    when the engine served every call. In money too where the run was given prices."""
     if not summary.cache_hits:
         return ""
+    money = summary.prices is not None
     return (f"{summary.cache_hits:,} calls served from the cache cost {summary.generated_tokens - summary.engine_generated_tokens:,} "
-            f"generated tokens when they were made; this run paid {summary.engine_calls:,} engine calls, "
-            f"{summary.engine_generated_tokens:,} generated tokens")
+            f"generated tokens when they were made"
+            + (f" (${summary.cost_made - summary.cost:,.4f} at the given prices)" if money else "")
+            + f"; this run paid {summary.engine_calls:,} engine calls, {summary.engine_generated_tokens:,} generated tokens"
+            + (f", ${summary.cost:,.4f}" if money else ""))
+
+
+def cost_note(summary: RunSummary) -> str:
+    """With prices: what the run paid, and what its outputs cost to make; "" without."""
+    if summary.prices is None:
+        return ""
+    return (f"cost: ${summary.cost:,.4f} paid by this run; its outputs cost ${summary.cost_made:,.4f} to make "
+            f"(${summary.cost_made / max(1, summary.examples):,.5f} per example), at the given prices")
 
 
 def token_table(summary: RunSummary, notes: tuple[str, ...] = ()):
@@ -430,8 +443,9 @@ def token_table(summary: RunSummary, notes: tuple[str, ...] = ()):
 
     t = Table(title=f"{summary.program} · {summary.examples} examples · engine {summary.engine}",
               title_justify="left")
-    for c in ("node", "engine calls", "cache hits", "prompt tok", "generated tok", "gen tok / example", "seconds",
-              "failed", "unparsed"):
+    money = summary.prices is not None  # a cost column: what each node paid this run
+    for c in ("node", "engine calls", "cache hits", "prompt tok", "generated tok", "gen tok / example",
+              *(("paid $",) if money else ()), "seconds", "failed", "unparsed"):
         t.add_column(c, justify="right" if c != "node" else "left")
     n = max(1, summary.examples)
     for nid, s in summary.nodes.items():
@@ -439,12 +453,15 @@ def token_table(summary: RunSummary, notes: tuple[str, ...] = ()):
         if not s.samples and not s.engine_calls and not failed and not unparsed:
             continue
         t.add_row(nid, f"given ({s.given})" if s.given else str(s.engine_calls), str(s.cache_hits), f"{s.prompt_tokens:,}", f"{s.generated_tokens:,}",
-                  f"{s.generated_tokens / n:,.1f}", f"{s.seconds:.1f}", str(failed), str(unparsed))
+                  f"{s.generated_tokens / n:,.1f}", *((f"{s.cost:,.4f}",) if money else ()), f"{s.seconds:.1f}",
+                  str(failed), str(unparsed))
     if summary.engine_startup_seconds:  # the lazily started engine's start-up, charged to no node
-        t.add_row("engine start-up", "", "", "", "", "", f"{summary.engine_startup_seconds:.1f}", "", "")
+        t.add_row("engine start-up", "", "", "", "", "", *(("",) if money else ()),
+                  f"{summary.engine_startup_seconds:.1f}", "", "")
     t.add_row(Text("total", "bold"), Text(f"{summary.engine_calls}", "bold"), str(summary.cache_hits),
               f"{summary.prompt_tokens:,}", Text(f"{summary.generated_tokens:,}", "bold"),
-              Text(f"{summary.generated_tokens_per_example:,.1f}", "bold"), f"{summary.wall_seconds:.1f}",
+              Text(f"{summary.generated_tokens_per_example:,.1f}", "bold"),
+              *((Text(f"{summary.cost:,.4f}", "bold"),) if money else ()), f"{summary.wall_seconds:.1f}",
               f"{summary.failed} ex", f"{summary.unparsed} ex")
     spread = summary.engine_spread or {}
     if "servers" in spread:
@@ -454,6 +471,6 @@ def token_table(summary: RunSummary, notes: tuple[str, ...] = ()):
             + (" (down)" if s["down"] else "") for url, s in spread["servers"].items())
     elif "requests_per_replica" in spread:
         t.caption = "requests per replica: " + ", ".join(map(str, spread["requests_per_replica"]))
-    t.caption = "\n".join(filter(None, [t.caption, cache_note(summary), *notes])) or None
+    t.caption = "\n".join(filter(None, [t.caption, cost_note(summary), cache_note(summary), *notes])) or None
     t.caption_justify = "left"
     return t

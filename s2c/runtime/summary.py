@@ -37,6 +37,7 @@ class RunSummary:
     stopped: str | None = None  # why --max-errors or an interrupt stopped the run
     meta: dict[str, Any] = field(default_factory=dict)  # data, split, run_id, system: top-level keys of summary.json
     shards: list[dict] | None = None  # a sharded run: each shard's own figures
+    prices: dict | None = None  # the prices the run was given (prices.Prices.as_dict()): then it has costs
 
     # the run's totals, from its nodes
     def _total(self, name: str) -> int:
@@ -67,6 +68,16 @@ class RunSummary:
         """Generated tokens of the calls the engine served in this run; the rest of
         `generated_tokens` came from the call cache, paid for when those calls were made."""
         return self._total("engine_generated_tokens")
+
+    @property
+    def cost(self) -> float:
+        """USD this run paid for the calls the engine served (0 without prices)."""
+        return sum(s.cost for s in self.nodes.values())
+
+    @property
+    def cost_made(self) -> float:
+        """USD every completion the run used cost to make: the cache's at the run's prices."""
+        return sum(s.cost_made for s in self.nodes.values())
 
     @property
     def retries(self) -> int:
@@ -135,7 +146,10 @@ class RunSummary:
             "engine_startup_seconds": round(self.engine_startup_seconds, 2),
             "generated_tokens_per_second": self.generated_tokens_per_second,
             "engine_spread": self.engine_spread,
-            "nodes": {nid: s.as_dict() for nid, s in self.nodes.items()},
+            **({"prices": self.prices, "cost": {"paid": round(self.cost, 6), "made": round(self.cost_made, 6),
+                                                "made_per_example": round(self.cost_made / max(1, self.examples), 6)}}
+               if self.prices is not None else {}),
+            "nodes": {nid: s.as_dict(costs=self.prices is not None) for nid, s in self.nodes.items()},
             "failures": self.reasons("failed"),
             "unparsed_reasons": self.reasons("unparsed"),
             "retry_reasons": self.reasons("retries"),

@@ -216,6 +216,8 @@ def _completions(data, request: Request) -> list[Completion]:
         usage = data.get("usage") or {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         generated = int(usage.get("completion_tokens") or 0)
+        # the provider's prompt cache (OpenAI: usage.prompt_tokens_details.cached_tokens; cheaper input)
+        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise Retry("unexpected shape", f"unexpected shape of a 200 reply: {str(data)[:300]}") from e
     if not choices:
@@ -230,7 +232,7 @@ def _completions(data, request: Request) -> list[Completion]:
         counts = [len(c["token_ids"]) for c in choices]
     else:
         counts = _split(generated, texts)
-    samples = [Completion(t, prompt_tokens, k, r) for t, k, r in zip(texts, counts, reasons)]
+    samples = [Completion(t, prompt_tokens, k, r, cached) for t, k, r in zip(texts, counts, reasons)]
     greedy = request.sampling.temperature <= 0
     return samples * request.sampling.n if greedy and len(samples) == 1 else samples
 
