@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 from s2c.errors import CheckError, Diagnostic, MissingExtra, S2Error
 
 _API = ("Program", "Data", "Engine", "EngineSettings", "RunSettings", "EvalSettings", "EvalResult", "check", "run",
-        "distill", "train", "evaluate")
+        "distill", "train", "evaluate", "estimate")
 _TYPES = {"DistillSettings": "s2c.distill.build", "DistillResult": "s2c.distill.build",
           "TrainSettings": "s2c.train.sft", "TrainResult": "s2c.train.sft", "RunOutcome": "s2c.runtime.run",
           "RunOptions": "s2c.runtime.executor", "HttpOptions": "s2c.runtime.engines.http",

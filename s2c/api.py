@@ -611,6 +611,78 @@ def train(dataset: DistillResult | str | os.PathLike, settings: TrainSettings = 
 TRAIN_LOG = "train.log"  # what transformers, TRL and torch print, in the output folder
 
 
+# --------------------------------------------------------------------------- estimate
+
+
+def estimate(program, data, engine: Engine | EngineSettings | str | None = None, *, sample: int = 20,
+             compile: bool = True, prices: Prices | None = None):
+    """What a run (`compile=False`) or a compile of `program` over `data` will make and cost, before
+    any call (`s2c estimate`): calls with samples and perturbed copies, prompt tokens of the first
+    `sample` rows' rendered prompts scaled to every row, worst-case generated tokens, and the cost
+    at `prices`. Tokens are counted by an openai engine's server (/tokenize) where it has one, by a
+    local model's tokenizer, else approximated (the result's `tokenizer` says which). No local
+    engine starts. Returns runtime.estimate.RunEstimate."""
+    from s2c.runtime.estimate import estimate_run
+
+    prog, data = as_program(program), as_data(data)
+    cp = prog.checked
+    if sample < 1:
+        raise S2Error(f"--sample {sample}: must be at least 1")
+    rows = data.rows_for(cp, terminal.console().print).rows
+    settings = engine.settings if isinstance(engine, Engine) else \
+        engine if isinstance(engine, EngineSettings) else EngineSettings(engine or "auto")
+    settings.check()
+    count, tokenizer, models, opened = None, "", {}, None
+    if settings.kind == "openai" or settings.base_url:
+        opened = engine if isinstance(engine, Engine) else Engine.from_settings(settings)
+        runtime = opened._open()
+        models = {n.role: runtime.model_id(n.role) for n in cp.llm_nodes()} | {"default": runtime.model_id()}
+        probe = getattr(runtime, "count_tokens", None)
+        if probe is not None and probe(_probe_request()) is not None:
+            count, tokenizer = probe, f"the server's /tokenize ({runtime.model_id()})"
+    else:
+        count, tokenizer, models = _local_counter(settings)
+    try:
+        return estimate_run(cp, rows[:sample], len(rows), count=count, tokenizer=tokenizer, compile=compile,
+                            prices=prices, models=models)
+    finally:
+        if opened is not None and not isinstance(engine, Engine):
+            opened.close()
+
+
+def _probe_request():
+    from s2c.calls import Message, Request
+
+    return Request(messages=(Message("user", "hello"),))
+
+
+def _local_counter(settings: EngineSettings):
+    """A local model's tokenizer (transformers, with its chat template) as a counter, its name and
+    the model identities; (None, "", {}) where transformers or the model's tokenizer is missing."""
+    import importlib.util
+
+    from s2c.runtime.model import resolve_model
+
+    if importlib.util.find_spec("transformers") is None:
+        return None, "", {}
+    ref = resolve_model(settings.model, log=lambda *_: None)
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(ref.path)
+    except (OSError, ValueError):
+        return None, "", {}
+
+    def count(request) -> int:
+        if request.messages is not None:
+            msgs = [{"role": m.role, "content": m.content} for m in request.messages]
+            ids = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True)
+            return len(ids["input_ids"] if isinstance(ids, Mapping) else ids)  # newer transformers: a BatchEncoding
+        return len(tok(request.prompt or "")["input_ids"])
+
+    return count, f"the tokenizer of {ref.name}", {"default": ref.cache_identity}
+
+
 # --------------------------------------------------------------------------- evaluate
 
 

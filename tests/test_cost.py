@@ -147,3 +147,49 @@ def test_the_dataset_card_says_what_the_dataset_cost_per_kept_row(tmp_path):
     card = (tmp_path / "ds" / "README.md").read_text()
     assert f"- cost at the given prices: ${cost['made']:,.4f} to make (${cost['per_kept_row']:,.5f} per kept row); " \
            f"this compile paid ${cost['paid']:,.4f}" in card
+
+
+def test_the_estimate_before_any_call_against_a_compile_of_bsm_on_the_oasst2_fixture(tmp_path):
+    """`s2c.estimate` renders every llm node's prompts for the rows and counts them with the
+    server's tokenizer (/tokenize), before any completion is asked for; then the compile runs.
+    - branch reads only the data: its prompt tokens are the run's usage, exactly;
+    - solve fans out over the criteria branch writes, counted at their bound (5; the test server
+      writes 3), so its calls are an upper bound;
+    - the run's prompt tokens lie between the estimate's (replies it quotes counted empty) and the
+      estimate plus the most those replies could add;
+    - the graph's and the estimate's calls count the swapped copy compile runs (14 per input)."""
+    from helpers.llm_server import serve as serve_llm
+
+    import s2c
+
+    fixture = "tests/fixtures/data/oasst2_sample.jsonl"
+    log = tmp_path / "server.log"
+    with serve_llm(tmp_path, log=log) as url:
+        settings = s2c.EngineSettings("openai", base_url=(url,))
+        data = s2c.Data(f"oasst2:{fixture}", limit=4)
+        est = s2c.estimate("bsm", data, settings, prices=Prices.parse({"echo-model": {"input": 1, "output": 4}}))
+        assert not [line for line in log.read_text().splitlines() if "recv" in line]  # no completion was asked for
+        res = s2c.distill("bsm", data, settings, out=tmp_path / "ds", settings=s2c.RunSettings(cache=None, progress=False))
+    assert est.tokenizer.startswith("the server's /tokenize") and est.copies == 2 and est.rows == 4
+    got = {nid: s for nid, s in res.summary.nodes.items() if s.engine_calls}
+    d = est.as_dict()
+    assert d["calls"] == 4 * 2 * (1 + 5 + 1) >= res.summary.engine_calls == 4 * 2 * (1 + 3 + 1)
+    assert round(d["nodes"]["branch"]["prompt_tokens_per_input"] * 8) == got["branch"].prompt_tokens
+    run_prompt = res.summary.prompt_tokens
+    assert d["prompt_tokens"] * 3 / 5 <= run_prompt <= d["prompt_tokens"] + d["quoted_max"]
+    assert d["cost_at_most"] == pytest.approx((d["prompt_tokens"] * 1 + d["max_generated_tokens"] * 4) / 1e6, rel=1e-3)
+    print(f"bsm on 4 oasst2 rows: estimate {d['prompt_tokens']:,} prompt tokens (+ up to {d['quoted_max']:,} quoted), "
+          f"run {run_prompt:,}; calls {d['calls']} estimated, {res.summary.engine_calls} made")
+
+
+def test_the_estimate_names_its_approximation_where_no_tokenizer_is_known(tmp_path):
+    """Without a server that counts tokens, prompts are counted at 4 characters a token, and the
+    estimate says so."""
+    from s2c.runtime.estimate import APPROXIMATION, estimate_run
+
+    cp = load_text(ONE_CALL, "ask.s2")
+    rows = [(f"r{i}", {"question": "x" * 40}) for i in range(3)]
+    est = estimate_run(cp, rows[:2], 3, count=None, tokenizer="", compile=True)
+    assert est.tokenizer == APPROXIMATION == "approximation: 4 characters a token"
+    prompt = len("Answer briefly: " + "x" * 40)
+    assert est.as_dict()["prompt_tokens"] == 3 * -(-prompt // 4) and est.as_dict()["calls"] == 3

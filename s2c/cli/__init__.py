@@ -36,7 +36,9 @@ def cmd_check(args) -> int:
         elif not args.quiet:
             g = cp.graph.graph
             out.print(Text.assemble(("ok", "green"), f" {path}: {len(cp.llm_nodes())} LLM calls in the program, "
-                                    f"{'≤ ' if g.get('conditional') else ''}{g['calls_per_input']} per input, {g['stages']} stage{'s' * (g['stages'] != 1)}"))
+                                    f"{'≤ ' if g.get('conditional') else ''}{g['calls_per_input']} per input"
+                                    f"{' (' + str(g['calls_per_input'] * g['compile_copies']) + ' compiled)' if g.get('compile_copies') else ''}"
+                                    f", {g['stages']} stage{'s' * (g['stages'] != 1)}"))
     return 1 if failed else 0
 
 
@@ -94,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("file", metavar="FILE")
     g.add_argument("--format", choices=["tree", "dot", "mermaid", "json"], default="tree")
 
-    from s2c.cli import distill, eval, export, report, run_trace, train
+    from s2c.cli import distill, estimate, eval, export, report, run_trace, train
 
-    for mod in (run_trace, distill, train, export, eval, report):
+    for mod in (run_trace, distill, estimate, train, export, eval, report):
         mod.register(sub)
     return p
 

@@ -24,7 +24,7 @@ class Estimate:
     assumed: int  # the length assumed for an unbounded list
 
 
-def _bound(cp: ir.CheckedProgram, expr: ir.IRExpr | None, ref: ir.Ref | None = None) -> int | None:
+def list_bound(cp: ir.CheckedProgram, expr: ir.IRExpr | None, ref: ir.Ref | None = None) -> int | None:
     """A static upper bound on the length of a list value, or None when there is none."""
     if ref is not None:
         if isinstance(ref, ir.ItemRef):
@@ -33,7 +33,7 @@ def _bound(cp: ir.CheckedProgram, expr: ir.IRExpr | None, ref: ir.Ref | None = N
         if node.kind == "llm":
             base = node.sampling.n if node.sampling and node.sampling.n > 1 else None
         elif node.kind == "transform":
-            base = _bound(cp, node.expr)
+            base = list_bound(cp, node.expr)
         else:
             base = None
         return base
@@ -46,11 +46,11 @@ def _bound(cp: ir.CheckedProgram, expr: ir.IRExpr | None, ref: ir.Ref | None = N
             node = cp.nodes[expr.ref.node]
             if node.loops:  # a collected list: product of its loops (approximation for one level)
                 return _loop_product(cp, node.loops)
-        return _bound(cp, None, expr.ref)
+        return list_bound(cp, None, expr.ref)
     if isinstance(expr, ir.FnCall):
         if expr.fn == "take":
             k = expr.args[1] if len(expr.args) > 1 else dict(expr.kwargs).get("k")
-            inner = _bound(cp, expr.args[0]) if expr.args else None
+            inner = list_bound(cp, expr.args[0]) if expr.args else None
             kv = k.value if isinstance(k, ir.Const) and isinstance(k.value, (int, float)) else None
             if kv is None:
                 return inner
@@ -62,7 +62,7 @@ def _bound(cp: ir.CheckedProgram, expr: ir.IRExpr | None, ref: ir.Ref | None = N
 def _loop_product(cp, loops: tuple[str, ...], assume: int | None = None) -> int | None:
     total = 1
     for lid in loops:
-        b = _bound(cp, None, cp.loops[lid].iterable)
+        b = list_bound(cp, None, cp.loops[lid].iterable)
         if b is None:
             if assume is None:
                 return None
@@ -148,6 +148,8 @@ def build_graph(cp: ir.CheckedProgram) -> nx.DiGraph:
                    bounded=est.bounded, stages=max(stage.values(), default=0))
     if any(isinstance(n.expr, ir.Gate) for n in cp.nodes.values()):
         g.graph["conditional"] = True  # while / if: the calls counted are the most a run makes
+    if cp.perturbations:  # compile also runs each input's perturbed copies (BSM's swap): only then
+        g.graph["compile_copies"] = 1 + len(cp.perturbations)
     return g
 
 
@@ -158,7 +160,7 @@ def with_graph(cp: ir.CheckedProgram) -> ir.CheckedProgram:
 
 def _describe_loop(cp: ir.CheckedProgram, loop_id: str) -> str:
     loop = cp.loops[loop_id]
-    b = _bound(cp, None, loop.iterable)
+    b = list_bound(cp, None, loop.iterable)
     src = loop.iterable.node if isinstance(loop.iterable, ir.NodeRef) else cp.loops[loop.iterable.loop].var
     return f"for {loop.var} in {src}" + (f" (<= {b})" if b is not None else "")
 

@@ -76,8 +76,11 @@ def to_tree(cp: CheckedProgram):
 
     g = cp.graph
     gg = g.graph
+    copies = gg.get("compile_copies", 1)
     est = f"{'≤ ' if gg.get('conditional') else ''}{gg['calls_per_input']} LLM calls per input" \
-        + ("" if gg["bounded"] else " (unbounded lists assumed 5 long)")
+        + ("" if gg["bounded"] else " (unbounded lists assumed 5 long)") \
+        + (f" ({gg['calls_per_input'] * copies} in a compile, with the {copies - 1} perturbed "
+           f"cop{'ies' if copies > 2 else 'y'} its keep rules compare)" if copies > 1 else "")
     facts = (f"inputs: {', '.join(p.name for p in cp.inputs)} · {gg['stages']} stage{'s' * (gg['stages'] != 1)} · "
              f"{est} · ≤ {gg['max_generated_tokens_per_input']} generated tokens per input")
     root = Tree(Text.assemble((cp.name, "bold"), f" — {cp.program.header.description.value}\n", (facts, "dim")))

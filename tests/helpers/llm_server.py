@@ -4,8 +4,9 @@
         [--fault KIND:WHEN[:TEXT] ...] [--slow-seconds S]
 
 It serves one model, "echo-model", on 127.0.0.1: GET /v1/models, POST /v1/chat/completions and
-POST /v1/completions. Replies are deterministic functions of the prompt, shaped for BSM: a prompt
-with "Evaluation Plan" gets three numbered criteria, one with "[Evaluation of" gets "[[A]]" or
+POST /v1/completions, and vLLM's POST /tokenize (a prompt's tokens as `usage` counts them).
+Replies are deterministic functions of the prompt, shaped for BSM: a prompt with "Evaluation
+Plan" gets three numbered criteria, one with "[Evaluation of" gets "[[A]]" or
 "[[B]]", any other a few words derived from its sha256. Each request sleeps --delay seconds, so
 requests overlap.
 
@@ -355,6 +356,10 @@ def make_handler(state: State):
                 body = json.loads(raw)
             except ValueError:
                 return self._send(400, {"error": {"message": "the body is not JSON"}})
+            if self.path == "/tokenize":  # vLLM's: the prompt's tokens as `usage` counts them (its words)
+                path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+                count = len(prompt_text(path, body).split())
+                return self._send(200, {"count": count, "max_model_len": 8192, "tokens": list(range(count))})
             n, key = state.next_serial(), request_key(body)
             state.log("recv", n, key)
             with state.lock:  # arrival is when a limit counts a request

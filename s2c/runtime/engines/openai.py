@@ -182,6 +182,25 @@ class OpenAIEngine(HttpEngine):
     def _completions(self, data, request: Request) -> list[Completion]:
         return _completions(data, request)
 
+    def count_tokens(self, request: Request) -> int | None:
+        """The prompt tokens of `request` as the (first) server counts them, with its chat
+        template: vLLM's POST /tokenize (at the server's root, beside /v1). None where the server
+        has no such endpoint (the OpenAI API): then the caller approximates."""
+        import httpx
+
+        root = self._servers[0].url.removesuffix("/v1")
+        body: dict = {"model": self._name(request.role)}
+        if request.messages is not None:
+            body.update(messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                        add_generation_prompt=True)
+        else:
+            body["prompt"] = request.prompt or ""
+        try:
+            response = self._client.post(f"{root}/tokenize", json=body, timeout=30.0)
+            return int(response.json()["count"]) if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
     def _error_detail(self, status: int, text: str) -> str:
         """The API's error body in one line: `the model refuses 'max_tokens': Unsupported
         parameter: ...` where it names a parameter, else its message."""
