@@ -241,12 +241,12 @@ def as_data(data) -> Data:
 class EngineSettings:
     """Which engine serves a program's calls, and on what (the CLI's engine flags)."""
 
-    kind: str = "auto"  # auto, vllm, hf, openai, ray
+    kind: str = "auto"  # auto, vllm, hf, openai, anthropic, ray
     model: str | None = None  # a model folder or hub id; None: the embedded SmolLM2-135M-Instruct
     # a program's role -> another model on this engine, or an engine of its own (EngineSettings, or
     # an s2c.Engine a notebook holds): the teacher on a server while the student runs here
     roles: Mapping[str, Any] = field(default_factory=dict)
-    base_url: tuple[str, ...] = ()  # openai: one server, or several of the same model
+    base_url: tuple[str, ...] = ()  # openai, anthropic: one server, or several of the same model
     vllm_args: Mapping[str, Any] = field(default_factory=dict)  # vllm and ray: arguments for vllm.LLM
     lora: bool = False  # vllm: serve LoRA adapters per request (eval with adapters turns it on)
     ray_address: str = "auto"  # ray: auto, HOST:PORT, ray://HOST:PORT, or local
@@ -277,7 +277,7 @@ class EngineSettings:
                                       ("--rpm", self.http.rpm), ("--tpm", self.http.tpm),
                                       ("--retries", self.http.retries != HttpOptions.retries),
                                       ("--timeout", self.http.timeout != HttpOptions.timeout)) if on]
-        if http_flags and self.kind not in ("openai", "auto") and not any(
+        if http_flags and self.kind not in ("openai", "anthropic", "auto") and not any(
                 isinstance(m, EngineSettings) for m in self.roles.values()):
             raise S2Error(f"{', '.join(http_flags)}: only for a server (--engine openai, or --role-url); "
                           f"the engine here is {self.kind}")
@@ -394,6 +394,8 @@ class Engine:
         name = choose_auto(options) if s.kind == "auto" else s.kind
         if name == "openai":
             options.update(http=s.http, reasoning=s.reasoning, log=log)
+        elif name == "anthropic":
+            options.update(http=s.http, log=log)
         if s.lora:
             options["enable_lora"] = True
         if s.vllm_args and name not in ("vllm", "ray"):
@@ -633,7 +635,7 @@ def estimate(program, data, engine: Engine | EngineSettings | str | None = None,
         engine if isinstance(engine, EngineSettings) else EngineSettings(engine or "auto")
     settings.check()
     count, tokenizer, models, opened = None, "", {}, None
-    if settings.kind == "openai" or settings.base_url:
+    if settings.kind in ("openai", "anthropic") or settings.base_url:
         opened = engine if isinstance(engine, Engine) else Engine.from_settings(settings)
         runtime = opened._open()
         models = {n.role: runtime.model_id(n.role) for n in cp.llm_nodes()} | {"default": runtime.model_id()}

@@ -79,7 +79,7 @@ def test_costs_per_node_and_run_and_what_the_cache_served_cost_when_made(tmp_pat
     assert f"cost: $0.0000 paid by this run; its outputs cost ${expected:,.4f} to make" in caption
     assert f"4 calls served from the cache cost {node.generated_tokens} generated tokens when they were made " \
            f"(${expected:,.4f} at the given prices); this run paid 0 engine calls, 0 generated tokens, $0.0000" in caption
-    plain = Runner(FakeEngine(), cache, progress=False).execute(cp, rows, tmp_path / "c")
+    Runner(FakeEngine(), cache, progress=False).execute(cp, rows, tmp_path / "c")
     assert "cost" not in json.loads((tmp_path / "c" / "summary.json").read_text())
 
 

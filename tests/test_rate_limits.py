@@ -164,3 +164,22 @@ def test_a_key_sent_over_plain_http_off_this_machine_gets_a_warning():
     assert _plain_http_off_host("http://10.0.0.5:8000/v1") and _plain_http_off_host("http://api.example.com/v1")
     assert not _plain_http_off_host("http://127.0.0.1:8000/v1") and not _plain_http_off_host("http://localhost:1/v1")
     assert not _plain_http_off_host("https://api.openai.com/v1") and not _plain_http_off_host("http://[::1]:8000/v1")
+
+
+def test_the_official_openai_sdk_reads_the_test_servers_replies_errors_and_limits(tmp_path):
+    """The test server follows the OpenAI API's contract as the official SDK (openai 3.x) reads it:
+    a chat completion with its usage, a completion, the models list, and a 429 with the error body
+    and rate-limit headers the SDK turns into a RateLimitError."""
+    openai = pytest.importorskip("openai")
+    with serve(tmp_path, limits=Limits(requests=1, window=30, headers=True)) as url:
+        client = openai.OpenAI(base_url=url, api_key="sk-test", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["echo-model"]
+        chat = client.chat.completions.create(model="echo-model", max_tokens=8,
+                                              messages=[{"role": "user", "content": "say hello"}])
+        assert chat.choices[0].message.content and chat.choices[0].finish_reason in ("stop", "length")
+        assert chat.usage.prompt_tokens == 2 and chat.usage.completion_tokens == len(chat.choices[0].message.content.split())
+        with pytest.raises(openai.RateLimitError) as e:
+            client.completions.create(model="echo-model", prompt="again", max_tokens=4)
+        assert e.value.status_code == 429 and e.value.code == "rate_limit_exceeded"
+        assert e.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+        assert float(e.value.response.headers["retry-after"]) > 0

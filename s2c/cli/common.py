@@ -13,9 +13,9 @@ from s2c.runtime.engines.http import HttpOptions
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """Engine, model and cache flags shared by run, compile and eval."""
     g = p.add_argument_group("engine")
-    g.add_argument("--engine", default="auto", choices=["auto", "vllm", "hf", "openai", "ray"],
-                   help="inference engine (default: auto, see README; ray: vLLM replicas on a Ray cluster, "
-                        "docs/scale.md)")
+    g.add_argument("--engine", default="auto", choices=["auto", "vllm", "hf", "openai", "anthropic", "ray"],
+                   help="inference engine (default: auto, see README; openai and anthropic: a provider's API or a "
+                        "server, docs/api-teachers.md; ray: vLLM replicas on a Ray cluster, docs/scale.md)")
     g.add_argument("--model", default=None,
                    help="model folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
     g.add_argument("--role", action="append", default=[], metavar="ROLE=MODEL",
@@ -26,7 +26,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                         "e.g. --role-url teacher=http://127.0.0.1:8000/v1 (repeat for several servers of that "
                         "role; docs/teachers.md)")
     g.add_argument("--base-url", action="append", default=[], metavar="URL",
-                   help="openai engine: server URL (or S2C_OPENAI_BASE_URL); repeat it for several servers of "
+                   help="openai and anthropic engines: server URL (or S2C_OPENAI_BASE_URL, ANTHROPIC_BASE_URL); "
+                        "repeat it for several servers of "
                         "the same model (requests spread by prefix, a server that dies is failed over)")
     g.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="vllm and ray engines: an argument for vllm.LLM, VALUE read as JSON where it parses "
@@ -47,7 +48,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--shards", type=int, default=None, metavar="N",
                    help="cut the input into N shards, each run whole on a Ray worker with its own engine, "
                         "cache shard and run store shard, merged here")
-    h = p.add_argument_group("servers (--engine openai, --role-url; limits are per server; docs/api-teachers.md)")
+    h = p.add_argument_group("servers (--engine openai or anthropic, --role-url; limits are per server; "
+                             "docs/api-teachers.md)")
     h.add_argument("--concurrency", type=int, default=HttpOptions.concurrency, metavar="N",
                    help=f"requests in flight per server (default {HttpOptions.concurrency})")
     h.add_argument("--rpm", type=float, default=None, metavar="N",

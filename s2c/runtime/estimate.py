@@ -24,10 +24,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from s2c.calls import Message
 from s2c.compiler import ir
 from s2c.compiler.graph import list_bound
 from s2c.compiler.system1 import render_request
-from s2c.calls import Message
 from s2c.runtime.engines.base import Request
 from s2c.runtime.prices import Prices
 

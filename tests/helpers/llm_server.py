@@ -4,7 +4,11 @@
         [--fault KIND:WHEN[:TEXT] ...] [--slow-seconds S]
 
 It serves one model, "echo-model", on 127.0.0.1: GET /v1/models, POST /v1/chat/completions and
-POST /v1/completions, and vLLM's POST /tokenize (a prompt's tokens as `usage` counts them).
+POST /v1/completions, and vLLM's POST /tokenize (a prompt's tokens as `usage` counts them); and
+Anthropic's Messages API: POST /v1/messages (the anthropic-version header, max_tokens and
+messages required; the system prompt apart; prompt caching on a block marked cache_control, as
+its usage reports it), POST /v1/messages/count_tokens, and GET /v1/models in Anthropic's shape
+when the request has an anthropic-version header.
 Replies are deterministic functions of the prompt, shaped for BSM: a prompt with "Evaluation
 Plan" gets three numbered criteria, one with "[Evaluation of" gets "[[A]]" or
 "[[B]]", any other a few words derived from its sha256. Each request sleeps --delay seconds, so
@@ -80,6 +84,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -122,8 +127,20 @@ def complete(text: str, body: dict) -> tuple[str, str, int]:
     return text, "stop", len(words)
 
 
+def blocks_text(content) -> str:
+    """A message's content as text: a string, or Anthropic's content blocks' texts."""
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return content or ""
+
+
 def prompt_text(path: str, body: dict) -> str:
-    """The text a reply is derived from: the messages' contents, one per line, or the prompt."""
+    """The text a reply is derived from: the messages' contents, one per line, or the prompt.
+    Anthropic's /v1/messages: its system prompt first, then the messages."""
+    if path.startswith("/v1/messages"):
+        parts = [blocks_text(body.get("system"))] if body.get("system") else []
+        parts += [blocks_text(m.get("content")) for m in body.get("messages") or () if isinstance(m, dict)]
+        return "\n".join(parts)
     if path.endswith("/chat/completions"):
         return "\n".join(m.get("content") or "" for m in body.get("messages") or () if isinstance(m, dict))
     return str(body.get("prompt", ""))
@@ -147,6 +164,58 @@ def completion_body(path: str, body: dict, key: str) -> dict:
         "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": generated,
                   "total_tokens": len(prompt.split()) + generated},
     }
+
+
+class PromptCache:
+    """Anthropic's prompt caching, as `usage` reports it: the text up to and including a block
+    marked cache_control is a prefix; the first request with it writes it
+    (cache_creation_input_tokens), later ones read it (cache_read_input_tokens); input_tokens is
+    the rest. One word is one token, as everywhere here."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.prefixes: set[str] = set()
+
+    def usage(self, body: dict) -> tuple[int, int, int]:
+        """(input_tokens, cache_creation_input_tokens, cache_read_input_tokens) of a request."""
+        blocks = []
+        system = body.get("system")
+        blocks += system if isinstance(system, list) else ([{"type": "text", "text": system}] if system else [])
+        for m in body.get("messages") or ():
+            content = m.get("content")
+            blocks += content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+        total = len(prompt_text("/v1/messages", body).split())
+        seen, marked = "", None
+        for b in blocks:
+            seen += b.get("text", "")
+            if b.get("cache_control"):
+                marked = seen
+        if marked is None:
+            return total, 0, 0
+        cached = len(marked.split())
+        with self.lock:
+            hit = marked in self.prefixes
+            self.prefixes.add(marked)
+        return total - cached, 0 if hit else cached, cached if hit else 0
+
+
+def messages_body(body: dict, key: str, cache: PromptCache) -> dict:
+    """Anthropic's Messages API reply (one text block)."""
+    prompt = prompt_text("/v1/messages", body)
+    text, reason, tokens = complete(reply_text(prompt), {"stop": body.get("stop_sequences"),
+                                                          "max_tokens": body.get("max_tokens")})
+    inp, created, read = cache.usage(body)
+    stopped = any(s in reply_text(prompt) for s in body.get("stop_sequences") or ())
+    return {"id": f"msg_{key[:24]}", "type": "message", "role": "assistant", "model": body["model"],
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "max_tokens" if reason == "length" else "stop_sequence" if stopped else "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": inp, "output_tokens": tokens, "cache_creation_input_tokens": created,
+                      "cache_read_input_tokens": read}}
+
+
+def anthropic_error(status: int, kind: str, message: str) -> dict:
+    return {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_test"}
 
 
 RETRY_AFTER = "0.2"  # seconds, on an injected 429: short, so that tests honouring it stay fast
@@ -263,7 +332,7 @@ class Window:
         self.limits = limits
         self.seen: list[tuple[float, int]] = []
 
-    def admit(self, now: float, tokens: int) -> tuple[str | None, float, dict]:
+    def admit(self, now: float, tokens: int, anthropic: bool = False) -> tuple[str | None, float, dict]:
         """(None, 0, headers), and the request is counted; or (the limit it is over, the seconds
         until the window has room for it, headers)."""
         lim = self.limits
@@ -281,9 +350,11 @@ class Window:
             over = "tokens"
         if over is None:
             self.seen.append((now, tokens))
-        return over, max(wait, 0.001), self.headers(now)
+        return over, max(wait, 0.001), self.headers(now, anthropic)
 
-    def headers(self, now: float) -> dict:
+    def headers(self, now: float, anthropic: bool = False) -> dict:
+        """OpenAI's x-ratelimit-* headers, or Anthropic's anthropic-ratelimit-* (reset: an RFC
+        3339 time)."""
         if not self.limits.headers:
             return {}
         out = {}
@@ -291,9 +362,15 @@ class Window:
                                   ("tokens", self.limits.tokens, sum(k for _, k in self.seen))):
             if limit is None:
                 continue
-            reset = (self.seen[0][0] + self.limits.window - now) if self.seen else 0.0
-            out |= {f"x-ratelimit-limit-{kind}": str(limit), f"x-ratelimit-remaining-{kind}": str(max(0, limit - used)),
-                    f"x-ratelimit-reset-{kind}": f"{max(reset, 0):.3f}s"}
+            reset = max((self.seen[0][0] + self.limits.window - now) if self.seen else 0.0, 0.0)
+            left = str(max(0, limit - used))
+            if anthropic:
+                when = datetime.fromtimestamp(time.time() + reset, UTC).isoformat().replace("+00:00", "Z")
+                out |= {f"anthropic-ratelimit-{kind}-limit": str(limit), f"anthropic-ratelimit-{kind}-remaining": left,
+                        f"anthropic-ratelimit-{kind}-reset": when}
+            else:
+                out |= {f"x-ratelimit-limit-{kind}": str(limit), f"x-ratelimit-remaining-{kind}": left,
+                        f"x-ratelimit-reset-{kind}": f"{reset:.3f}s"}
         return out
 
 
@@ -316,6 +393,7 @@ class State:
         self.limits = limits
         self.window = Window(limits)
         self.reasoning_model = reasoning_model
+        self.prompt_cache = PromptCache()
         self.lock = threading.Lock()
         self.count = 0
         # open for the server's lifetime; line-buffered, and flushed after every event as well
@@ -344,6 +422,10 @@ def make_handler(state: State):
             pass
 
         def do_GET(self):
+            if self.path.rstrip("/") == "/v1/models" and self.headers.get("anthropic-version"):  # Anthropic's shape
+                return self._send(200, {"data": [{"type": "model", "id": MODEL, "display_name": "Echo",
+                                                  "created_at": "2025-01-01T00:00:00Z", "lifecycle": "active"}],
+                                        "has_more": False, "first_id": MODEL, "last_id": MODEL})
             if self.path.rstrip("/") == "/v1/models":
                 names = [MODEL] + ([state.reasoning_model] if state.reasoning_model else [])
                 return self._send(200, {"object": "list", "data": [
@@ -356,20 +438,24 @@ def make_handler(state: State):
                 body = json.loads(raw)
             except ValueError:
                 return self._send(400, {"error": {"message": "the body is not JSON"}})
+            if self.path == "/v1/messages/count_tokens":  # Anthropic's
+                return self._send(200, {"input_tokens": len(prompt_text("/v1/messages", body).split())})
             if self.path == "/tokenize":  # vLLM's: the prompt's tokens as `usage` counts them (its words)
                 path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
                 count = len(prompt_text(path, body).split())
                 return self._send(200, {"count": count, "max_model_len": 8192, "tokens": list(range(count))})
             n, key = state.next_serial(), request_key(body)
             state.log("recv", n, key)
+            anthropic = self.path == "/v1/messages"
             with state.lock:  # arrival is when a limit counts a request
-                over, wait, limit_headers = state.window.admit(time.monotonic(), counted_tokens(self.path, body))
+                over, wait, limit_headers = state.window.admit(time.monotonic(), counted_tokens(self.path, body),
+                                                               anthropic)
             if over is not None:
                 message = (f"Rate limit reached for {over} per {state.limits.window:g} s on {MODEL}. "
                            f"Please try again in {wait:.3f}s.")
-                self._send(429, {"error": {"message": message, "type": over, "param": None,
-                                           "code": "rate_limit_exceeded"}},
-                           {"retry-after": f"{wait:.3f}", **limit_headers})
+                error = anthropic_error(429, "rate_limit_error", message) if anthropic else \
+                    {"error": {"message": message, "type": over, "param": None, "code": "rate_limit_exceeded"}}
+                self._send(429, error, {"retry-after": f"{wait:.3f}", **limit_headers})
                 return state.log("done", n, key, status=429)
             time.sleep(state.delay)
             status, payload, headers = reply = self._answer(body, key)
@@ -384,6 +470,8 @@ def make_handler(state: State):
                 state.log("fault" if fault or status != 200 else "done", n, key, **extra)
 
         def _answer(self, body: dict, key: str) -> Reply:
+            if self.path == "/v1/messages":
+                return self._messages(body, key)
             if self.path not in ("/v1/chat/completions", "/v1/completions"):
                 return 404, {"error": {"message": f"no route {self.path}"}}, {}
             if state.reasoning_model and body.get("model") == state.reasoning_model:
@@ -399,6 +487,18 @@ def make_handler(state: State):
             if self.path.endswith("/chat/completions") and not isinstance(body.get("messages"), list):
                 return 400, {"error": {"message": "messages is required"}}, {}
             return 200, completion_body(self.path, body, key), {}
+
+        def _messages(self, body: dict, key: str) -> Reply:
+            """Anthropic's POST /v1/messages, with its checks: the version header, max_tokens and
+            messages are required."""
+            if not self.headers.get("anthropic-version"):
+                return 400, anthropic_error(400, "invalid_request_error", "anthropic-version: header is required"), {}
+            if body.get("model") != MODEL:
+                return 404, anthropic_error(404, "not_found_error", f"model: {body.get('model')}"), {}
+            for required in ("max_tokens", "messages"):
+                if required not in body:
+                    return 400, anthropic_error(400, "invalid_request_error", f"{required}: Field required"), {}
+            return 200, messages_body(body, key, state.prompt_cache), {"request-id": f"req_{key[:12]}"}
 
         def _send(self, status: int, payload: dict | bytes, headers: dict | None = None) -> bool:
             """Write the reply; False if the client has gone away. A Content-Length in `headers`

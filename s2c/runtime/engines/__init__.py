@@ -3,6 +3,7 @@
     engine = make_engine("auto")                        # the embedded model, best local engine
     engine = make_engine("hf", "path/to/model", roles={"judge": "path/to/judge"}, batch_size=4)
     engine = make_engine("openai", "smollm2", base_url="http://127.0.0.1:8000/v1")
+    engine = make_engine("anthropic", "claude-haiku-4-5")  # ANTHROPIC_API_KEY
     engine = make_engine("ray", None, address="auto", replicas=2)  # vLLM replicas on a Ray cluster
     engine = make_engine("fake", script={"2+2": "4"})  # tests
 
@@ -18,7 +19,7 @@ import inspect
 
 from s2c.runtime.engines.base import Engine, EngineError
 
-ENGINES = ("auto", "vllm", "hf", "openai", "ray", "fake")
+ENGINES = ("auto", "vllm", "hf", "openai", "anthropic", "ray", "fake")
 
 # What `auto` picks on a machine without CUDA when both vllm and transformers are installed.
 # Measured by bench/engines.py; numbers and reasons in docs/benchmarks.md, "Engine choice on CPU".
@@ -104,6 +105,10 @@ def _engine_class(name: str) -> type:
         from s2c.runtime.engines.openai import OpenAIEngine
 
         return OpenAIEngine
+    if name == "anthropic":
+        from s2c.runtime.engines.anthropic import AnthropicEngine
+
+        return AnthropicEngine
     if name == "ray":
         from s2c.runtime.engines.raypool import RayEngine
 

@@ -70,7 +70,7 @@ from s2c.runtime.engines.base import (
     Streaming,
 )
 
-RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+RETRY_STATUS = {408, 429, 500, 502, 503, 504, 529}  # 529: Anthropic's overloaded
 PREFIX_CHARS = 256  # how much of a request picks its server (prefix affinity)
 PROBE_MAX_S = 30.0  # the longest pause between two probes of a down server
 PACE = 0.9  # requests start at this share of --rpm / --tpm
@@ -98,6 +98,9 @@ class HttpOptions:
         for flag, value in (("--rpm", self.rpm), ("--tpm", self.tpm), ("--timeout", self.timeout)):
             if value is not None and not value > 0:
                 raise S2Error(f"{flag} {value}: must be more than 0")
+
+
+DEFAULT_HTTP = HttpOptions()
 
 
 class Failed(Exception):
@@ -241,8 +244,8 @@ class HttpEngine(Streaming):
     def _limits(self, body: dict) -> tuple[int, int]:
         """What a request counts against a token limit: its prompt's characters, and the tokens it
         may generate (all samples)."""
-        seen = "".join(str(m.get("content", "")) for m in body.get("messages") or ()) + str(body.get("prompt", ""))
-        seen += str(body.get("system", ""))
+        seen = "".join(_text(m.get("content")) for m in body.get("messages") or ()) + str(body.get("prompt", ""))
+        seen += _text(body.get("system"))
         out = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0) * int(body.get("n") or 1)
         return len(seen), out
 
@@ -322,7 +325,7 @@ class HttpEngine(Streaming):
         and prefix first (rendezvous hashing), so that a server's leaving moves only its share."""
         if len(self._servers) == 1:
             return self._servers
-        seen = ("".join(f"{m['role']}\n{m['content']}\n" for m in body["messages"])
+        seen = ("".join(f"{m['role']}\n{_text(m['content'])}\n" for m in body["messages"])
                 if "messages" in body else str(body.get("prompt", "")))
         key = f"{body.get('model')}\x00{seen[:PREFIX_CHARS]}".encode()
         return sorted(self._servers, reverse=True,
@@ -451,6 +454,13 @@ class HttpEngine(Streaming):
         return KEY_SHAPES.sub("[API key]", text)
 
 
+def _text(content) -> str:
+    """A message's content as text: a string, or content blocks (Anthropic's) with texts."""
+    if isinstance(content, list):
+        return "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return str(content or "")
+
+
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     """Retry-After (seconds; an HTTP date is ignored) or retry-after-ms, at most MAX_RETRY_AFTER_S."""
     ms = _number(headers.get("retry-after-ms"))
@@ -483,7 +493,7 @@ def _reset_seconds(value: str | None) -> float | None:
         scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
         return sum(float(a) * scale[u] for a, u in parts)
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z
     except ValueError:
         return None
     return max(0.0, when.timestamp() - time.time())

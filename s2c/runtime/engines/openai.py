@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from s2c.calls import Constraint
 from s2c.runtime.engines.base import CONSTRAINT_KINDS, Completion, EngineError, Request
-from s2c.runtime.engines.http import HttpEngine, HttpOptions, Retry
+from s2c.runtime.engines.http import DEFAULT_HTTP, HttpEngine, HttpOptions, Retry
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI's reasoning families, by model name
@@ -57,7 +57,7 @@ class OpenAIEngine(HttpEngine):
         roles: dict[str, str] | None = None,
         base_url: str | Sequence[str] | None = None,
         api_key: str | None = None,
-        http: HttpOptions = HttpOptions(),
+        http: HttpOptions = DEFAULT_HTTP,
         reasoning: bool | None = None,
         log=None,
     ):
