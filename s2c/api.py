@@ -276,7 +276,8 @@ class EngineSettings:
         http_flags = [f for f, on in (("--concurrency", self.http.concurrency != HttpOptions.concurrency),
                                       ("--rpm", self.http.rpm), ("--tpm", self.http.tpm),
                                       ("--retries", self.http.retries != HttpOptions.retries),
-                                      ("--timeout", self.http.timeout != HttpOptions.timeout)) if on]
+                                      ("--timeout", self.http.timeout != HttpOptions.timeout),
+                                      ("--batch", self.http.batch)) if on]
         if http_flags and self.kind not in ("openai", "anthropic", "auto") and not any(
                 isinstance(m, EngineSettings) for m in self.roles.values()):
             raise S2Error(f"{', '.join(http_flags)}: only for a server (--engine openai, or --role-url); "

@@ -61,6 +61,12 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help=f"further attempts of a request that failed in a way worth retrying (default {HttpOptions.retries})")
     h.add_argument("--timeout", type=float, default=HttpOptions.timeout, metavar="SECONDS",
                    help=f"seconds for one attempt (default {HttpOptions.timeout:g})")
+    h.add_argument("--batch", action="store_true",
+                   help="send the calls through the provider's batch API (OpenAI's Batch API, Anthropic's Message "
+                        "Batches): each wave of ready calls is one batch, at the batch price, back within 24 h; a "
+                        "killed run re-attaches to its batches (batches.jsonl in the run folder)")
+    h.add_argument("--batch-poll", type=float, default=HttpOptions.batch_poll, metavar="SECONDS",
+                   help=f"seconds between two polls of an open batch (default {HttpOptions.batch_poll:g})")
     c = p.add_argument_group("cost (docs/api-teachers.md)")
     c.add_argument("--prices", default=None, metavar="FILE",
                    help="prices per model, USD per million tokens (TOML: [\"gpt-4o-mini\"] input = 0.15, output = 0.6, "
@@ -144,7 +150,7 @@ def engine_from(args):
         role, url = next(iter(parse_pairs([item], "--role-url").items()))
         urls.setdefault(role, []).append(url)
     http = HttpOptions(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.retries,
-                       timeout=args.timeout)
+                       timeout=args.timeout, batch=args.batch, batch_poll=args.batch_poll)
     for role, server in urls.items():  # that role's model name there: its --role, else the server's first
         roles[role] = EngineSettings("openai", roles.get(role), base_url=tuple(server), http=http)
     settings = EngineSettings(args.engine, args.model, roles=roles, http=http,

@@ -211,6 +211,9 @@ class Executor:
         self.roots = [n for n in self.order if self.waiting0[n] == 0]
         self.models = {n.role: engine_model(self.engine, n.role) for n in cp.llm_nodes() if n.id not in self.options.given}
         self.prices = _prices_by_role({role: self.engine.model_id(role) for role in self.models}, self.options)
+        route = getattr(self.engine, "route", None)  # roles on engines of their own (engines/roles.py)
+        self.batch_roles = {role for role in self.models
+                            if getattr(route(role)[0] if route else self.engine, "batch", False) is True}
         self.paid = 0.0  # USD the engine's calls cost this run
         self.reserved = 0.0  # the most the calls in the engine may cost
         self.budget_reached = False
@@ -275,7 +278,7 @@ class Executor:
 
     def _feed(self):
         """Keep the engine's window full, earliest node and shared prefixes first."""
-        room = self.options.window - self.engine.pending()
+        room = (getattr(self.engine, "window", None) or self.options.window) - self.engine.pending()
         while room > 0 and self.pool and not self.budget_reached:
             it = self.pool[0][1]
             n = it.node.sampling.n
@@ -326,7 +329,8 @@ class Executor:
                 st.engine_generated_tokens += tokens
                 price = self.prices.get(node.role)
                 if price is not None and res:
-                    paid = price.cost(res[0].prompt_tokens, res[0].cached_tokens, tokens)
+                    paid = price.cost(res[0].prompt_tokens, res[0].cached_tokens, tokens,
+                                      batch=node.role in self.batch_roles)
                     st.cost += paid
                     self.paid += paid
                 if res:
@@ -461,7 +465,7 @@ class Executor:
         st.generated_tokens += gt
         price = self.prices.get(node.role)
         if price is not None:
-            st.cost_made += price.cost(pt, 0, gt)
+            st.cost_made += price.cost(pt, 0, gt, batch=node.role in self.batch_roles)
         ex.prompt_tokens += pt
         ex.generated_tokens += gt
         texts = [c.text for c in comps]

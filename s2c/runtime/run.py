@@ -227,6 +227,9 @@ class Runner:
         # The executor finds the model's and the adapter's identities (reading their files) first: one
         # that cannot be read stops the run before the folder's earlier store is replaced.
         ex = Executor(cp, engine, cache=self.cache, options=options, progress=bars)
+        attach = getattr(engine, "attach_run", None)
+        if attach is not None:  # an engine that keeps durable state in the run folder (a batch journal)
+            attach(run_dir)
         store = ex.store = RunStore.create(run_dir, cp, run_about(cp, self, meta))
         if bars:
             rows = bars.follow(rows, ex.totals)

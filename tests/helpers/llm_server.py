@@ -8,7 +8,9 @@ POST /v1/completions, and vLLM's POST /tokenize (a prompt's tokens as `usage` co
 Anthropic's Messages API: POST /v1/messages (the anthropic-version header, max_tokens and
 messages required; the system prompt apart; prompt caching on a block marked cache_control, as
 its usage reports it), POST /v1/messages/count_tokens, and GET /v1/models in Anthropic's shape
-when the request has an anthropic-version header.
+when the request has an anthropic-version header. OpenAI's Files and Batch API too (BatchAPI):
+POST /v1/files, POST /v1/batches, GET /v1/batches/ID, GET /v1/files/ID/content; a batch's
+creation is logged as {"event": "batch", "key": BATCH_ID, "custom_ids": [...]}.
 Replies are deterministic functions of the prompt, shaped for BSM: a prompt with "Evaluation
 Plan" gets three numbered criteria, one with "[Evaluation of" gets "[[A]]" or
 "[[B]]", any other a few words derived from its sha256. Each request sleeps --delay seconds, so
@@ -85,6 +87,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.parser import BytesParser
+from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -216,6 +220,92 @@ def messages_body(body: dict, key: str, cache: PromptCache) -> dict:
 
 def anthropic_error(status: int, kind: str, message: str) -> dict:
     return {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_test"}
+
+
+class BatchAPI:
+    """OpenAI's Files and Batch API: an uploaded JSONL file, a batch made of it that is run in the
+    background after --batch-delay seconds, its output and error files. --batch-fault KIND:first=N
+    hits the first N batches (expire, invalid) or the first N attempts of each line (line-error):
+
+        expire       the batch runs half its lines, then expires: the rest are in its error file
+                     with code "batch_expired"
+        invalid      the batch fails validation (status "failed", errors.data names a line)
+        line-error   the line's response is a 500 in the error file
+    """
+
+    def __init__(self, delay: float, faults: list[str], log):
+        self.delay = delay
+        self.faults = {f.split(":")[0]: int(f.split("=")[1]) if "=" in f else 10**9 for f in faults}
+        self.log = log
+        self.lock = threading.Lock()
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.line_attempts: dict[str, int] = {}
+        self.made = 0
+
+    def _hit(self, kind: str, count: int) -> bool:
+        return count <= self.faults.get(kind, 0)
+
+    def upload(self, name: str, data: bytes) -> dict:
+        with self.lock:
+            fid = f"file-{len(self.files) + 1:04d}"
+            self.files[fid] = data
+        return {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()), "filename": name,
+                "purpose": "batch", "status": "processed"}
+
+    def create(self, body: dict) -> tuple[int, dict]:
+        data = self.files.get(body.get("input_file_id", ""))
+        if data is None:
+            return 404, {"error": {"message": f"No such File object: {body.get('input_file_id')}", "type": "invalid_request_error"}}
+        lines = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        with self.lock:
+            self.made += 1
+            bid = f"batch_{self.made:04d}"
+            batch = {"id": bid, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
+                     "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window", "24h"),
+                     "status": "validating", "output_file_id": None, "error_file_id": None,
+                     "created_at": int(time.time()), "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
+            self.batches[bid] = batch
+            number = self.made
+        self.log("batch", 0, bid, custom_ids=[line["custom_id"] for line in lines])
+        threading.Thread(target=self._run, args=(batch, lines, number), daemon=True).start()
+        return 200, dict(batch)
+
+    def _run(self, batch: dict, lines: list[dict], number: int) -> None:
+        time.sleep(self.delay)
+        if self._hit("invalid", number):
+            with self.lock:
+                batch.update(status="failed", errors={"object": "list", "data": [
+                    {"code": "invalid_request", "message": "This line is not valid", "param": None, "line": 1}]})
+            return
+        expire_after = len(lines) // 2 if self._hit("expire", number) else len(lines)
+        out, err = [], []
+        for i, line in enumerate(lines):
+            cid = line["custom_id"]
+            if i >= expire_after:
+                err.append({"id": f"req_{i}", "custom_id": cid, "response": None,
+                            "error": {"code": "batch_expired", "message": "This request could not be executed before "
+                                                                        "the completion window expired."}})
+                continue
+            with self.lock:
+                attempt = self.line_attempts[cid] = self.line_attempts.get(cid, 0) + 1
+            if self._hit("line-error", attempt):
+                err.append({"id": f"req_{i}", "custom_id": cid, "error": None, "response": {
+                    "status_code": 500, "request_id": f"req_{i}", "body": {"error": {"message": "injected line error",
+                                                                                     "type": "server_error"}}}})
+                continue
+            path, body = line["url"], line["body"]
+            reply = completion_body(path, body, request_key(body))
+            out.append({"id": f"req_{i}", "custom_id": cid, "error": None,
+                        "response": {"status_code": 200, "request_id": f"req_{i}", "body": reply}})
+        with self.lock:
+            for kind, rows in (("output_file_id", out), ("error_file_id", err)):
+                if rows:
+                    fid = f"file-{len(self.files) + 1:04d}"
+                    self.files[fid] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                    batch[kind] = fid
+            batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
+            batch["status"] = "expired" if expire_after < len(lines) else "completed"
 
 
 RETRY_AFTER = "0.2"  # seconds, on an injected 429: short, so that tests honouring it stay fast
@@ -387,13 +477,14 @@ class State:
     """What the handler threads share: options, the POST counter, the rate window and the log."""
 
     def __init__(self, delay: float, log_path: str | None, faults: Faults, limits: Limits = Limits(),
-                 reasoning_model: str | None = None):
+                 reasoning_model: str | None = None, batch_delay: float = 0.3, batch_faults: list[str] | None = None):
         self.delay = delay
         self.faults = faults
         self.limits = limits
         self.window = Window(limits)
         self.reasoning_model = reasoning_model
         self.prompt_cache = PromptCache()
+        self.batches = BatchAPI(batch_delay, batch_faults or [], self.log)
         self.lock = threading.Lock()
         self.count = 0
         # open for the server's lifetime; line-buffered, and flushed after every event as well
@@ -422,6 +513,17 @@ def make_handler(state: State):
             pass
 
         def do_GET(self):
+            parts = self.path.strip("/").split("/")
+            if parts[:2] == ["v1", "batches"] and len(parts) == 3:
+                with state.batches.lock:
+                    batch = state.batches.batches.get(parts[2])
+                    batch = dict(batch) if batch else None
+                return self._send(200, batch) if batch else self._send(404, {"error": {"message": "no such batch"}})
+            if parts[:2] == ["v1", "files"] and len(parts) == 4 and parts[3] == "content":
+                data = state.batches.files.get(parts[2])
+                if data is None:
+                    return self._send(404, {"error": {"message": "no such file"}})
+                return self._send(200, data, {"Content-Type": "application/octet-stream"})
             if self.path.rstrip("/") == "/v1/models" and self.headers.get("anthropic-version"):  # Anthropic's shape
                 return self._send(200, {"data": [{"type": "model", "id": MODEL, "display_name": "Echo",
                                                   "created_at": "2025-01-01T00:00:00Z", "lifecycle": "active"}],
@@ -434,6 +536,17 @@ def make_handler(state: State):
 
         def do_POST(self):
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path == "/v1/files":  # multipart: purpose and file
+                form = BytesParser(policy=email_policy).parsebytes(
+                    f"Content-Type: {self.headers.get('Content-Type')}\r\n\r\n".encode() + raw)
+                fields = {part.get_param("name", header="content-disposition"): part for part in form.iter_parts()}
+                if "file" not in fields or fields.get("purpose") is None:
+                    return self._send(400, {"error": {"message": "file and purpose are required"}})
+                return self._send(200, state.batches.upload(fields["file"].get_filename() or "upload",
+                                                            fields["file"].get_payload(decode=True)))
+            if self.path == "/v1/batches":
+                status, reply = state.batches.create(json.loads(raw))
+                return self._send(status, reply)
             try:
                 body = json.loads(raw)
             except ValueError:
@@ -535,7 +648,8 @@ class Server(ThreadingHTTPServer):
 
 def start(folder: Path, *, delay: float = 0.0, log: Path | None = None, faults: Sequence[Fault] = (),
           slow_s: float | None = None, port: int = 0, startup_s: float = 20.0, limits: Limits | None = None,
-          reasoning_model: str | None = None) -> tuple[subprocess.Popen, str]:
+          reasoning_model: str | None = None, batch_delay: float | None = None,
+          batch_faults: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
     """Start this server as a subprocess; returns it and its base URL (".../v1") once it listens.
     `faults` and `slow_s` are --fault and --slow-seconds (module docstring). `port` (0: a free
     one) lets a restarted server take its predecessor's URL, which is part of the call cache's key.
@@ -552,6 +666,10 @@ def start(folder: Path, *, delay: float = 0.0, log: Path | None = None, faults: 
         cmd += limits.args()
     if reasoning_model is not None:
         cmd += ["--reasoning-model", reasoning_model]
+    if batch_delay is not None:
+        cmd += ["--batch-delay", str(batch_delay)]
+    for fault in batch_faults:
+        cmd += ["--batch-fault", fault]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + startup_s
@@ -610,11 +728,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--window", type=float, default=60.0, help="seconds of the rate limits' window")
     p.add_argument("--limit-headers", action="store_true", help="send x-ratelimit-* headers")
     p.add_argument("--reasoning-model", default=None, help="also serve this name, as a reasoning model")
+    p.add_argument("--batch-delay", type=float, default=0.3, help="seconds a batch takes to run")
+    p.add_argument("--batch-fault", action="append", default=[], metavar="KIND:first=N",
+                   help="expire, invalid (the first N batches) or line-error (the first N attempts of each line)")
     args = p.parse_args(argv)
     faults = Faults(tuple(args.fault), args.slow_seconds)
     limits = Limits(args.limit_requests, args.limit_tokens, args.window, args.limit_headers)
     server = Server(("127.0.0.1", args.port), make_handler(State(args.delay, args.log, faults, limits,
-                                                                 args.reasoning_model)))
+                                                                 args.reasoning_model, args.batch_delay,
+                                                                 args.batch_fault)))
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w") as f:

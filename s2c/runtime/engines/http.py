@@ -90,12 +90,15 @@ class HttpOptions:
     retries: int = 3  # further attempts of a request that failed in a way worth retrying
     timeout: float = 300.0  # seconds for one attempt (connecting: at most 10)
     backoff: float = 1.0  # seconds before the first retry; doubles each time
+    batch: bool = False  # send the requests through the provider's batch API (batch.py), at its batch price
+    batch_poll: float = 10.0  # seconds between two polls of an open batch
 
     def check(self) -> None:
         for flag, value, least in (("--concurrency", self.concurrency, 1), ("--retries", self.retries, 0)):
             if value != int(value) or value < least:
                 raise S2Error(f"{flag} {value}: a whole number >= {least}")
-        for flag, value in (("--rpm", self.rpm), ("--tpm", self.tpm), ("--timeout", self.timeout)):
+        for flag, value in (("--rpm", self.rpm), ("--tpm", self.tpm), ("--timeout", self.timeout),
+                            ("--batch-poll", self.batch_poll)):
             if value is not None and not value > 0:
                 raise S2Error(f"{flag} {value}: must be more than 0")
 
@@ -212,6 +215,7 @@ class HttpEngine(Streaming):
         self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(slots, thread_name_prefix=f"s2c-{self.name}")
         self._running: dict[Future, Hashable] = {}  # in submission order
+        self._batches = None  # batch.Batches, in batch mode (a provider's engine sets it)
         if secret:
             for u in urls:
                 if _plain_http_off_host(u) and log is not None:
@@ -262,10 +266,35 @@ class HttpEngine(Streaming):
         stats = self.server_stats()
         return {"servers": stats} if len(stats) > 1 or any(s["rate_limited"] for s in stats.values()) else None
 
+    @property
+    def batch(self) -> bool:
+        """Requests go through the provider's batch API (priced at its batch prices)."""
+        return self._batches is not None
+
+    @property
+    def window(self) -> int | None:
+        """In batch mode, how many requests the executor may hand over at once: a wave is every
+        request the dataflow has ready (None: the run's --chunk-size)."""
+        return self._batches.client.max_requests if self._batches is not None else None
+
+    def attach_run(self, run_dir) -> None:
+        """The run folder: in batch mode, its batches.jsonl journal (batch.Batches.attach)."""
+        if self._batches is not None:
+            self._batches.attach(run_dir)
+
     def submit(self, tag: Hashable, request: Request) -> None:
+        if self._batches is not None:
+            refused = self._refuse(request)
+            if refused:
+                self._batches.finished.append(Finished(tag, EngineFailure(refused), ()))
+                return
+            self._batches.submit(tag, request, *self._body(request))
+            return
         self._running[self._pool.submit(self._serve, request)] = tag
 
     def collect(self, max_seconds: float | None = None) -> list[Finished]:
+        if self._batches is not None:
+            return self._batches.collect(max_seconds)
         if not self._running:
             return []
         done, _ = wait(self._running, timeout=max_seconds, return_when=FIRST_COMPLETED)
@@ -277,7 +306,7 @@ class HttpEngine(Streaming):
         return finished
 
     def pending(self) -> int:
-        return len(self._running)
+        return self._batches.pending() if self._batches is not None else len(self._running)
 
     def close(self) -> None:
         """Drop queued requests; calls in flight end with the client (nothing collects them)."""

@@ -83,6 +83,11 @@ class OpenAIEngine(HttpEngine):
         # vLLM's server takes every constraint (its structured_outputs extension); any other
         # OpenAI-compatible server only what the OpenAI API has: response_format's JSON schema
         self.constraints = CONSTRAINT_KINDS if self._vllm else frozenset({"json"})
+        if http.batch:
+            from s2c.runtime.engines.batch import Batches
+
+            self._batches = Batches(OpenAIBatches(self), self._completions, retries=http.retries,
+                                    poll_s=http.batch_poll, redact=self._redact)
 
     def _check_servers(self, model: str | None, roles: dict[str, str],
                        urls: list[str]) -> tuple[dict[str, str], bool]:
@@ -265,3 +270,74 @@ def _split(total: int, texts: list[str]) -> list[int]:
     for i in sorted(range(len(texts)), key=lambda i: -weights[i])[: total - sum(counts)]:
         counts[i] += 1
     return counts
+
+
+class OpenAIBatches:
+    """The OpenAI Batch API (batch.BatchClient): a JSONL file uploaded to /files (purpose
+    "batch"), a batch made of it at /batches (completion window 24h), polled at /batches/ID, and
+    its output and error files read from /files/ID/content."""
+
+    max_requests = 50_000
+    max_bytes = 200 * 1024 * 1024
+
+    def __init__(self, engine: OpenAIEngine):
+        self.engine = engine
+        self.endpoints: dict[str, str] = {}  # batch id -> its endpoint
+
+    @property
+    def url(self) -> str:
+        return self.engine._servers[0].url
+
+    def _call(self, method: str, path: str, **kw):
+        response = self.engine._client.request(method, self.url + path, **kw)
+        if response.status_code != 200:
+            raise EngineError(self.engine._redact(
+                f"{method} {path}: HTTP {response.status_code}: {self.engine._error_detail(response.status_code, response.text)}"))
+        return response
+
+    def create(self, items: list[tuple[str, str, dict]]) -> str:
+        endpoint = "/v1" + items[0][1]
+        lines = "".join(json.dumps({"custom_id": cid, "method": "POST", "url": "/v1" + path, "body": body}) + "\n"
+                        for cid, path, body in items)
+        upload = self._call("POST", "/files", files={"file": ("s2c-batch.jsonl", lines.encode(), "application/jsonl")},
+                            data={"purpose": "batch"}).json()
+        batch = self._call("POST", "/batches", json={"input_file_id": upload["id"], "endpoint": endpoint,
+                                                      "completion_window": "24h"}).json()
+        return batch["id"]
+
+    def status(self, batch_id: str):
+        from s2c.runtime.engines.batch import Status
+
+        b = self._call("GET", f"/batches/{batch_id}").json()
+        counts = b.get("request_counts") or {}
+        state = b.get("status", "?")
+        error = None
+        if state == "failed":
+            errors = (b.get("errors") or {}).get("data") or [{}]
+            error = "the batch failed validation: " + "; ".join(
+                f"{e.get('code', '?')}: {e.get('message', '')}" + (f" (line {e['line']})" if e.get("line") else "")
+                for e in errors)
+        return Status(state, state in ("completed", "expired", "cancelled", "failed"),
+                      int(counts.get("completed", 0)) + int(counts.get("failed", 0)), int(counts.get("total", 0)), error)
+
+    def results(self, batch_id: str):
+        from s2c.runtime.engines.batch import Line
+
+        b = self._call("GET", f"/batches/{batch_id}").json()
+        out: dict[str, Line] = {}
+        for key in ("output_file_id", "error_file_id"):
+            if not b.get(key):
+                continue
+            for raw in self._call("GET", f"/files/{b[key]}/content").text.splitlines():
+                if not raw.strip():
+                    continue
+                rec = json.loads(raw)
+                response, error = rec.get("response") or {}, rec.get("error")
+                if error or response.get("status_code") != 200:
+                    body = response.get("body") or {}
+                    message = (error or {}).get("message") or (body.get("error") or {}).get("message") or "failed"
+                    code = (error or {}).get("code") or response.get("status_code")
+                    out[rec["custom_id"]] = Line(error=f"batch line failed ({code}): {message}")
+                else:
+                    out[rec["custom_id"]] = Line(data=response["body"])
+        return out

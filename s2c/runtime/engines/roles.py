@@ -66,6 +66,18 @@ class RoleEngines(Streaming):
     def pending(self) -> int:
         return sum(e.pending() for e in self._engines)
 
+    @property
+    def window(self) -> int | None:
+        """A batch-mode engine among them takes waves as large as it does (http.HttpEngine.window)."""
+        sizes = [w for e in self._engines if (w := getattr(e, "window", None))]
+        return max(sizes) if sizes else None
+
+    def attach_run(self, run_dir) -> None:
+        for e in self._engines:
+            attach = getattr(e, "attach_run", None)
+            if attach is not None:
+                attach(run_dir)
+
     def batch_state(self) -> dict[str, int] | None:
         return self.default.batch_state()
 
