@@ -113,11 +113,11 @@ def test_a_client_killed_during_a_batch_reattaches_on_rerun_and_sends_nothing_tw
     proc, url = start(tmp_path, log=log, batch_delay=4.0)
     try:
         args = [sys.executable, "-m", "s2c.cli", "compile", "bsm.s2", "--data", f"oasst2:{FIXTURE}", "--limit", "2",
-                "--engine", "openai", "--base-url", url, "--batch", "--batch-poll", "0.1", "--no-progress",
-                "--curation", "none",
+                "--engine", "openai", "--base-url", url, "--batch", "--batch-poll", "0.1", "--curation", "none",
                 "--out", str(tmp_path / "batch"), "--cache", str(tmp_path / "calls.sqlite")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        client = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        client = subprocess.Popen([*args, "--no-progress"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while not (log.exists() and batches(log)) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -126,8 +126,10 @@ def test_a_client_killed_during_a_batch_reattaches_on_rerun_and_sends_nothing_tw
         client.wait()
         first = batches(log)
         assert len(first) == 1
-        rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        rerun = subprocess.run([*args, "--progress-every", "0.2"], cwd=REPO, env=env, capture_output=True, text=True,
+                               timeout=300)
         assert rerun.returncode == 0, rerun.stderr
+        assert "batch_0001: in_progress" in rerun.stderr  # progress shows the batch the rerun attached to
         s2c.distill("bsm", s2c.Data(f"oasst2:{FIXTURE}", limit=2), s2c.EngineSettings("openai", base_url=(url,)),
                     out=tmp_path / "online", settings=s2c.RunSettings(cache=None, progress=False),
                     distill=s2c.DistillSettings(curation="none"))
@@ -137,3 +139,32 @@ def test_a_client_killed_during_a_batch_reattaches_on_rerun_and_sends_nothing_tw
     assert len(sent) == len(set(sent))  # no request was sent twice
     assert set(first[0]["custom_ids"]) <= set(sent) and len(batches(log)) == 3  # one batch per stage, the first once
     assert train_rows(tmp_path / "batch") == train_rows(tmp_path / "online")
+
+
+def test_anthropic_message_batches_give_the_online_replies_and_send_expired_lines_again(tmp_path):
+    """--batch on the anthropic engine: Message Batches on the test server; the first batch
+    expires half-way, its unrun lines go in a second batch, and every reply equals the online one.
+    The official SDK reads the same batch API."""
+    from s2c.runtime.engines.anthropic import AnthropicEngine
+
+    anthropic = pytest.importorskip("anthropic")
+    log = tmp_path / "server.log"
+    requests = [Request(prompt=f"question {i}", sampling=Sampling(max_tokens=8)) for i in range(6)]
+    with serve(tmp_path, log=log, batch_delay=0.05, batch_faults=["expire:first=1"]) as url:
+        online = AnthropicEngine(base_url=url)
+        batched = AnthropicEngine(base_url=url, http=HttpOptions(batch=True, batch_poll=0.05))
+        try:
+            want, got = online.generate(requests), batched.generate(requests)
+        finally:
+            online.close()
+            batched.close()
+        client = anthropic.Anthropic(base_url=url.removesuffix("/v1"), api_key="sk-ant-test", max_retries=0)
+        made = client.messages.batches.create(requests=[{"custom_id": "one", "params": {
+            "model": "echo-model", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}}])
+        while client.messages.batches.retrieve(made.id).processing_status != "ended":
+            time.sleep(0.05)
+        [result] = list(client.messages.batches.results(made.id))
+    assert [c.text for [c] in got] == [c.text for [c] in want]
+    sent = batches(log)
+    assert len(sent[0]["custom_ids"]) == 6 and len(sent[1]["custom_ids"]) == 3  # the expired half, once more
+    assert result.custom_id == "one" and result.result.type == "succeeded" and result.result.message.content[0].text

@@ -382,12 +382,17 @@ class _Progress:
 
     def _tick(self):
         if self.bars:
-            self.p.update(self.examples_task, completed=self.done(), total=self.total)
+            self.p.update(self.examples_task, completed=self.done(), total=self.total, tps=self.batch_note())
         else:
             self.console.print(self.line(), markup=False, emoji=False)
 
     def done(self) -> int:
         return self.run_totals.examples if self.run_totals is not None else 0
+
+    def batch_note(self) -> str:
+        """In batch mode, each open batch's state: `batch_0001: in_progress 40/100`."""
+        states = getattr(self.engine, "batch_states", None)
+        return "; ".join(states()) if callable(states) else ""
 
     def line(self) -> str:
         done = self.done()
@@ -396,6 +401,8 @@ class _Progress:
         in_flight = self.engine.pending()  # requests finish as a whole: long ones show here first
         if in_flight:
             parts.append(f"{in_flight} in flight")
+        if note := self.batch_note():
+            parts.append(note)
         if getattr(self.engine, "starting", False):
             parts.append("engine starting")
         else:

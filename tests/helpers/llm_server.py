@@ -10,7 +10,9 @@ messages required; the system prompt apart; prompt caching on a block marked cac
 its usage reports it), POST /v1/messages/count_tokens, and GET /v1/models in Anthropic's shape
 when the request has an anthropic-version header. OpenAI's Files and Batch API too (BatchAPI):
 POST /v1/files, POST /v1/batches, GET /v1/batches/ID, GET /v1/files/ID/content; a batch's
-creation is logged as {"event": "batch", "key": BATCH_ID, "custom_ids": [...]}.
+creation is logged as {"event": "batch", "key": BATCH_ID, "custom_ids": [...]}. And Anthropic's
+Message Batches: POST /v1/messages/batches, GET /v1/messages/batches/ID (results_url once
+ended), GET /v1/messages/batches/ID/results (JSONL: succeeded, errored, expired).
 Replies are deterministic functions of the prompt, shaped for BSM: a prompt with "Evaluation
 Plan" gets three numbered criteria, one with "[Evaluation of" gets "[[A]]" or
 "[[B]]", any other a few words derived from its sha256. Each request sleeps --delay seconds, so
@@ -271,7 +273,52 @@ class BatchAPI:
         threading.Thread(target=self._run, args=(batch, lines, number), daemon=True).start()
         return 200, dict(batch)
 
+    def create_anthropic(self, body: dict, cache: PromptCache) -> tuple[int, dict]:
+        """Anthropic's POST /v1/messages/batches: {"requests": [{"custom_id", "params"}]}."""
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            return 400, anthropic_error(400, "invalid_request_error", "requests: Field required")
+        with self.lock:
+            self.made += 1
+            bid = f"msgbatch_{self.made:04d}"
+            batch = {"id": bid, "type": "message_batch", "processing_status": "in_progress",
+                     "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0,
+                                        "expired": 0},
+                     "created_at": "2026-01-01T00:00:00Z", "expires_at": "2026-01-02T00:00:00Z", "ended_at": None,
+                     "cancel_initiated_at": None, "archived_at": None, "results_url": None}
+            self.batches[bid] = batch
+            number = self.made
+        self.log("batch", 0, bid, custom_ids=[r["custom_id"] for r in requests])
+        threading.Thread(target=self._run_anthropic, args=(batch, requests, number, cache), daemon=True).start()
+        return 200, dict(batch)
+
+    def _run_anthropic(self, batch: dict, requests: list[dict], number: int, cache: PromptCache) -> None:
+        time.sleep(self.delay)
+        expire_after = len(requests) // 2 if self._hit("expire", number) else len(requests)
+        rows, counts = [], {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        for i, r in enumerate(requests):
+            cid = r["custom_id"]
+            with self.lock:
+                attempt = self.line_attempts[cid] = self.line_attempts.get(cid, 0) + 1
+            if i >= expire_after:
+                result, kind = {"type": "expired"}, "expired"
+            elif self._hit("line-error", attempt):
+                result, kind = {"type": "errored", "error": anthropic_error(500, "api_error", "injected line error")}, \
+                    "errored"
+            else:
+                result = {"type": "succeeded", "message": messages_body(r["params"], request_key(r["params"]), cache)}
+                kind = "succeeded"
+            counts[kind] += 1
+            rows.append({"custom_id": cid, "result": result})
+        with self.lock:
+            fid = f"results-{batch['id']}"
+            self.files[fid] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+            batch.update(processing_status="ended", request_counts=counts, ended_at="2026-01-01T00:01:00Z",
+                         results_url=f"/v1/messages/batches/{batch['id']}/results")
+
     def _run(self, batch: dict, lines: list[dict], number: int) -> None:
+        with self.lock:
+            batch["status"] = "in_progress"  # validated at once; runs for --batch-delay
         time.sleep(self.delay)
         if self._hit("invalid", number):
             with self.lock:
@@ -514,6 +561,19 @@ def make_handler(state: State):
 
         def do_GET(self):
             parts = self.path.strip("/").split("/")
+            if parts[:3] == ["v1", "messages", "batches"] and len(parts) in (4, 5):
+                with state.batches.lock:
+                    batch = state.batches.batches.get(parts[3])
+                    batch = dict(batch) if batch else None
+                if batch is None:
+                    return self._send(404, anthropic_error(404, "not_found_error", "no such batch"))
+                if len(parts) == 5:  # .../results: JSONL, once ended
+                    data = state.batches.files.get(f"results-{parts[3]}")
+                    return self._send(200, data, {"Content-Type": "application/binary"}) if data else \
+                        self._send(400, anthropic_error(400, "invalid_request_error", "the batch has not ended"))
+                if batch["results_url"]:  # absolute, as the API gives it
+                    batch["results_url"] = f"http://{self.headers.get('Host')}{batch['results_url']}"
+                return self._send(200, batch)
             if parts[:2] == ["v1", "batches"] and len(parts) == 3:
                 with state.batches.lock:
                     batch = state.batches.batches.get(parts[2])
@@ -546,6 +606,9 @@ def make_handler(state: State):
                                                             fields["file"].get_payload(decode=True)))
             if self.path == "/v1/batches":
                 status, reply = state.batches.create(json.loads(raw))
+                return self._send(status, reply)
+            if self.path == "/v1/messages/batches":
+                status, reply = state.batches.create_anthropic(json.loads(raw), state.prompt_cache)
                 return self._send(status, reply)
             try:
                 body = json.loads(raw)

@@ -31,6 +31,7 @@ offered: a program with choice=, regex= or json= is refused before any call.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import deque
@@ -88,6 +89,11 @@ class AnthropicEngine(HttpEngine):
         except BaseException:
             self.close()
             raise
+        if http.batch:
+            from s2c.runtime.engines.batch import Batches
+
+            self._batches = Batches(AnthropicBatches(self), self._completions, retries=http.retries,
+                                    poll_s=http.batch_poll, redact=self._redact)
 
     # ------------------------------------------------------------ models
     def _served_models(self, url: str) -> list[str]:
@@ -189,8 +195,6 @@ class AnthropicEngine(HttpEngine):
 
     def _error_detail(self, status: int, text: str) -> str:
         """The API's error body in one line: `invalid_request_error: max_tokens: Field required`."""
-        import json
-
         try:
             error = json.loads(text)["error"]
             return f"{error['type']}: {' '.join(str(error['message']).split())}"
@@ -208,6 +212,61 @@ class AnthropicEngine(HttpEngine):
             return int(response.json()["input_tokens"]) if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return None
+
+
+class AnthropicBatches:
+    """Anthropic's Message Batches (batch.BatchClient): POST /v1/messages/batches with the
+    requests' params, polled at /v1/messages/batches/ID until its processing_status is "ended",
+    and its results read from results_url (JSONL: succeeded, errored, canceled, expired)."""
+
+    max_requests = 100_000
+    max_bytes = 256 * 1024 * 1024
+
+    def __init__(self, engine: AnthropicEngine):
+        self.engine = engine
+
+    def _call(self, method: str, url: str, **kw):
+        response = self.engine._client.request(method, url, **kw)
+        if response.status_code != 200:
+            raise EngineError(self.engine._redact(
+                f"{method} {url}: HTTP {response.status_code}: {self.engine._error_detail(response.status_code, response.text)}"))
+        return response
+
+    @property
+    def url(self) -> str:
+        return self.engine._servers[0].url
+
+    def create(self, items: list[tuple[str, str, dict]]) -> str:
+        requests = [{"custom_id": cid, "params": body} for cid, _, body in items]
+        return self._call("POST", f"{self.url}/v1/messages/batches", json={"requests": requests}).json()["id"]
+
+    def status(self, batch_id: str):
+        from s2c.runtime.engines.batch import Status
+
+        b = self._call("GET", f"{self.url}/v1/messages/batches/{batch_id}").json()
+        counts = b.get("request_counts") or {}
+        total = sum(int(v) for v in counts.values())
+        return Status(b.get("processing_status", "?"), b.get("processing_status") == "ended",
+                      total - int(counts.get("processing", 0)), total)
+
+    def results(self, batch_id: str):
+        from s2c.runtime.engines.batch import Line
+
+        b = self._call("GET", f"{self.url}/v1/messages/batches/{batch_id}").json()
+        url = b.get("results_url") or f"{self.url}/v1/messages/batches/{batch_id}/results"
+        out: dict[str, Line] = {}
+        for raw in self._call("GET", url).text.splitlines():
+            if not raw.strip():
+                continue
+            rec = json.loads(raw)
+            result = rec.get("result") or {}
+            if result.get("type") == "succeeded":
+                out[rec["custom_id"]] = Line(data=result["message"])
+            elif result.get("type") == "errored":
+                error = (result.get("error") or {}).get("error") or {}
+                out[rec["custom_id"]] = Line(error=f"batch line failed ({error.get('type', '?')}): {error.get('message', '')}")
+            # canceled and expired lines are left out: batch.Batches sends them again
+        return out
 
 
 def _common_prefix(a: str, b: str) -> int:

@@ -277,6 +277,10 @@ class HttpEngine(Streaming):
         request the dataflow has ready (None: the run's --chunk-size)."""
         return self._batches.client.max_requests if self._batches is not None else None
 
+    def batch_states(self) -> list[str]:
+        """Each open batch's state, for progress ([] online)."""
+        return self._batches.states() if self._batches is not None else []
+
     def attach_run(self, run_dir) -> None:
         """The run folder: in batch mode, its batches.jsonl journal (batch.Batches.attach)."""
         if self._batches is not None:

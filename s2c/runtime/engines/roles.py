@@ -72,6 +72,9 @@ class RoleEngines(Streaming):
         sizes = [w for e in self._engines if (w := getattr(e, "window", None))]
         return max(sizes) if sizes else None
 
+    def batch_states(self) -> list[str]:
+        return [x for e in self._engines for x in (getattr(e, "batch_states", lambda: [])())]
+
     def attach_run(self, run_dir) -> None:
         for e in self._engines:
             attach = getattr(e, "attach_run", None)
