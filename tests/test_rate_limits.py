@@ -131,7 +131,8 @@ def test_reasoning_models_get_max_completion_tokens_and_no_sampling_options(tmp_
 
 def test_the_api_key_is_in_no_file_the_run_wrote_and_on_no_console(tmp_path, capsys, monkeypatch):
     """A run with a known key, whose server refuses some requests with a message that quotes it:
-    the key is in no file under the run folder or the cache, and not on the console."""
+    the key is in no file under the run folder (run store, summary.json, the HTML report) or the
+    cache, and not on the console."""
     key = "sk-test-" + "k3y" * 8
     monkeypatch.setenv("OPENAI_API_KEY", key)
     program = tmp_path / "ask.s2"
@@ -142,10 +143,11 @@ def test_the_api_key_is_in_no_file_the_run_wrote_and_on_no_console(tmp_path, cap
     with serve(tmp_path, log=log, faults=[_fault("bad-key:always:3 plus")]) as url:
         code = main(["run", str(program), "--data", str(data), "--engine", "openai", "--base-url", url,
                      "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache.sqlite"), "--no-progress"])
+    assert main(["report", str(tmp_path / "run")]) == 0  # the HTML report, with every trace
     console = capsys.readouterr()
     assert code == 0
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "server.log"]
-    assert any(p.name == "run.sqlite" for p in written) and any(p.name == "cache.sqlite" for p in written)
+    assert {"run.sqlite", "cache.sqlite", "summary.json", "report.html"} <= {p.name for p in written}
     for p in written:
         assert key.encode() not in p.read_bytes(), p
     assert key not in console.out + console.err
