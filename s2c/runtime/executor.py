@@ -155,8 +155,8 @@ class _Example:
 
 
 class BudgetReached(Exception):
-    """--max-cost: the next call could take what was paid past the budget. The calls in flight
-    were finished and cached first."""
+    """--max-cost: the next call could take what was paid past the budget, with no call left in
+    flight (a call that does not fit waits for those: they cost at most what they reserved)."""
 
     def __init__(self, paid: float, budget: float, waiting: int):
         super().__init__(f"--max-cost {budget:g} reached: ${paid:.4f} paid; {waiting} calls not started, since each "
@@ -287,8 +287,9 @@ class Executor:
             if self.options.max_cost is not None:
                 it.worst = self.prices[it.node.role].worst(_chars(req), req.sampling.max_tokens * req.sampling.n)
                 if self.paid + self.reserved + it.worst > self.options.max_cost:
-                    self.budget_reached = True  # no new call, and no new example
-                    break
+                    if not self.engine.pending():  # it does not fit with nothing in flight: the budget is spent
+                        self.budget_reached = True  # no new call, and no new example
+                    break  # else wait: the calls in flight cost at most what they reserved
                 self.reserved += it.worst
             heapq.heappop(self.pool)
             self.engine.submit(it, req)
