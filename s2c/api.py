@@ -618,39 +618,84 @@ TRAIN_LOG = "train.log"  # what transformers, TRL and torch print, in the output
 
 
 def estimate(program, data, engine: Engine | EngineSettings | str | None = None, *, sample: int = 20,
-             compile: bool = True, prices: Prices | None = None):
+             compile: bool = True, prices: Prices | None = None, pilot: int = 0,
+             settings: RunSettings = RunSettings()):
     """What a run (`compile=False`) or a compile of `program` over `data` will make and cost, before
     any call (`s2c estimate`): calls with samples and perturbed copies, prompt tokens of the first
     `sample` rows' rendered prompts scaled to every row, worst-case generated tokens, and the cost
-    at `prices`. Tokens are counted by an openai engine's server (/tokenize) where it has one, by a
-    local model's tokenizer, else approximated (the result's `tokenizer` says which). No local
-    engine starts. Returns runtime.estimate.RunEstimate."""
+    at `prices`. Tokens are counted by an HTTP engine's server (vLLM's /tokenize, Anthropic's
+    count_tokens) where it has one, by a local model's tokenizer, else approximated (the result's
+    `tokenizer` says which). No local engine starts.
+
+    `pilot=N` makes real calls: the first N rows run (into the call cache of `settings`, so the
+    run that follows does not pay for them again), and each node's calls and prompt tokens are
+    scaled by what those rows really made against what the estimate rendered for them: the
+    fan-outs over lists the model writes and the replies prompts quote, which no estimate knows
+    before a call. Returns runtime.estimate.RunEstimate."""
     from s2c.runtime.estimate import estimate_run
 
     prog, data = as_program(program), as_data(data)
     cp = prog.checked
-    if sample < 1:
-        raise S2Error(f"--sample {sample}: must be at least 1")
+    if sample < 1 or pilot < 0:
+        raise S2Error(f"--sample {sample}, --pilot {pilot}: a sample of at least 1 row, a pilot of 0 or more")
     rows = data.rows_for(cp, terminal.console().print).rows
-    settings = engine.settings if isinstance(engine, Engine) else \
+    engine_settings = engine.settings if isinstance(engine, Engine) else \
         engine if isinstance(engine, EngineSettings) else EngineSettings(engine or "auto")
-    settings.check()
+    engine_settings.check()
     count, tokenizer, models, opened = None, "", {}, None
-    if settings.kind in ("openai", "anthropic") or settings.base_url:
-        opened = engine if isinstance(engine, Engine) else Engine.from_settings(settings)
+    if pilot or engine_settings.kind in ("openai", "anthropic") or engine_settings.base_url:
+        opened = engine if isinstance(engine, Engine) else Engine.from_settings(engine_settings)
+    if opened is not None and (engine_settings.kind in ("openai", "anthropic") or engine_settings.base_url):
         runtime = opened._open()
         models = {n.role: runtime.model_id(n.role) for n in cp.llm_nodes()} | {"default": runtime.model_id()}
         probe = getattr(runtime, "count_tokens", None)
         if probe is not None and probe(_probe_request()) is not None:
-            count, tokenizer = probe, f"the server's /tokenize ({runtime.model_id()})"
+            count, tokenizer = probe, f"the server's own count ({runtime.model_id()})"
     else:
-        count, tokenizer, models = _local_counter(settings)
+        count, tokenizer, models = _local_counter(engine_settings)
     try:
-        return estimate_run(cp, rows[:sample], len(rows), count=count, tokenizer=tokenizer, compile=compile,
-                            prices=prices, models=models)
+        est = estimate_run(cp, rows[:sample], len(rows), count=count, tokenizer=tokenizer, compile=compile,
+                           prices=prices, models=models)
+        if pilot:
+            _calibrate(est, cp, rows[:pilot], opened, settings, data.seed, count, tokenizer, compile)
+        return est
     finally:
         if opened is not None and not isinstance(engine, Engine):
             opened.close()
+
+
+def _calibrate(est, cp: ir.CheckedProgram, rows, engine: Engine, settings: RunSettings, seed: int, count,
+               tokenizer: str, compile: bool) -> None:
+    """Scale `est`'s nodes by what a real run of `rows` made against what the estimate rendered
+    for the same rows."""
+    import tempfile
+
+    from s2c.distill.build import with_perturbed
+    from s2c.runtime.cache import CallCache
+    from s2c.runtime.estimate import estimate_run
+
+    cache = CallCache(settings.cache_path())
+    try:
+        runner = engine.runner(cp, cache, settings.options(), progress=False)
+        inputs = list(with_perturbed(cp, rows, seed)) if compile else rows
+        with tempfile.TemporaryDirectory(prefix="s2c-pilot-") as folder:
+            made = runner.execute(cp, inputs, folder).summary
+    finally:
+        cache.close()
+    rendered = estimate_run(cp, rows, len(rows), count=count, tokenizer=tokenizer, compile=compile)
+    for node, guess in zip(est.nodes, rendered.nodes):
+        real = made.nodes.get(node.node)
+        if real is None:
+            continue
+        calls = guess.calls * len(rows) * rendered.copies
+        prompt = guess.prompt_tokens * len(rows) * rendered.copies
+        call_scale = real.samples / calls if calls else 1.0
+        node.calls *= call_scale
+        node.max_generated *= call_scale
+        node.prompt_tokens = node.prompt_tokens * (real.prompt_tokens / prompt) if prompt else node.prompt_tokens
+        node.quoted_max = 0.0  # measured: the pilot's prompts held the replies they quote
+    est.pilot = len(rows)
+    est.tokenizer += f"; scaled by a pilot run of {len(rows)} rows (its calls are in the cache)"
 
 
 def _probe_request():

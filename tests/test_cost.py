@@ -170,7 +170,7 @@ def test_the_estimate_before_any_call_against_a_compile_of_bsm_on_the_oasst2_fix
         est = s2c.estimate("bsm", data, settings, prices=Prices.parse({"echo-model": {"input": 1, "output": 4}}))
         assert not [line for line in log.read_text().splitlines() if "recv" in line]  # no completion was asked for
         res = s2c.distill("bsm", data, settings, out=tmp_path / "ds", settings=s2c.RunSettings(cache=None, progress=False))
-    assert est.tokenizer.startswith("the server's /tokenize") and est.copies == 2 and est.rows == 4
+    assert est.tokenizer.startswith("the server's own count") and est.copies == 2 and est.rows == 4
     got = {nid: s for nid, s in res.summary.nodes.items() if s.engine_calls}
     d = est.as_dict()
     assert d["calls"] == 4 * 2 * (1 + 5 + 1) >= res.summary.engine_calls == 4 * 2 * (1 + 3 + 1)
@@ -193,3 +193,25 @@ def test_the_estimate_names_its_approximation_where_no_tokenizer_is_known(tmp_pa
     assert est.tokenizer == APPROXIMATION == "approximation: 4 characters a token"
     prompt = len("Answer briefly: " + "x" * 40)
     assert est.as_dict()["prompt_tokens"] == 3 * -(-prompt // 4) and est.as_dict()["calls"] == 3
+
+
+def test_a_pilot_of_two_rows_brings_the_estimate_within_ten_percent_on_bsm(tmp_path):
+    """--pilot 2: the first 2 rows of 6 run for real (into the call cache) and scale each node's
+    calls and prompt tokens by what they made; the estimate for all 6 rows is then within 10 % of
+    the compile's usage, and the compile pays nothing twice for the pilot's rows."""
+    import s2c
+
+    fixture = "tests/fixtures/data/oasst2_sample.jsonl"
+    settings = s2c.RunSettings(cache=tmp_path / "calls.sqlite", progress=False)
+    with serve(tmp_path) as url:
+        engine = s2c.EngineSettings("openai", base_url=(url,))
+        data = s2c.Data(f"oasst2:{fixture}", limit=6)
+        est = s2c.estimate("bsm", data, engine, pilot=2, settings=settings)
+        res = s2c.distill("bsm", data, engine, out=tmp_path / "ds", settings=settings)
+    d = est.as_dict()
+    assert est.pilot == 2 and "scaled by a pilot run of 2 rows" in est.tokenizer
+    run_prompt, run_calls = res.summary.prompt_tokens, res.summary.engine_calls + res.summary.cache_hits
+    assert abs(d["prompt_tokens"] - run_prompt) <= 0.10 * run_prompt, (d["prompt_tokens"], run_prompt)
+    assert abs(d["calls"] - run_calls) <= 0.10 * run_calls and res.summary.cache_hits >= 2 * 2 * (1 + 3 + 1)
+    print(f"bsm on 6 oasst2 rows, pilot 2: estimate {d['prompt_tokens']:,} prompt tokens and {d['calls']} calls, "
+          f"run {run_prompt:,} and {run_calls}")

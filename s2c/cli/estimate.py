@@ -14,19 +14,21 @@ def cmd_estimate(args) -> int:
     from rich.text import Text
 
     from s2c import api
-    from s2c.cli.common import data_from, engine_from
+    from s2c.cli.common import data_from, engine_from, run_settings_from
     from s2c.runtime.prices import Prices
     from s2c.terminal import console as make_console
 
     program = api.Program.load(args.program)
     est = api.estimate(program, data_from(args), engine_from(args), sample=args.sample,
-                       compile=args.for_ == "compile", prices=Prices.load(args.prices, args.price))
+                       compile=args.for_ == "compile", prices=Prices.load(args.prices, args.price), pilot=args.pilot,
+                       settings=run_settings_from(args))
     out = make_console(stderr=False)
     if args.json:
         out.print_json(json.dumps(est.as_dict()))
         return 0
     d = est.as_dict()
     copies = f" × {est.copies} (the perturbed copies compile runs)" if est.copies > 1 else ""
+    copies += f" · scaled by a pilot of {est.pilot} rows" if est.pilot else ""
     t = Table(title=f"{est.program} · {est.rows} rows{copies} · prompt tokens from {est.sampled} rendered rows, "
                     f"{est.tokenizer}", title_justify="left")
     for c in ("node", "calls / input", "prompt tok / input", "+ quoted replies, at most", "≤ generated tok / input"):
@@ -63,6 +65,10 @@ def register(sub) -> None:
     e.add_argument("--for", dest="for_", choices=["compile", "run"], default="compile",
                    help="compile (default: with the perturbed copies the keep rules compare with) or run")
     e.add_argument("--sample", type=int, default=20, metavar="N", help="rows whose prompts are rendered (default 20)")
+    e.add_argument("--pilot", type=int, default=0, metavar="N",
+                   help="run the first N rows for real (their calls are cached, so the compile after does not pay "
+                        "them again) and scale the estimate by what they made: the fan-outs over lists the model "
+                        "writes and the replies prompts quote (default 0: no call is made)")
     e.add_argument("--json", action="store_true", help="print the estimate as JSON")
     add_engine_args(e)
     e.set_defaults(func=cmd_estimate)

@@ -10,7 +10,9 @@ rendered from the row, as the run will render them, and their tokens counted:
 - **Prompt tokens**: what the rendered prompts hold. A value the run makes before the call (an
   earlier call's reply, what a transform makes of it) is not known yet and renders empty, so this
   counts the prompts' own text and the data's; `quoted_max` is how much more the earlier replies
-  those prompts quote could add at most (their max_tokens). Tokens are counted by the model's own
+  those prompts quote could add at most (their max_tokens). A pilot (api.estimate(pilot=N)) runs
+  the first rows for real and scales each node by what they made, which is the only way to know
+  a fan-out over a list the model writes. Tokens are counted by the model's own
   tokenizer where one is known (`tokenizer` names it: a vLLM server's /tokenize, a local model's
   tokenizer with its chat template), else approximated at 4 characters a token, and `tokenizer`
   says "approximation: 4 characters a token".
@@ -56,6 +58,7 @@ class RunEstimate:
     tokenizer: str
     nodes: list[NodeEstimate] = field(default_factory=list)
     prices: dict[str, object] = field(default_factory=dict)  # role's node -> Price (for the cost)
+    pilot: int = 0  # rows run for real to scale the estimate (api.estimate(pilot=N)); 0: no call made
 
     def total(self, name: str) -> float:
         """A node figure summed over the nodes, for every row and copy."""
@@ -71,7 +74,7 @@ class RunEstimate:
     def as_dict(self) -> dict:
         cost = self.cost()
         return {"program": self.program, "rows": self.rows, "sampled_rows": self.sampled, "copies": self.copies,
-                "tokenizer": self.tokenizer,
+                "tokenizer": self.tokenizer, "pilot_rows": self.pilot,
                 "calls": round(self.total("calls")), "prompt_tokens": round(self.total("prompt_tokens")),
                 "quoted_max": round(self.total("quoted_max")), "max_generated_tokens": round(self.total("max_generated")),
                 "cost_at_most": None if cost is None else round(cost, 6),
