@@ -22,9 +22,9 @@ from s2c.distill.rows import as_text, build_rows
 from s2c.distill.write import DatasetWriter, jsonl_line
 from s2c.errors import S2Error
 from s2c.runtime.gold import GoldTally
-from s2c.runtime.store import ExampleResult, RunStore
-from s2c.runtime.values import find_failed
+from s2c.runtime.store import RunStore
 from s2c.runtime.summary import RunSummary
+from s2c.runtime.values import find_failed
 
 SKEW = 0.8  # a kept-label share above this is reported (a judge that always says A is position-biased)
 MAX_LABELS = 1000  # distinct kept labels counted: free-text targets would make this grow with the data
@@ -140,7 +140,8 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner,
     tally = next(iter(GoldTally.for_program(cp)), None)  # the first gold metric reads the label
     for res in store.originals():
         report.inputs += 1
-        scored = tally.score(res) if tally is not None else None
+        answer = tally.answer(res) if tally is not None else None  # scored, and a kept example's label
+        scored = tally.score(res, answer) if tally is not None else None
         if not res.ok:
             node = res.failed_at
             (report.unparsed if res.status == "unparsed" else report.failed)[node] += 1
@@ -166,7 +167,7 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner,
         writer.add(new)
         if tally is not None:
             tally.keep(scored)
-        label = _label(cp, tally, res, new, label_task)
+        label = _label(tally, answer, new, label_task)
         if label is not None and len(report.labels) < MAX_LABELS:
             report.labels[normalize(label)[:40]] += 1
     if tally is not None and tally.scored:
@@ -234,12 +235,10 @@ def reason_class(reason: str | None) -> str:
     return reason.split(" (")[0]
 
 
-def _label(cp: ir.CheckedProgram, tally: GoldTally | None, res: ExampleResult, rows: list[dict],
-           task: str | None) -> str | None:
+def _label(tally: GoldTally | None, answer, rows: list[dict], task: str | None) -> str | None:
     """A kept example's label for the distribution: its answer as the gold metric reads it, else
     the answer task's completion."""
     if tally is not None:
-        answer = tally.answer(res)
         return None if find_failed(answer) is not None else as_text(answer)
     return next((r["completion"][0]["content"] for r in rows if r["task"] == task), None)
 

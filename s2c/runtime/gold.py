@@ -7,7 +7,7 @@ an answer that failed or is unparsed counts as wrong, an input with no gold valu
 
     >>> tally = GoldTally.for_program(cp)[0]       # [] when the program has no gold metric (run.RunOutcome.gold)
     >>> for res in store.originals():
-    ...     ok = tally.score(res)              # every input with a gold value
+    ...     ok = tally.score(res, tally.answer(res))  # every input with a gold value
     ...     if kept: tally.keep(ok)            # and the ones curation kept
     >>> tally.as_dict()
     {"metric": "normalized_match", "gold": "answer", "all": {"correct": 6, "scored": 10},
@@ -43,12 +43,13 @@ class GoldTally:
         """The example's System-2 answer as the metric reads it (a Failed where it could not be read)."""
         return res.state.eval(self.metric.answer, (), (), "eval")
 
-    def score(self, res: ExampleResult) -> bool | None:
-        """Score one original example's System-2 answer among all; None: it has no gold value."""
+    def score(self, res: ExampleResult, answer) -> bool | None:
+        """Score one original example's System-2 answer (`answer(res)`) among all; None: it has
+        no gold value."""
         gold = res.trace.gold.get(self.metric.gold)
         if gold in (None, ""):
             return None
-        ok = correct(self.metric.name, self.answer(res), gold)
+        ok = correct(self.metric.name, answer, gold)
         self.scored += 1
         self.correct += ok
         return ok

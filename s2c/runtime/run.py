@@ -125,7 +125,7 @@ class RunOutcome:
         try:
             for res in store.originals():
                 for t in tallies:
-                    t.score(res)
+                    t.score(res, t.answer(res))
         finally:
             store.close()
         return [t.as_dict(kept=False) for t in tallies if t.scored]

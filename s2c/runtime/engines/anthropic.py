@@ -124,15 +124,6 @@ class AnthropicEngine(HttpEngine):
     def _check_server(self, url: str) -> None:
         self._require(url, self._served_models(url))
 
-    def model_id(self, role: str = "default") -> str:
-        return f"{self._name(role)}@{self.base_url}"
-
-    def _name(self, role: str) -> str:
-        return self._names.get(role, self._names["default"])
-
-    def role_models(self) -> dict[str, str]:
-        return dict(self._names)
-
     # ------------------------------------------------------------ requests
     def _refuse(self, request: Request) -> str | None:
         if request.adapter is not None:
@@ -225,25 +216,18 @@ class AnthropicBatches:
     def __init__(self, engine: AnthropicEngine):
         self.engine = engine
 
-    def _call(self, method: str, url: str, **kw):
-        response = self.engine._client.request(method, url, **kw)
-        if response.status_code != 200:
-            raise EngineError(self.engine._redact(
-                f"{method} {url}: HTTP {response.status_code}: {self.engine._error_detail(response.status_code, response.text)}"))
-        return response
-
     @property
     def url(self) -> str:
         return self.engine._servers[0].url
 
     def create(self, items: list[tuple[str, str, dict]]) -> str:
         requests = [{"custom_id": cid, "params": body} for cid, _, body in items]
-        return self._call("POST", f"{self.url}/v1/messages/batches", json={"requests": requests}).json()["id"]
+        return self.engine._call("POST", f"{self.url}/v1/messages/batches", json={"requests": requests}).json()["id"]
 
     def status(self, batch_id: str):
         from s2c.runtime.engines.batch import Status
 
-        b = self._call("GET", f"{self.url}/v1/messages/batches/{batch_id}").json()
+        b = self.engine._call("GET", f"{self.url}/v1/messages/batches/{batch_id}").json()
         counts = b.get("request_counts") or {}
         total = sum(int(v) for v in counts.values())
         return Status(b.get("processing_status", "?"), b.get("processing_status") == "ended",
@@ -252,10 +236,10 @@ class AnthropicBatches:
     def results(self, batch_id: str):
         from s2c.runtime.engines.batch import Line
 
-        b = self._call("GET", f"{self.url}/v1/messages/batches/{batch_id}").json()
+        b = self.engine._call("GET", f"{self.url}/v1/messages/batches/{batch_id}").json()
         url = b.get("results_url") or f"{self.url}/v1/messages/batches/{batch_id}/results"
         out: dict[str, Line] = {}
-        for raw in self._call("GET", url).text.splitlines():
+        for raw in self.engine._call("GET", url).text.splitlines():
             if not raw.strip():
                 continue
             rec = json.loads(raw)

@@ -245,6 +245,27 @@ class HttpEngine(Streaming):
         """One line for a reply with an error status (the provider's error message)."""
         return text[:500]
 
+    # ------------------------------------------------------------ models by role
+    # `_names`: role -> the model's name on the server(s), set by the provider's engine once its
+    # servers said what they serve
+    def model_id(self, role: str = "default") -> str:
+        return f"{self._name(role)}@{self.base_url}"
+
+    def _name(self, role: str) -> str:
+        return self._names.get(role, self._names["default"])
+
+    def role_models(self) -> dict[str, str]:
+        return dict(self._names)
+
+    def _call(self, method: str, url: str, **kw):
+        """One request outside the retried path (a batch API's upload, poll or results): the
+        reply, or EngineError with the provider's error in one line, without the key."""
+        response = self._client.request(method, url, **kw)
+        if response.status_code != 200:
+            raise EngineError(self._redact(f"{method} {url}: HTTP {response.status_code}: "
+                                           f"{self._error_detail(response.status_code, response.text)}"))
+        return response
+
     def _limits(self, body: dict) -> tuple[int, int]:
         """What a request counts against a token limit: its prompt's characters, and the tokens it
         may generate (all samples)."""

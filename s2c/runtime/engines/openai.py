@@ -143,15 +143,6 @@ class OpenAIEngine(HttpEngine):
                 f"not {', '.join(unknown)}: pass one of the served names as --model"
             )
 
-    def model_id(self, role: str = "default") -> str:
-        return f"{self._name(role)}@{self.base_url}"
-
-    def _name(self, role: str) -> str:
-        return self._names.get(role, self._names["default"])
-
-    def role_models(self) -> dict[str, str]:
-        return dict(self._names)
-
     def _is_reasoning(self, model: str) -> bool:
         return self._reasoning if self._reasoning is not None else bool(REASONING.match(model))
 
@@ -284,16 +275,8 @@ class OpenAIBatches:
         self.engine = engine
         self.endpoints: dict[str, str] = {}  # batch id -> its endpoint
 
-    @property
-    def url(self) -> str:
-        return self.engine._servers[0].url
-
     def _call(self, method: str, path: str, **kw):
-        response = self.engine._client.request(method, self.url + path, **kw)
-        if response.status_code != 200:
-            raise EngineError(self.engine._redact(
-                f"{method} {path}: HTTP {response.status_code}: {self.engine._error_detail(response.status_code, response.text)}"))
-        return response
+        return self.engine._call(method, self.engine._servers[0].url + path, **kw)
 
     def create(self, items: list[tuple[str, str, dict]]) -> str:
         endpoint = "/v1" + items[0][1]
