@@ -73,7 +73,7 @@ class RoleEngines(Streaming):
         return max(sizes) if sizes else None
 
     def batch_states(self) -> list[str]:
-        return [x for e in self._engines for x in (getattr(e, "batch_states", lambda: [])())]
+        return [x for e in self._engines for x in getattr(e, "batch_states", list)()]
 
     def attach_run(self, run_dir) -> None:
         for e in self._engines:
