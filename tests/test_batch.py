@@ -168,3 +168,28 @@ def test_anthropic_message_batches_give_the_online_replies_and_send_expired_line
     sent = batches(log)
     assert len(sent[0]["custom_ids"]) == 6 and len(sent[1]["custom_ids"]) == 3  # the expired half, once more
     assert result.custom_id == "one" and result.result.type == "succeeded" and result.result.message.content[0].text
+
+
+def test_a_poll_the_provider_does_not_answer_is_asked_again_and_too_many_stop_with_the_journal(tmp_path):
+    """Polls answered 503: the engine asks again at the next poll and the batch's replies come
+    back; more failed polls in a row than --retries stop with the journal's path, so a rerun
+    re-attaches."""
+    from s2c.runtime.engines.base import EngineError
+
+    requests = [Request(prompt=f"question {i}", sampling=Sampling(max_tokens=8)) for i in range(3)]
+    with serve(tmp_path, batch_delay=0.05, batch_faults=["poll-error:first=2"]) as url:
+        engine = OpenAIEngine("echo-model", base_url=url, http=HttpOptions(batch=True, batch_poll=0.05, retries=3))
+        try:
+            out = engine.generate(requests)
+        finally:
+            engine.close()
+    assert all(not isinstance(o, EngineFailure) for o in out)
+    with serve(tmp_path, batch_delay=0.05, batch_faults=["poll-error"]) as url:
+        engine = OpenAIEngine("echo-model", base_url=url, http=HttpOptions(batch=True, batch_poll=0.05, retries=1))
+        engine.attach_run(tmp_path)
+        try:
+            with pytest.raises(EngineError, match="injected poll error; 2 polls in a row failed. The batches are in "
+                                                  f"{tmp_path / 'batches.jsonl'}: rerun to re-attach to them"):
+                engine.generate(requests)
+        finally:
+            engine.close()

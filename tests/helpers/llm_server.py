@@ -227,12 +227,14 @@ def anthropic_error(status: int, kind: str, message: str) -> dict:
 class BatchAPI:
     """OpenAI's Files and Batch API: an uploaded JSONL file, a batch made of it that is run in the
     background after --batch-delay seconds, its output and error files. --batch-fault KIND:first=N
-    hits the first N batches (expire, invalid) or the first N attempts of each line (line-error):
+    hits the first N batches (expire, invalid), the first N attempts of each line (line-error) or
+    the first N polls of any batch (poll-error):
 
         expire       the batch runs half its lines, then expires: the rest are in its error file
                      with code "batch_expired"
         invalid      the batch fails validation (status "failed", errors.data names a line)
         line-error   the line's response is a 500 in the error file
+        poll-error   GET /v1/batches/ID answers 503 (the provider did not answer this poll)
     """
 
     def __init__(self, delay: float, faults: list[str], log):
@@ -244,6 +246,12 @@ class BatchAPI:
         self.batches: dict[str, dict] = {}
         self.line_attempts: dict[str, int] = {}
         self.made = 0
+        self.polls = 0
+
+    def poll_fails(self) -> bool:
+        with self.lock:
+            self.polls += 1
+            return self._hit("poll-error", self.polls)
 
     def _hit(self, kind: str, count: int) -> bool:
         return count <= self.faults.get(kind, 0)
@@ -575,6 +583,8 @@ def make_handler(state: State):
                     batch["results_url"] = f"http://{self.headers.get('Host')}{batch['results_url']}"
                 return self._send(200, batch)
             if parts[:2] == ["v1", "batches"] and len(parts) == 3:
+                if state.batches.poll_fails():
+                    return self._send(503, {"error": {"message": "injected poll error", "type": "server_error"}})
                 with state.batches.lock:
                     batch = state.batches.batches.get(parts[2])
                     batch = dict(batch) if batch else None

@@ -16,6 +16,8 @@ is created, polled and read.
   sent again in a later wave, up to `retries` times; then it is an EngineFailure naming why. A
   batch the provider rejected as a whole (validation) fails its requests the same way.
 - **Progress.** `states()` says each open batch's state ("batch_abc: in_progress 40/100").
+- **A poll that fails** (the provider did not answer) is tried again at the next poll; more than
+  `retries` in a row stop the run with the journal's path, and the rerun re-attaches.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from s2c.runtime.engines.base import Completion, EngineFailure, Finished, Request
+from s2c.runtime.engines.base import Completion, EngineError, EngineFailure, Finished, Request
 
 JOURNAL = "batches.jsonl"
 
@@ -93,6 +95,7 @@ class Batches:
         self.status: dict[str, Status] = {}
         self.finished: list[Finished] = []
         self.last_poll = 0.0
+        self.poll_errors = 0  # polls in a row the provider did not answer
 
     # ------------------------------------------------------------ the journal
     def attach(self, run_dir: str | os.PathLike) -> None:
@@ -152,9 +155,18 @@ class Batches:
                 time.sleep(wait)
             self.last_poll = time.monotonic()
             for batch in list(self.open):
-                st = self.status[batch] = self.client.status(batch)
-                if st.ended:
-                    self._read(batch, st)
+                try:
+                    st = self.status[batch] = self.client.status(batch)
+                    lines = ({} if st.error else self.client.results(batch)) if st.ended else None
+                    self.poll_errors = 0
+                except EngineError as e:  # the provider did not answer this time: ask again at the next poll
+                    self.poll_errors += 1
+                    if self.poll_errors > self.retries:
+                        raise EngineError(f"{e}; {self.poll_errors} polls in a row failed. The batches are in "
+                                          f"{self.journal or 'the run folder'}: rerun to re-attach to them") from e
+                    continue
+                if lines is not None:
+                    self._read(batch, st, lines)
             self._send_waiting()  # lines to send again
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -193,9 +205,8 @@ class Batches:
         self.open[batch] = {i.custom_id: i for i in wave}
         self.status[batch] = Status("created", False, 0, len(wave))
 
-    def _read(self, batch: str, status: Status) -> None:
+    def _read(self, batch: str, status: Status, lines: dict[str, Line]) -> None:
         items = self.open.pop(batch)
-        lines = {} if status.error else self.client.results(batch)
         for cid, item in items.items():
             line = lines.get(cid)
             why = status.error or (line.error if line is not None else f"the batch {status.state} before running it")

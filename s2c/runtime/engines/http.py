@@ -260,7 +260,12 @@ class HttpEngine(Streaming):
     def _call(self, method: str, url: str, **kw):
         """One request outside the retried path (a batch API's upload, poll or results): the
         reply, or EngineError with the provider's error in one line, without the key."""
-        response = self._client.request(method, url, **kw)
+        import httpx
+
+        try:
+            response = self._client.request(method, url, **kw)
+        except httpx.TransportError as e:
+            raise EngineError(self._redact(f"{method} {url}: {type(e).__name__}: {e}")) from e
         if response.status_code != 200:
             raise EngineError(self._redact(f"{method} {url}: HTTP {response.status_code}: "
                                            f"{self._error_detail(response.status_code, response.text)}"))
