@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from s2c.runtime.engines.base import Completion, EngineError, EngineFailure, Finished, Request
+from s2c.runtime.engines.base import (
+    Completion,
+    EngineError,
+    EngineFailure,
+    Finished,
+    Request,
+)
 
 JOURNAL = "batches.jsonl"
 
