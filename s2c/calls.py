@@ -67,6 +67,15 @@ class Request(msgspec.Struct, frozen=True):
     sampling: Sampling = msgspec.field(default_factory=Sampling)
     role: str = "default"  # the program's model role (e.g. "teacher", "judge")
     adapter: str | None = None  # a LoRA adapter directory, where the engine supports it
+    # the index of its first sample within its call: a call drawn in parts (the rest of a cached
+    # call, an early stop's waves) asks for samples first .. first+n-1. A seeded engine draws
+    # sample i with seed + i, so sample i is the same however the call was split
+    first: int = 0
+
+    def sample_seed(self) -> int | None:
+        """The seed of its first sample: sampling.seed + first (None: unseeded)."""
+        s = self.sampling.seed
+        return None if s is None else s + self.first
 
     @property
     def mode(self) -> str:

@@ -100,14 +100,13 @@ def test_majority_rule_keeps_strict_winners_above_threshold(tmp_path):
     res = compile_(cp, raw, FakeEngine(script), tmp_path)
     assert res.report["kept"] == 1 and [r["example_id"] for r in res.rows["train"]] == ["q-strong"]
     assert res.rows["train"][0]["completion"][0]["content"] == "4"
-    assert res.report["dropped_reasons"] == {"majority: winner share 0.40 < 0.60": 1,
-                                             "majority: no strict winner": 1}
+    assert res.report["dropped_reasons"] == {"majority: no strict winner with a share of at least 0.60": 2}
     verdicts = read_verdicts(res.out)
     assert list(verdicts) == ["q-strong", "q-weak", "q-tie"]  # input order
     assert verdicts["q-strong"]["verdict"] == "kept"
     assert verdicts["q-weak"] == {"example_id": "q-weak", "verdict": "dropped", "rule": "majority",
-                                  "reason": "majority: winner share 0.40 < 0.60", "node": None}
-    assert verdicts["q-tie"]["reason"] == "majority: no strict winner (tie)"
+                                  "reason": "majority: no strict winner with a share of at least 0.60", "node": None}
+    assert verdicts["q-tie"]["reason"] == "majority: no strict winner with a share of at least 0.60"
 
 
 def test_matches_rule_uses_the_gold_field(tmp_path):

@@ -23,7 +23,8 @@ def cmd_compile(args) -> int:
     program = api.Program.load(args.program)
     console = make_console()
     log = console.print
-    settings = DistillSettings(format=args.format, val_split=args.val_split, curation=args.curation)
+    settings = DistillSettings(format=args.format, val_split=args.val_split, curation=args.curation,
+                               early_stop=args.early_stop)
     res = api.distill(program, data_from(args), engine_from(args), out=args.out, settings=run_settings_from(args),
                       distill=settings)
     out, summary = res.out, res.summary
@@ -65,6 +66,10 @@ def register(sub) -> None:
                    help="which inputs to keep: the program's keep rules (default), none (every System-2 answer: "
                         "the papers' unfiltered ablation), or gold (only answers equal to the gold field: the "
                         "gold-filtered ablation)")
+    c.add_argument("--no-early-stop", dest="early_stop", action="store_false",
+                   help="draw every sample of every sampled call. By default a call read only by vote() and keep "
+                        "majority() stops drawing once the samples left cannot change the vote or the verdict: the "
+                        "same dataset, byte for byte, for fewer tokens (s2c graph says which calls)")
     c.add_argument("--out", default=None, help="dataset folder (default: runs/data-PROGRAM-DATA)")
     add_engine_args(c)
     c.set_defaults(func=cmd_compile)

@@ -154,8 +154,14 @@ def build_graph(cp: ir.CheckedProgram) -> nx.DiGraph:
 
 
 def with_graph(cp: ir.CheckedProgram) -> ir.CheckedProgram:
-    """`cp` with its graph, as a new CheckedProgram: the checked program is never changed after."""
-    return replace(cp, graph=build_graph(cp))
+    """`cp` with its graph, as a new CheckedProgram: the checked program is never changed after.
+    A sampled call says whether a compile may stop drawing it early, and why not."""
+    from s2c.compiler.early_stop import EarlyStop, early_stops
+
+    out = replace(cp, graph=build_graph(cp))
+    for nid, plan in early_stops(out).items():
+        out.graph.nodes[nid]["early_stop"] = plan.describe() if isinstance(plan, EarlyStop) else f"none: {plan}"
+    return out
 
 
 def _describe_loop(cp: ir.CheckedProgram, loop_id: str) -> str:

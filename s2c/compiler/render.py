@@ -115,7 +115,10 @@ def to_tree(cp: CheckedProgram):
             for f in a["fanout"]:
                 branch.add(Text.assemble(("fan-out", "magenta"), f" {f}"))
             if calls > 1:
-                branch.add(Text.assemble(("samples", "magenta"), f" n={calls}"))
+                stop = a.get("early_stop", "")
+                stop = (f" · draws all {calls}: {stop[6:]}" if stop.startswith("none: ") else
+                        f" · early stop in a compile: {stop}" if stop else "")
+                branch.add(Text.assemble(("samples", "magenta"), f" n={calls}", (stop, "dim")))
             shown.add(nid)
             for succ in nx.dfs_preorder_nodes(g, nid):
                 # a transform goes under the last LLM call it depends on: everything it reads

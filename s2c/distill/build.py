@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s2c.compiler import ir
+from s2c.compiler.early_stop import EarlyStop, early_stops
 from s2c.compiler.normalize import normalize
 from s2c.distill.curate import CurationReport, judge, with_curation
 from s2c.distill.rows import as_text, build_rows
@@ -116,6 +117,7 @@ class DistillSettings:
     seed: int = 0  # perturbations and the validation split
     val_split: float = 0.0  # the share of examples in validation.jsonl
     curation: str = "program"  # program (the keep rules), none, or gold (curate.CURATIONS)
+    early_stop: bool = True  # draw sampled calls in waves, stopping once their decision is made (lossless)
 
 
 def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner, out: str | Path,
@@ -127,6 +129,9 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner,
     fmt = settings.format or cp.format
     model = runner.model_id("default")
     run_id = run_id_for(cp, data, model, len(rows))
+    if settings.early_stop:  # the calls whose samples only a vote and a majority rule read
+        waves = {nid: plan for nid, plan in early_stops(cp, fmt).items() if isinstance(plan, EarlyStop)}
+        runner = runner.with_options(early_stop=waves)
     outcome = runner.execute(cp, with_perturbed(cp, rows, seed), out / "run", skipped=skipped,
                              meta={"data": data, "run_id": run_id})
     report = CurationReport()

@@ -40,7 +40,9 @@ import msgspec
 import networkx as nx
 
 from s2c.compiler import ir
+from s2c.compiler.early_stop import EarlyStop, decided, next_wave
 from s2c.compiler.failures import Failed, Skipped
+from s2c.compiler.normalize import normalize
 from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineError, EngineFailure
@@ -50,6 +52,8 @@ from s2c.runtime.plan import Plan
 from s2c.runtime.prices import Prices
 from s2c.runtime.trace import Trace
 from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
+
+SEED_BITS = 30  # a derived seed is below 2**30: seed + sample index fits every engine's seed
 
 GC_SECONDS = 5.0  # the cyclic GC's period during a run
 
@@ -66,6 +70,9 @@ class RunOptions:
     given: Mapping[str, str] = field(default_factory=dict)  # llm node id -> the row column its replies are read from
     prices: Prices | None = None  # USD per million tokens, per model (--prices, --price)
     max_cost: float | None = None  # USD: no call starts that could take what was paid past it (--max-cost)
+    # sampled calls drawn in waves that stop once their samples' decision is made (a compile's
+    # early_stop.early_stops(cp, format)): llm node id -> its EarlyStop
+    early_stop: Mapping[str, EarlyStop] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,6 +80,7 @@ class NodeStats:
     engine_calls: int = 0  # requests sent to the engine
     given: int = 0  # instances whose replies were read from the data (--given), not generated
     samples: int = 0  # completions used (cached or not)
+    not_drawn: int = 0  # samples an early stop left undrawn: they could not change the decision
     cache_hits: int = 0  # completions served from the cache
     prompt_tokens: int = 0
     generated_tokens: int = 0
@@ -94,6 +102,7 @@ class NodeStats:
         """summary.json's figures for one node; `costs`: with prices, its cost too."""
         return {
             "engine_calls": self.engine_calls, "samples": self.samples, "cache_hits": self.cache_hits,
+            **({"not_drawn": self.not_drawn} if self.not_drawn else {}),
             **({"given": self.given} if self.given else {}),
             "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
             "engine_generated_tokens": self.engine_generated_tokens,
@@ -128,15 +137,54 @@ def _order(rank: int, seq: int, arrival: int) -> int:
 
 class _Pending:
     """One LLM instance waiting for the engine; also its tag in the engine. `followers`: the
-    identical instances waiting for this call (same cache key, same samples wanted)."""
+    identical instances waiting for this call (same cache key, same samples wanted). `have`: its
+    samples in hand, always 0..k-1; `seed`: the seed of an unseeded sampled call (derived from the
+    call); `wave`, `stop`: for a call drawn in waves (early stop), the samples asked for next and
+    its Waves."""
 
-    __slots__ = ("ex", "node", "prefix", "request", "key", "have", "trace", "followers", "worst")
+    __slots__ = ("ex", "node", "prefix", "request", "key", "have", "trace", "followers", "worst", "seed",
+                 "cached", "wave", "stop")
 
-    def __init__(self, ex, node, prefix, request, key, have, trace):
+    def __init__(self, ex, node, prefix, request, key, have, trace, seed):
         self.ex, self.node, self.prefix, self.request = ex, node, prefix, request
-        self.key, self.have, self.trace = key, have, trace
+        self.key, self.have, self.trace, self.seed = key, have, trace, seed
+        self.cached = len(have)  # of those, served by the call cache
         self.followers: list[_Pending] = []
         self.worst = 0.0  # USD it may cost, reserved against --max-cost while it is in the engine
+        self.wave = 0
+        self.stop: Waves | None = None
+
+
+class Waves:
+    """The decision state of one call drawn in waves: each decided value's keys per drawn sample
+    (early_stop.Keys), computed on a scratch copy of the example's values."""
+
+    __slots__ = ("plan", "scratch", "keys")
+
+    def __init__(self, plan: EarlyStop, ex: _Example):
+        self.plan = plan
+        self.scratch = ExampleValues.__new__(ExampleValues)
+        self.scratch.plan, self.scratch.cp = ex.values.plan, ex.values.cp
+        self.scratch.store = dict(ex.values.store)  # its own entries for the call and its per-sample values
+        self.keys: dict[str, list] = {v: [] for v in {*plan.votes, *(m for m, _ in plan.majorities)}}
+
+    def add(self, cp: ir.CheckedProgram, texts: list[str]) -> None:
+        """Extend the keys to the samples `texts` (all drawn so far)."""
+        x, vals = self.plan.node, self.scratch
+        vals.set(x, (), texts)
+        for i in range(len(next(iter(self.keys.values()))), len(texts)):
+            for m in self.plan.maps:
+                node = cp.nodes[m]
+                vals.set(m, (i,), vals.eval(node.expr, (i,), node.loops, m))
+            for v, keys in self.keys.items():
+                value = texts[i] if v == x else vals.computed(v, (i,))
+                keys.append(None if isinstance(value, Failed) else normalize(value))
+
+    def decided(self, undrawn: int) -> bool:
+        return decided(self.plan, self.keys, undrawn)
+
+    def next_wave(self, undrawn: int) -> int:
+        return next_wave(self.plan, self.keys, undrawn)
 
 
 class _Example:
@@ -281,9 +329,7 @@ class Executor:
         room = (getattr(self.engine, "window", None) or self.options.window) - self.engine.pending()
         while room > 0 and self.pool and not self.budget_reached:
             it = self.pool[0][1]
-            n = it.node.sampling.n
-            req = it.request if not it.have else msgspec.structs.replace(
-                it.request, sampling=replace(it.request.sampling, n=n - len(it.have)))  # only what's missing
+            req = _engine_request(it)
             if self.options.max_cost is not None:
                 it.worst = self.prices[it.node.role].worst(_chars(req), req.sampling.max_tokens * req.sampling.n)
                 if self.paid + self.reserved + it.worst > self.options.max_cost:
@@ -300,6 +346,7 @@ class Executor:
         finished = self.engine.collect()
         dt = round((time.perf_counter() - t0) / max(1, len(finished)), 4)
         puts = []
+        answered = []  # the calls that are over (a wave that must be followed by another is not)
         for it, res, retries in finished:
             node = it.node
             self.reserved -= it.worst
@@ -311,21 +358,25 @@ class Executor:
             it.ex.calls += 1
             it.trace["seconds"] = dt
             failure = None
+            again = False
             if isinstance(res, EngineFailure):
                 failure = f"engine: {res.reason}"
                 tokens = 0
             else:
                 n, have = node.sampling.n, it.have
-                missing = [i for i in range(n) if i not in have] if have else range(n)
-                for i, c in zip(missing, res):
+                first = len(have)
+                asked = it.wave or n - first
+                for i, c in zip(range(first, first + asked), res):
                     have[i] = c
                     if it.key is not None:
                         puts.append((it.key, i, c, self.models[node.role]))
-                if len(have) < n:
-                    failure = f"engine returned {len(res)} of {len(missing)} samples"
+                if len(res) < asked:
+                    failure = f"engine returned {len(res)} of {asked} samples"
+                elif it.stop is not None and len(have) < n:
+                    again = self._wave(it)
                 else:
-                    self._complete(it.ex, node, it.prefix, res if len(missing) == n == len(res) else [have[i] for i in range(n)],
-                                   it.trace, cached=n - len(missing))
+                    self._complete(it.ex, node, it.prefix, res if first == 0 and len(res) == n else [have[i] for i in range(n)],
+                                   it.trace, cached=it.cached)
                 tokens = sum(c.completion_tokens for c in res)
                 st.engine_generated_tokens += tokens
                 price = self.prices.get(node.role)
@@ -341,17 +392,40 @@ class Executor:
                 self._fail_instance(it.ex, node, it.prefix, it.trace, Failed(failure, node.id))
             if self.progress:
                 self.progress.advance(node.id, tokens)
+            if again:
+                continue
+            answered.append(it)
             for f in it.followers:
                 self._follow(f, it, failure)
             if it.key is not None and self.in_flight.get(it.key) is it:
                 del self.in_flight[it.key]
         self.cache.put_many(puts)  # committed before anything downstream runs
-        for it, _, _ in finished:
+        for it in answered:
             for f in (it, *it.followers):
                 pending = f.ex.pending
                 pending[f.node.id] -= 1
                 if pending[f.node.id] == 0:
                     self._done(f.ex, f.node)
+
+    def _wave(self, it: _Pending) -> bool:
+        """After a wave of an early-stop call: finish it if its decision is made, else queue the
+        next wave (True)."""
+        n, have = it.node.sampling.n, it.have
+        it.stop.add(self.cp, [have[i].text for i in range(len(have))])
+        undrawn = n - len(have)
+        if it.stop.decided(undrawn):
+            self._complete(it.ex, it.node, it.prefix, [have[i] for i in range(len(have))], it.trace,
+                           cached=it.cached, undrawn=undrawn)
+            return False
+        it.wave = it.stop.next_wave(undrawn)
+        self._queue(it)
+        if self.progress:
+            self.progress.add_total(it.node.id, 1)
+        return True
+
+    def _queue(self, it: _Pending) -> None:
+        self.arrivals += 1
+        heapq.heappush(self.pool, (_order(self.rank[it.node.id], it.ex.seq, self.arrivals), it))
 
     def _follow(self, f: _Pending, it: _Pending, failure: str | None):
         """Serve an identical instance from the call it waited for, as the cache would have; or
@@ -395,14 +469,14 @@ class Executor:
             if item is None:
                 continue
             waiting += 1
-            lead = self.in_flight.get(item.key) if item.key is not None else None
+            shared = item.key is not None and item.stop is None  # an early-stop call's waves are its own
+            lead = self.in_flight.get(item.key) if shared else None
             if lead is not None and lead.node.sampling.n == node.sampling.n and len(lead.have) == len(item.have):
                 lead.followers.append(item)  # the same call is on its way: wait for it
                 continue
-            if item.key is not None and lead is None:
+            if shared and lead is None:
                 self.in_flight[item.key] = item
-            self.arrivals += 1
-            heapq.heappush(self.pool, (_order(self.rank[node.id], ex.seq, self.arrivals), item))
+            self._queue(item)
         if waiting:
             ex.pending[node.id] = waiting
             if self.progress:
@@ -438,7 +512,8 @@ class Executor:
             return self._fail_instance(ex, node, p, inst, req)
         payload = req.payload()
         inst.update(payload)
-        n = node.sampling.n
+        s = node.sampling
+        n = s.n
         key = None
         have: dict[int, Completion] = {}
         if self.cache.db is not None:
@@ -448,7 +523,24 @@ class Executor:
             if len(have) == n:
                 self._complete(ex, node, p, [have[i] for i in range(n)], inst, cached=n)
                 return None
-        return _Pending(ex, node, p, req, key, have, inst)
+            if have and max(have) >= len(have):  # the cache holds some later samples: use its first run of them
+                have = {i: have[i] for i in range(min(set(range(n)) - set(have)))}
+        seed = None
+        if s.temperature > 0 and s.seed is None:  # unseeded sampling: seeded from the call itself
+            seed = _derived_seed(key if key is not None and self.adapter_id is None
+                                 else call_key(self.models[node.role], req, None))
+        it = _Pending(ex, node, p, req, key, have, inst, seed)
+        plan = self.options.early_stop.get(node.id)
+        if plan is not None:
+            it.stop = Waves(plan, ex)
+            if have:  # samples from the cache may decide already
+                it.stop.add(self.cp, [have[i].text for i in range(len(have))])
+                if it.stop.decided(n - len(have)):
+                    self._complete(ex, node, p, [have[i] for i in range(len(have))], inst, cached=len(have),
+                                   undrawn=n - len(have))
+                    return None
+            it.wave = it.stop.next_wave(n - len(have))
+        return it
 
     def _fail_instance(self, ex, node, p, inst, v: Failed):
         ex.values.set(node.id, p, v)
@@ -456,7 +548,9 @@ class Executor:
         self._fail(ex, node, v)
         return None
 
-    def _complete(self, ex: _Example, node: ir.Node, p: tuple, comps: list[Completion], inst: dict, cached: int):
+    def _complete(self, ex: _Example, node: ir.Node, p: tuple, comps: list[Completion], inst: dict, cached: int,
+                  undrawn: int = 0):
+        """`undrawn`: samples an early stop did not draw; they read as Skipped."""
         st = self.stats[node.id]
         st.samples += len(comps)
         st.cache_hits += cached
@@ -470,9 +564,14 @@ class Executor:
         ex.prompt_tokens += pt
         ex.generated_tokens += gt
         texts = [c.text for c in comps]
-        ex.values.set(node.id, p, texts if node.sampling.n > 1 else texts[0])
         inst.update(completions=texts, prompt_tokens=pt, generated_tokens=gt, cached=cached,
                     finish_reasons=[c.finish_reason for c in comps])
+        if undrawn:
+            why = f"not drawn: the decision was made by the first {len(comps)} of {len(comps) + undrawn} samples"
+            texts = texts + [Skipped(why, node.id)] * undrawn
+            inst["not_drawn"] = undrawn
+            st.not_drawn += undrawn
+        ex.values.set(node.id, p, texts if node.sampling.n > 1 else texts[0])
 
     def _fail(self, ex: _Example, node: ir.Node, v: Failed):
         if isinstance(v, Skipped):  # a scan iteration past its list's end: not a failure
@@ -544,3 +643,22 @@ def _prices_by_role(models: dict[str, str], options: RunOptions) -> dict:
             raise S2Error(f"--max-cost needs the price of every model; none is given for {', '.join(unpriced)}",
                           hint=f"add --price {unpriced[0].split('@')[0]}=input:USD,output:USD (per million tokens)")
     return {r: p for r, p in out.items() if p is not None}
+
+
+def _engine_request(it: _Pending):
+    """What the engine is asked for: the samples not in hand (all but the cache's, or the next
+    wave), from the first missing index on, with the call's derived seed where it has none."""
+    s = it.request.sampling
+    first = len(it.have)
+    size = it.wave or s.n - first
+    if first == 0 and size == s.n and it.seed is None:
+        return it.request
+    return msgspec.structs.replace(it.request, first=first, sampling=replace(
+        s, n=size, seed=s.seed if it.seed is None else it.seed))
+
+
+def _derived_seed(key: str) -> int:
+    """An unseeded sampled call's seed, from its cache key: a function of the call alone, so that
+    its sample i is the same in every run and however its samples are drawn (waves, the rest of a
+    cached call)."""
+    return int(key[:16], 16) >> (64 - SEED_BITS)

@@ -31,6 +31,12 @@ def _refs(obj, out: set[str]):
             _refs(x, out)
 
 
+def node_refs(obj) -> set[str]:
+    """The node ids an IR value refers to."""
+    _refs(obj, out := set())
+    return out
+
+
 def unread_rounds(ctx: CheckContext, tasks: list[ir.TaskIR], keeps: list[ir.KeepIR], metrics: list[ir.MetricIR]):
     roots: set[str] = set()
     for x in (ctx.outputs, tasks, keeps, metrics):

@@ -73,7 +73,7 @@ class FakeEngine(BatchStream):
         """`script(request, sample_index) -> reply`, or rules {substring: reply or [replies]}.
 
         With rules, the first substring (in insertion order) found in the request text wins; a
-        list of replies is indexed by sample_index (cycling). No rule matching is a test bug:
+        list of replies is indexed by sample_index, the sample's index within its call (cycling). No rule matching is a test bug:
         LookupError, unless `default` is given. No script: reply `default`, or echo the request. `fail` (predicate or substrings) turns matching
         requests into EngineFailure; `raise_on` makes generate() raise `exception` instead.
         """
@@ -122,7 +122,7 @@ class FakeEngine(BatchStream):
         if _matches(self._fail, request):
             return EngineFailure(f"scripted failure on {request_text(request)[:80]!r}")
         prompt_tokens = len(request_text(request).split())
-        replies = [_shape(self._script(request, i), request, prompt_tokens) for i in range(request.sampling.n)]
+        replies = [_shape(self._script(request, request.first + i), request, prompt_tokens) for i in range(request.sampling.n)]
         c = request.sampling.constraint
         outside = next((r.text for r in replies if c is not None and not in_language(c, r.text)), None)
         if outside is not None:  # a real engine could not have written it: the script is wrong

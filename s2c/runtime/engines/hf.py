@@ -154,7 +154,7 @@ class HFEngine(BatchStream, RoleModels):
             per_call = max(1, self.batch_size // (1 if sampling.temperature <= 0 else sampling.n))
             for start in range(0, len(members), per_call):
                 chunk = members[start : start + per_call]
-                seeds = [requests[i].sampling.seed for i, _ in chunk]
+                seeds = [requests[i].sample_seed() for i, _ in chunk]
                 outs = self._run(self._models[path], adapter, sampling, [ids for _, ids in chunk], seeds)
                 for (i, _), out in zip(chunk, outs):
                     results[i] = out

@@ -164,7 +164,7 @@ class OpenAIEngine(HttpEngine):
             if s.stop:
                 body["stop"] = list(s.stop)
             if s.seed is not None:
-                body["seed"] = s.seed
+                body["seed"] = request.sample_seed()
         if self._vllm and body["n"] > 1:
             body["return_token_ids"] = True  # exact per-sample counts (a vLLM extension)
         if s.constraint is not None:

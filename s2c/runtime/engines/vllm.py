@@ -151,7 +151,7 @@ class VLLMEngine(Streaming, RoleModels):
         path = self._ref(request.role).path
         llm = self._llms[path]
         lora = self._lora(request.adapter)
-        params = _sampling_params(request.sampling)
+        params = _sampling_params(request.sampling, request.sample_seed())
         rid = f"s2c-{next(self._ids)}"  # LLM.chat numbers its own requests 0, 1, ...
         try:
             llm.llm_engine.add_request(rid, _render(llm, request), params, lora_request=lora)
@@ -276,7 +276,8 @@ def _rejections() -> tuple[type[Exception], ...]:
     return (ValueError, VLLMClientError)
 
 
-def _sampling_params(s: Sampling):
+def _sampling_params(s: Sampling, seed: int | None):
+    """vLLM's parameters; `seed`: the first sample's (vLLM seeds sample j with seed + j)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
@@ -292,7 +293,7 @@ def _sampling_params(s: Sampling):
         top_p=s.top_p,
         max_tokens=s.max_tokens,
         stop=list(s.stop) or None,
-        seed=s.seed,
+        seed=seed,
         output_kind=RequestOutputKind.FINAL_ONLY,  # step() returns a request once, finished
     )
 

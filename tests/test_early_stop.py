@@ -1,0 +1,244 @@
+"""Decision-preserving early stop (compiler/early_stop.py, the executor's waves), on the fake engine.
+
+The rule is checked against every continuation of small sample lists (hypothesis); compiles with
+and without it must write the same train.jsonl and curation.jsonl, byte for byte, while drawing
+fewer samples; a call whose samples a row or any other reader reads draws them all.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from s2c.compiler.early_stop import EarlyStop, early_stops, majority_decided, next_wave, vote_decided
+from s2c.compiler.library import vote_counts
+from s2c.compiler.failures import Failed
+from s2c.compiler.pipeline import load_text
+from s2c.distill.build import DistillSettings, distill_program
+from s2c.runtime.cache import CallCache
+from s2c.runtime.engines.fake import FakeEngine, request_text
+from s2c.runtime.run import Runner, validate_rows
+
+MAJORITY = r'''program maj "seven sampled answers, their vote, kept on a 0.6 majority"
+input question
+gold answer
+cots = llm(n=7, temperature=0.8, max_tokens=16) """{{ question }}"""
+for cot in cots:
+    sample = lower(regex(cot, "(?i)\b(yes|no|maybe)\b"))
+final = vote(sample)
+output final
+distill:
+    task answer(target=final) """{{ question }}"""
+    keep majority(sample, min_share=0.6)
+eval:
+    metric normalized_match(final, answer)
+'''
+
+CONSISTENT = r'''program pick "five sampled picks of A or B, their vote, kept when it survives the swap"
+input question, option_a, option_b
+cots = llm(n=5, temperature=0.8, max_tokens=16) """{{ question }} A: {{ option_a }} B: {{ option_b }}"""
+for cot in cots:
+    pick = regex(cot, "\[\[(A|B)\]\]")
+choice = vote(pick)
+output choice
+distill:
+    task judge(target=choice) """{{ question }} A: {{ option_a }} B: {{ option_b }}"""
+    keep consistent(choice, swap=["option_a", "option_b"], map={"A": "B", "B": "A"})
+'''
+
+REPLIES = ["yes", "no", "maybe", "I cannot tell"]  # the last one has no answer: its sample fails
+
+
+def samples_for(q: str, n: int) -> list[str]:
+    """Each question's n sampled replies, fixed per (question, sample index): a seeded engine's."""
+    rng = random.Random(q)
+    kind = rng.random()
+    if kind < 0.4:  # most samples agree
+        pool = [rng.choice(REPLIES[:2])] * 6 + REPLIES
+    else:
+        pool = REPLIES
+    return [f"I think {rng.choice(pool)}." for _ in range(n)]
+
+
+def majority_script(req, i):
+    return samples_for(request_text(req), 7)[i]
+
+
+def compile_with(cp, raw, script, tmp_path, name, **kw):
+    good, problems = validate_rows(cp, raw)
+    assert not problems
+    engine = FakeEngine(script)
+    res = distill_program(cp, good, Runner(engine, CallCache(tmp_path / f"{name}.sqlite"), progress=False),
+                          tmp_path / name, DistillSettings(data="fixture", **kw))
+    return res, engine
+
+
+def files(res) -> dict[str, bytes]:
+    return {f: (res.out / f).read_bytes() for f in ("train.jsonl", "curation.jsonl")}
+
+
+def drawn(engine) -> int:
+    return sum(r.sampling.n for r in engine.calls)
+
+
+def test_the_checker_finds_the_calls_a_vote_and_a_majority_decide():
+    cp = load_text(MAJORITY)
+    plan = early_stops(cp)["cots"]
+    assert plan == EarlyStop("cots", ("sample",), ("sample",), (("sample", 0.6),))
+    assert "vote(sample) and keep majority(sample, min_share=0.6)" in plan.describe()
+
+
+@pytest.mark.parametrize("change, why", [
+    ("final = vote(sample)\nshare = vote_share(sample)\noutput share", "'share' (line 8) reads every sample"),
+    ("final = vote(sample)\nall = join(cots)\noutput all", "'all' (line 8) reads every sample"),
+    ("final = vote(sample)\noutput sample", "output sample is read from the samples"),
+    ("final = vote(sample)\nfor c in cots:\n    check = llm() \"\"\"Is {{ c }} right?\"\"\"\noutput check",
+     "'check' (line 9) is a call made per sample"),
+])
+def test_a_call_whose_samples_something_else_reads_draws_them_all(change, why):
+    cp = load_text(MAJORITY.replace("final = vote(sample)", change))
+    assert early_stops(cp)["cots"] == why
+
+
+def test_rows_that_read_every_sample_stop_nothing(tmp_path):
+    """The cot format trains on the chain of thought (a sample): no early stop, every sample drawn."""
+    source = MAJORITY.replace("task answer(target=final)", "task answer(target=final, rationale=first(cots))")
+    cp = load_text(source)
+    assert isinstance(early_stops(cp, "label")["cots"], EarlyStop)
+    assert early_stops(cp, "cot")["cots"] == "the training rows of task answer (line 10) read the samples (format cot)"
+    raw = [{"id": f"q{i}", "question": f"question {i}", "answer": "yes"} for i in range(12)]
+    res, engine = compile_with(cp, raw, majority_script, tmp_path, "cot", format="cot")
+    assert drawn(engine) == 12 * 7 and res.summary.nodes["cots"].not_drawn == 0
+    _, label = compile_with(cp, raw, majority_script, tmp_path, "label", format="label")
+    assert drawn(label) < 12 * 7  # the same program in the label format does stop early
+
+
+@pytest.mark.parametrize("curation", ["program", "none"])  # none: the vote alone decides
+def test_majority_and_vote_datasets_are_byte_identical_with_fewer_samples(tmp_path, curation):
+    cp = load_text(MAJORITY)
+    raw = [{"id": f"q{i}", "question": f"question {i}", "answer": "yes"} for i in range(60)]
+    on, eng_on = compile_with(cp, raw, majority_script, tmp_path, "on", curation=curation)
+    off, eng_off = compile_with(cp, raw, majority_script, tmp_path, "off", curation=curation, early_stop=False)
+    assert files(on) == files(off)
+    assert drawn(eng_off) == 60 * 7
+    assert drawn(eng_on) < drawn(eng_off) and on.summary.nodes["cots"].not_drawn == 60 * 7 - drawn(eng_on)
+    if curation == "program":
+        assert on.report["kept"] > 0 and on.report["inputs"] - on.report["kept"] > 0  # both verdicts occur
+    assert on.report["gold"] == off.report["gold"]  # every System-2 answer, kept or not, is the same
+    # an undrawn sample reads as skipped, never as a failure
+    assert on.summary.nodes["sample"].failed == off.summary.nodes["sample"].failed
+
+
+def test_consistent_datasets_are_byte_identical(tmp_path):
+    cp = load_text(CONSISTENT)
+
+    def script(req, i):
+        text = request_text(req)
+        rng = random.Random(text.split(" A: ")[0])
+        prefers = "A" if "good" in text.split(" A: ")[1].split(" B: ")[0] else "B"
+        biased = rng.random() < 0.3  # a judge that says A whatever the order
+        odds = rng.choice([0.9, 0.7, 0.5])
+        r = random.Random(f"{text}:{i}")
+        pick = "A" if biased else prefers if r.random() < odds else "AB".replace(prefers, "")
+        return f"[[{pick}]]" if r.random() > 0.1 else "no idea"
+
+    raw = [{"id": f"q{i}", "question": f"question {i}", "option_a": "good" if i % 2 else "bad",
+            "option_b": "bad" if i % 2 else "good"} for i in range(40)]
+    on, eng_on = compile_with(cp, raw, script, tmp_path, "on")
+    off, eng_off = compile_with(cp, raw, script, tmp_path, "off", early_stop=False)
+    assert files(on) == files(off)
+    assert drawn(eng_on) < drawn(eng_off) == 80 * 5  # the originals and their swapped copies
+    assert on.report["dropped_per_rule"].get("consistent", 0) > 0 and on.report["kept"] > 0
+
+
+def test_the_cache_serves_an_early_stop_run_and_a_full_one(tmp_path):
+    """A full run after an early-stop one draws only the samples it lacks (seeded by index, they
+    are the ones a full run would have drawn), and an early-stop run after a full one draws none."""
+    cp = load_text(MAJORITY)
+    raw = [{"id": f"q{i}", "question": f"question {i}", "answer": "yes"} for i in range(30)]
+    cache = CallCache(tmp_path / "shared.sqlite")
+    good, _ = validate_rows(cp, raw)
+
+    def compile_(name, early_stop):
+        engine = FakeEngine(majority_script)
+        res = distill_program(cp, good, Runner(engine, cache, progress=False), tmp_path / name,
+                              DistillSettings(data="fixture", early_stop=early_stop))
+        return res, engine
+
+    on, eng_on = compile_("on", True)
+    full, eng_full = compile_("full", False)
+    again, eng_again = compile_("again", True)
+    assert files(on) == files(full) == files(again)
+    assert drawn(eng_on) + drawn(eng_full) == 30 * 7  # nothing drawn twice
+    assert all(r.first > 0 for r in eng_full.calls)  # each asked only for the samples after the cached ones
+    assert eng_again.calls == []
+
+
+def test_undrawn_samples_are_shown_as_not_drawn(tmp_path):
+    cp = load_text(MAJORITY)
+    raw = [{"id": "q", "question": "unanimous", "answer": "yes"}]
+    res, engine = compile_with(cp, raw, lambda req, i: "yes", tmp_path, "one")
+    assert [r.sampling.n for r in engine.calls] == [5]  # 5 of 7: 5 > 2 others, and 5/7 >= 0.6
+    from s2c.runtime.store import RunStore
+
+    trace = RunStore.open(res.out / "run", cp).get("q").trace
+    inst = trace.nodes["cots"]["instances"][0]
+    assert inst["not_drawn"] == 2 and len(inst["completions"]) == 5
+    skipped = trace.nodes["sample"]["instances"][-1]
+    assert skipped["value"]["skipped"] == "not drawn: the decision was made by the first 5 of 7 samples"
+
+
+# ---------------------------------------------------------------- the rule, against every continuation
+ANSWERS = ["a", "b", "c", None]  # None: a sample that failed
+
+
+def vote_outcome(keys):
+    valid = [k for k in keys if k is not None]
+    return vote_counts(valid)[0] if valid else "<fails>"
+
+
+def majority_outcome(keys, share):
+    valid = [k for k in keys if k is not None]
+    if not valid:
+        return False
+    _, s, counts = vote_counts(valid)
+    top = counts.most_common(2)
+    return not (len(top) > 1 and top[0][1] == top[1][1]) and s >= share
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(ANSWERS), max_size=7), st.integers(0, 4),
+       st.sampled_from([0.5, 0.6, 2 / 3, 0.75, 1.0]))
+def test_a_decided_prefix_has_one_outcome_over_every_continuation(prefix, undrawn, share):
+    rest = ANSWERS + ["d"]  # "d": a value the prefix has not seen
+    conts = list(itertools.product(rest, repeat=undrawn))
+    if vote_decided(prefix, undrawn):
+        assert len({vote_outcome(prefix + list(c)) for c in conts}) == 1
+    if majority_decided(prefix, undrawn, share):
+        assert len({majority_outcome(prefix + list(c), share) for c in conts}) == 1
+    plan = EarlyStop("x", (), ("v",), (("v", share),))
+    if undrawn:
+        assert 1 <= next_wave(plan, {"v": prefix}, undrawn) <= undrawn
+
+
+def test_the_rule_is_not_overcautious():
+    """Decided as soon as it is: a unanimous prefix that no remainder can overturn, a drop no
+    remainder can rescue."""
+    assert majority_decided(["a"] * 5, 2, 0.6) and vote_decided(["a"] * 5, 2)
+    assert not majority_decided(["a"] * 4, 3, 0.6)  # 4 a, 3 b: 4/7 < 0.6
+    assert majority_decided(["a", "b", "c", "d"], 3, 0.6)  # at best 4/7
+    assert not vote_decided(["a", "b", "c", "d"], 3)
+    assert vote_decided(["a", "a", "b"], 1)  # a tie at 2-2 goes to a, seen first
+    assert not vote_decided(["b", "a", "a"], 1)  # ... and to b here
+
+
+def test_first_wave_is_the_fewest_samples_that_could_decide():
+    plan = EarlyStop("x", (), ("v",), (("v", 0.6),))
+    assert next_wave(plan, {"v": []}, 7) == 5
+    assert next_wave(plan, {"v": []}, 6) == 4  # the main job: 4 of 6 agreeing decide
+    assert next_wave(EarlyStop("x", (), ("v",), ()), {"v": []}, 10) == 5  # 5-5 goes to the first seen
