@@ -242,3 +242,36 @@ def test_first_wave_is_the_fewest_samples_that_could_decide():
     assert next_wave(plan, {"v": []}, 7) == 5
     assert next_wave(plan, {"v": []}, 6) == 4  # the main job: 4 of 6 agreeing decide
     assert next_wave(EarlyStop("x", (), ("v",), ()), {"v": []}, 10) == 5  # 5-5 goes to the first seen
+
+
+# ---------------------------------------------------------------- perturbed copies no verdict reads
+def test_a_copy_whose_original_fails_is_not_run(tmp_path):
+    """BSM with its swap: an original whose verdict does not parse is dropped whatever its swapped
+    copy says, so the copy's calls are not made; the dataset is the same, byte for byte."""
+    from engine_fixtures import judge_script
+
+    from s2c.compiler.pipeline import load_program
+
+    cp = load_program("bsm.s2")
+    judge = judge_script(bias_a={"Q3"})
+
+    def script(req, i):
+        text = req.messages[-1].content
+        if "combine the evaluations" in text and ("Q1\n" in text or "Q4\n" in text):
+            return "I cannot decide."  # no [[A]]/[[B]]: the original's verdict is unparsed
+        return judge(req, i)
+
+    raw = [{"id": f"e{i}", "question": f"Q{i}", "label": "A" if i % 2 else "B",
+            "response_a": "a good answer" if i % 2 else "a bad answer",
+            "response_b": "a bad answer" if i % 2 else "a good answer"} for i in range(6)]
+    on, eng_on = compile_with(cp, raw, script, tmp_path, "on")
+    off, eng_off = compile_with(cp, raw, script, tmp_path, "off", early_stop=False)
+    assert files(on) == files(off)
+    assert on.summary.copies_skipped == 2 and off.summary.copies_skipped == 0
+    assert on.report == off.report and on.report["unparsed"] == 2
+    asked = {c.messages[-1].content.split("Question: ")[-1].split("\n")[0] for c in eng_on.calls
+             if "Evaluation Plan" in c.messages[-1].content}
+    assert asked == {f"Q{i}" for i in range(6)}  # every original ran
+    # two copies' two solves and merge (a copy's branch call reads only the question: the original's)
+    assert len(eng_off.calls) - len(eng_on.calls) == 2 * 3
+    assert json.loads((on.out / "run" / "summary.json").read_text())["copies_not_run"] == 2

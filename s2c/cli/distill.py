@@ -67,9 +67,11 @@ def register(sub) -> None:
                         "the papers' unfiltered ablation), or gold (only answers equal to the gold field: the "
                         "gold-filtered ablation)")
     c.add_argument("--no-early-stop", dest="early_stop", action="store_false",
-                   help="draw every sample of every sampled call. By default a call read only by vote() and keep "
-                        "majority() stops drawing once the samples left cannot change the vote or the verdict: the "
-                        "same dataset, byte for byte, for fewer tokens (s2c graph says which calls)")
+                   help="make every call, as a plain run would. By default a compile makes no call that cannot "
+                        "change the dataset: a sampled call read only by vote() and keep majority() stops drawing "
+                        "once the samples left cannot change the vote or the verdict (s2c graph says which calls), "
+                        "and a perturbed copy runs only where its original's verdict reads it. The dataset is the "
+                        "same, byte for byte")
     c.add_argument("--out", default=None, help="dataset folder (default: runs/data-PROGRAM-DATA)")
     add_engine_args(c)
     c.set_defaults(func=cmd_compile)

@@ -9,6 +9,7 @@ Every original example's verdict goes to curation.jsonl, one line each, in input
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 from s2c.compiler import ir
 from s2c.compiler.early_stop import EarlyStop, early_stops
 from s2c.compiler.normalize import normalize
-from s2c.distill.curate import CurationReport, judge, with_curation
+from s2c.distill.curate import CurationReport, judge, needs_copies, with_curation
 from s2c.distill.rows import as_text, build_rows
 from s2c.distill.write import DatasetWriter, jsonl_line
 from s2c.errors import S2Error
@@ -117,7 +118,9 @@ class DistillSettings:
     seed: int = 0  # perturbations and the validation split
     val_split: float = 0.0  # the share of examples in validation.jsonl
     curation: str = "program"  # program (the keep rules), none, or gold (curate.CURATIONS)
-    early_stop: bool = True  # draw sampled calls in waves, stopping once their decision is made (lossless)
+    # make no call that cannot change the dataset (lossless): a sampled call stops drawing once its
+    # decision is made, and a perturbed copy runs only where its original's verdict reads it
+    early_stop: bool = True
 
 
 def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner, out: str | Path,
@@ -132,6 +135,8 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner,
     if settings.early_stop:  # the calls whose samples only a vote and a majority rule read
         waves = {nid: plan for nid, plan in early_stops(cp, fmt).items() if isinstance(plan, EarlyStop)}
         runner = runner.with_options(early_stop=waves)
+    if settings.early_stop and cp.perturbations:  # a copy runs only where its original's verdict reads it
+        runner = runner.with_options(needs_copies=functools.partial(needs_copies, cp))
     outcome = runner.execute(cp, with_perturbed(cp, rows, seed), out / "run", skipped=skipped,
                              meta={"data": data, "run_id": run_id})
     report = CurationReport()

@@ -91,6 +91,21 @@ def judge(cp: ir.CheckedProgram, res: ExampleResult, perturbed: dict[str, Exampl
     return Verdict(True)
 
 
+def needs_copies(cp: ir.CheckedProgram, res: ExampleResult) -> bool:
+    """Whether judging this original reads its perturbed copies: it ended ok, the rules before the
+    first `consistent` keep it whole, and that rule's answer is there. Otherwise the verdict is
+    the same whatever the copies hold, and a compile does not run them (RunOptions.needs_copies)."""
+    if not res.ok:
+        return False
+    for k in cp.keeps:
+        if k.rule == "consistent":
+            return find_failed(value_of(k.args["answer"], res)) is None
+        v = _apply(cp, k, res, {})
+        if not v.keep or v.element_mask is not None:
+            return False
+    return False
+
+
 def _apply(cp, k: ir.KeepIR, res: ExampleResult, perturbed) -> Verdict:
     if k.rule == "majority":
         samples = value_of(k.args["samples"], res)

@@ -33,7 +33,7 @@ import gc
 import heapq
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 
 import msgspec
@@ -50,6 +50,7 @@ from s2c.runtime.given import value_at
 from s2c.runtime.model import adapter_identity
 from s2c.runtime.plan import Plan
 from s2c.runtime.prices import Prices
+from s2c.runtime.store import ExampleResult
 from s2c.runtime.trace import Trace
 from s2c.runtime.values import ExampleValues, dump_state, find_failed, to_json
 
@@ -73,6 +74,9 @@ class RunOptions:
     # sampled calls drawn in waves that stop once their samples' decision is made (a compile's
     # early_stop.early_stops(cp, format)): llm node id -> its EarlyStop
     early_stop: Mapping[str, EarlyStop] = field(default_factory=dict)
+    # a compile's perturbed copies (tagged rows) wait for their original, and run only where this
+    # says its curation reads them (curate.needs_copies); None: every row runs at once
+    needs_copies: Callable[[ExampleResult], bool] | None = None
 
 
 @dataclass
@@ -127,6 +131,7 @@ class RunTotals:
     unparsed: int = 0  # an output is missing because a parse found nothing
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    copies_skipped: int = 0  # perturbed copies not run: their original's curation does not read them
 
 
 def _order(rank: int, seq: int, arrival: int) -> int:
@@ -277,6 +282,8 @@ class Executor:
         self.in_flight: dict[str, _Pending] = {}  # cache key -> the call in the pool or the engine
         self.arrivals = 0
         self.active = 0
+        self.parked: dict[str, list[tuple[int, tuple]]] = {}  # original in flight -> its copies, waiting
+        self.copies_of: dict[str, list] = {}  # original done before all its copies came -> [needed, copies to come]
         source = iter(rows)
         seq = 0
         exhausted = False
@@ -316,6 +323,41 @@ class Executor:
         return self.totals
 
     def _admit(self, seq: int, item: tuple):
+        """Start an example; with needs_copies, a perturbed copy waits for its original's verdict."""
+        if self.options.needs_copies is not None:
+            if len(item) < 3 or item[2] is None:
+                self.parked[item[0]] = []
+            else:
+                source = item[2]["source"]
+                if source in self.parked:
+                    self.parked[source].append((seq, item))
+                    return
+                known = self.copies_of.get(source)
+                if known is not None:
+                    known[1] -= 1
+                    if not known[1]:
+                        del self.copies_of[source]
+                    if not known[0]:
+                        self.totals.copies_skipped += 1
+                        return
+        self._enter(seq, item)
+
+    def _copies(self, ex: _Example, result: ExampleResult) -> None:
+        """An original is done: run its waiting copies if its curation reads them, else drop them."""
+        copies = self.parked.pop(ex.id, None)
+        if copies is None:  # (a duplicate id: the store keeps the first)
+            return
+        needed = self.options.needs_copies(result)
+        left = len(self.cp.perturbations) - len(copies)
+        if left > 0:
+            self.copies_of[ex.id] = [needed, left]
+        for seq, item in copies:
+            if needed:
+                self._enter(seq, item)
+            else:
+                self.totals.copies_skipped += 1
+
+    def _enter(self, seq: int, item: tuple):
         ex_id, row = item[0], item[1]
         ex = _Example(self.plan, seq, ex_id, row, item[2] if len(item) > 2 else None, self.waiting0)
         self.active += 1
@@ -566,6 +608,8 @@ class Executor:
         texts = [c.text for c in comps]
         inst.update(completions=texts, prompt_tokens=pt, generated_tokens=gt, cached=cached,
                     finish_reasons=[c.finish_reason for c in comps])
+        if node.sampling.n > 1:  # what each sample cost (bench/early_stop.py's oracle reads it)
+            inst["sample_tokens"] = [c.completion_tokens for c in comps]
         if undrawn:
             why = f"not drawn: the decision was made by the first {len(comps)} of {len(comps) + undrawn} samples"
             texts = texts + [Skipped(why, node.id)] * undrawn
@@ -605,7 +649,8 @@ class Executor:
         else:
             t.failed += 1
         self.active -= 1
-        if self.store is not None:
+        original = self.options.needs_copies is not None and ex.tag is None
+        if self.store is not None or original:
             record = Trace(
                 example_id=ex.id, status=status,
                 inputs={p.name: ex.row.get(p.name) for p in cp.inputs},
@@ -616,7 +661,10 @@ class Executor:
                 engine_calls=ex.calls,
             )
             source, variant = (ex.tag["source"], ex.tag["variant"]) if ex.tag else (ex.id, "")
-            self.store.add(ex.seq, ex.id, source, variant, status, record, dump_state(ex.values), ex.tag)
+            if self.store is not None:
+                self.store.add(ex.seq, ex.id, source, variant, status, record, dump_state(ex.values), ex.tag)
+            if original:
+                self._copies(ex, ExampleResult(ex.id, ex.id, "", status, record, ex.values))
         if self.options.max_errors is not None and t.failed > self.options.max_errors:
             raise TooManyErrors(t.failed, self.options.max_errors)
 

@@ -259,6 +259,7 @@ class Runner:
                 program=cp.name, program_file=cp.program.file, engine=self.engine_name,
                 models={role: engine.model_id(role) for role in sorted({x.role for x in cp.llm_nodes()} | {"default"})},
                 adapter=options.adapter, examples=t.examples, ok=t.ok, failed=t.failed, unparsed=t.unparsed,
+                copies_skipped=t.copies_skipped,
                 rows_skipped=len(skipped), wall_seconds=time.time() - t0,
                 engine_startup_seconds=_startup_seconds(engine) - startup0, engine_spread=engine.spread(),
                 nodes=dict(ex.stats), stopped=stopped, meta=dict(meta or {}),

@@ -30,6 +30,7 @@ class RunSummary:
     failed: int = 0
     unparsed: int = 0
     rows_skipped: int = 0
+    copies_skipped: int = 0  # a compile's perturbed copies not run: their original's curation does not read them
     wall_seconds: float = 0.0
     engine_startup_seconds: float = 0.0  # a lazily started engine's start-up, charged to no node
     engine_spread: dict | None = None  # requests per server or replica (openai, ray)
@@ -108,6 +109,7 @@ class RunSummary:
         return replace(self, examples=self.examples + other.examples, ok=self.ok + other.ok,
                        failed=self.failed + other.failed, unparsed=self.unparsed + other.unparsed,
                        rows_skipped=self.rows_skipped + other.rows_skipped,
+                       copies_skipped=self.copies_skipped + other.copies_skipped,
                        wall_seconds=max(self.wall_seconds, other.wall_seconds),  # the parts run at once
                        engine_startup_seconds=max(self.engine_startup_seconds, other.engine_startup_seconds),
                        nodes=nodes, stopped=self.stopped or other.stopped)
@@ -134,6 +136,7 @@ class RunSummary:
             "unparsed": self.unparsed,
             "rows_given": self.rows_given,
             "rows_skipped": self.rows_skipped,
+            **({"copies_not_run": self.copies_skipped} if self.copies_skipped else {}),
             "engine_calls": self.engine_calls,
             "cache_hits": self.cache_hits,
             "samples": self.samples,
