@@ -22,7 +22,7 @@ from s2c.compiler.pipeline import load_text
 from s2c.distill.build import DistillSettings, distill_program
 from s2c.runtime.cache import CallCache
 from s2c.runtime.engines.fake import FakeEngine, request_text
-from s2c.runtime.run import Runner, validate_rows
+from s2c.runtime.run import Runner, early_stop_note, validate_rows
 
 MAJORITY = r'''program maj "seven sampled answers, their vote, kept on a 0.6 majority"
 input question
@@ -191,6 +191,8 @@ def test_undrawn_samples_are_shown_as_not_drawn(tmp_path):
     assert inst["not_drawn"] == 2 and len(inst["completions"]) == 5
     skipped = trace.nodes["sample"]["instances"][-1]
     assert skipped["value"]["skipped"] == "not drawn: the decision was made by the first 5 of 7 samples"
+    assert early_stop_note(res.summary) == ("early stop: 2 samples not drawn, which could not change the dataset "
+                                            "(--no-early-stop draws them)")
 
 
 # ---------------------------------------------------------------- the rule, against every continuation
@@ -275,3 +277,4 @@ def test_a_copy_whose_original_fails_is_not_run(tmp_path):
     # two copies' two solves and merge (a copy's branch call reads only the question: the original's)
     assert len(eng_off.calls) - len(eng_on.calls) == 2 * 3
     assert json.loads((on.out / "run" / "summary.json").read_text())["copies_not_run"] == 2
+    assert "2 perturbed copies not run" in early_stop_note(on.summary) and early_stop_note(off.summary) == ""

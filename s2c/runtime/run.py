@@ -438,6 +438,16 @@ def cache_note(summary: RunSummary) -> str:
             + (f", ${summary.cost:,.4f}" if money else ""))
 
 
+def early_stop_note(summary: RunSummary) -> str:
+    """What a compile's early stop left out (samples not drawn, copies not run); "" when nothing."""
+    not_drawn = sum(s.not_drawn for s in summary.nodes.values())
+    parts = [f"{not_drawn:,} samples not drawn" if not_drawn else "",
+             f"{summary.copies_skipped:,} perturbed copies not run" if summary.copies_skipped else ""]
+    parts = [p for p in parts if p]
+    return ("early stop: " + " and ".join(parts) + ", which could not change the dataset (--no-early-stop draws them)"
+            if parts else "")
+
+
 def cost_note(summary: RunSummary) -> str:
     """With prices: what the run paid, and what its outputs cost to make; "" without."""
     if summary.prices is None:
@@ -482,6 +492,7 @@ def token_table(summary: RunSummary, notes: tuple[str, ...] = ()):
             + (" (down)" if s["down"] else "") for url, s in spread["servers"].items())
     elif "requests_per_replica" in spread:
         t.caption = "requests per replica: " + ", ".join(map(str, spread["requests_per_replica"]))
-    t.caption = "\n".join(filter(None, [t.caption, cost_note(summary), cache_note(summary), *notes])) or None
+    t.caption = "\n".join(filter(None, [t.caption, cost_note(summary), cache_note(summary), early_stop_note(summary),
+                                        *notes])) or None
     t.caption_justify = "left"
     return t
