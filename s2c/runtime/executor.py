@@ -572,7 +572,8 @@ class Executor:
             seed = _derived_seed(key if key is not None and self.adapter_id is None
                                  else call_key(self.models[node.role], req, None))
         it = _Pending(ex, node, p, req, key, have, inst, seed)
-        plan = self.options.early_stop.get(node.id)
+        # a batch API answers a wave in minutes to hours: there a call is drawn whole, in one batch
+        plan = self.options.early_stop.get(node.id) if node.role not in self.batch_roles else None
         if plan is not None:
             it.stop = Waves(plan, ex)
             if have:  # samples from the cache may decide already
