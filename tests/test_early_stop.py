@@ -278,3 +278,15 @@ def test_a_copy_whose_original_fails_is_not_run(tmp_path):
     assert len(eng_off.calls) - len(eng_on.calls) == 2 * 3
     assert json.loads((on.out / "run" / "summary.json").read_text())["copies_not_run"] == 2
     assert "2 perturbed copies not run" in early_stop_note(on.summary) and early_stop_note(off.summary) == ""
+
+
+def test_a_call_served_by_a_batch_api_is_drawn_whole(tmp_path):
+    """A wave would wait for a batch of its own (minutes to hours): in batch mode, no waves."""
+    cp = load_text(MAJORITY)
+    raw = [{"id": f"q{i}", "question": f"question {i}", "answer": "yes"} for i in range(10)]
+    engine = FakeEngine(majority_script)
+    engine.batch = True  # what the HTTP engines say under --batch
+    good, _ = validate_rows(cp, raw)
+    distill_program(cp, good, Runner(engine, CallCache(None), progress=False), tmp_path / "b",
+                    DistillSettings(data="fixture"))
+    assert [r.sampling.n for r in engine.calls] == [7] * 10
