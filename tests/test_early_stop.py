@@ -290,3 +290,16 @@ def test_a_call_served_by_a_batch_api_is_drawn_whole(tmp_path):
     distill_program(cp, good, Runner(engine, CallCache(None), progress=False), tmp_path / "b",
                     DistillSettings(data="fixture"))
     assert [r.sampling.n for r in engine.calls] == [7] * 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(ANSWERS), max_size=6), st.integers(0, 3),
+       st.sampled_from([0.5, 0.6, 2 / 3, 0.75, 1.0]))
+def test_a_prefix_with_one_outcome_over_every_continuation_is_decided(prefix, undrawn, share):
+    """The rule is exact, not only safe: what it leaves open can still go two ways (so no lossless
+    rule stops earlier, and bench/early_stop.py's bound is the bound)."""
+    conts = list(itertools.product(ANSWERS + ["d", "e"], repeat=undrawn))
+    if len({vote_outcome(prefix + list(c)) for c in conts}) == 1:
+        assert vote_decided(prefix, undrawn)
+    if len({majority_outcome(prefix + list(c), share) for c in conts}) == 1:
+        assert majority_decided(prefix, undrawn, share)
