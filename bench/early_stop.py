@@ -33,7 +33,7 @@ from pathlib import Path
 
 import s2c
 from s2c.compiler.early_stop import EarlyStop, decided, early_stops, next_wave
-from s2c.compiler.library import vote_counts
+from s2c.compiler.library import majority_holds, vote_counts
 from s2c.compiler.normalize import normalize
 from s2c.distill.build import DistillSettings
 from s2c.runtime.store import RunStore
@@ -124,11 +124,7 @@ def _outcome(plan: EarlyStop, keys: dict, k: int):
 
     def keep(ks, share):
         valid = [x for x in ks if x is not None]
-        if not valid:
-            return False
-        _, s, counts = vote_counts(valid)
-        top = counts.most_common(2)
-        return not (len(top) > 1 and top[0][1] == top[1][1]) and s >= share
+        return bool(valid) and majority_holds(valid, share)
     return ([vote(keys[v][:k]) for v in plan.votes], [keep(keys[v][:k], s) for v, s in plan.majorities])
 
 

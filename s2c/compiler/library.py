@@ -175,6 +175,14 @@ def vote_counts(xs: list) -> tuple[Any, float, Counter]:
     return winner, top / len(valid), counts
 
 
+def majority_holds(xs: list, min_share: float) -> bool:
+    """keep majority's test: the valid samples have a strict winner (no tie at the top) holding at
+    least min_share of them. Raises TransformError where none is valid."""
+    _, share, counts = vote_counts(xs)
+    top = counts.most_common(2)
+    return not (len(top) > 1 and top[0][1] == top[1][1]) and share >= min_share
+
+
 def _vote(xs):
     return vote_counts(xs)[0]
 

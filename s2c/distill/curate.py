@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from s2c.compiler import ir
 from s2c.compiler.failures import Failed, TransformError
-from s2c.compiler.library import vote_counts
+from s2c.compiler.library import majority_holds
 from s2c.compiler.normalize import normalize
 from s2c.errors import S2Error
 from s2c.runtime.values import find_failed
@@ -111,13 +111,12 @@ def _apply(cp, k: ir.KeepIR, res: ExampleResult, perturbed) -> Verdict:
         samples = value_of(k.args["samples"], res)
         if isinstance(samples, Failed):
             return Verdict(False, f"majority: samples failed ({samples.reason})", "majority")
+        need = float(k.args.get("min_share", 0.5))
         try:
-            winner, share, counts = vote_counts(samples)
+            held = majority_holds(samples, need)
         except TransformError as e:
             return Verdict(False, f"majority: {e}", "majority")
-        top = counts.most_common(2)
-        need = float(k.args.get("min_share", 0.5))
-        if (len(top) > 1 and top[0][1] == top[1][1]) or share < need:
+        if not held:
             # one reason for a tie and a low share: a compile that stopped sampling early knows the
             # drop, not which (early_stop.py), and curation.jsonl is the same with it and without
             return Verdict(False, f"majority: no strict winner with a share of at least {need:.2f}", "majority")
