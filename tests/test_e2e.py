@@ -125,11 +125,16 @@ def test_compile_bsm_on_oasst2_applies_the_swap_rule(tmp_path, repo):
     report = json.loads((out / "report.json").read_text())
     assert report["inputs"] == 3
     ids = [t.example_id for t in RunStore.open(out / "run").traces()]
-    assert sum(i.endswith("~swap") for i in ids) == 3  # every input also ran with A and B swapped
     card = (out / "README.md").read_text()
     assert "## Curation" in card
     # what the swap rule did is in the report: kept, dropped as inconsistent, failed, or unparsed
-    assert report["kept"] + report["failed"] + report["unparsed"] + report["dropped_per_rule"].get("consistent", 0) == 3
+    compared = report["kept"] + report["dropped_per_rule"].get("consistent", 0)
+    assert compared + report["failed"] + report["unparsed"] == 3
+    # an input ran with A and B swapped exactly where its own verdict was there to compare (the
+    # 135M model's verdicts rarely parse); the other copies were not run (docs: Early stop)
+    swapped = sum(i.endswith("~swap") for i in ids)
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    assert swapped == compared and swapped + summary.get("copies_not_run", 0) == 3
 
 
 def test_one_sft_step_on_a_compiled_dataset(tmp_path):
