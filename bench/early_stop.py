@@ -32,9 +32,8 @@ import time
 from pathlib import Path
 
 import s2c
-from s2c.compiler.early_stop import EarlyStop, decided, early_stops, next_wave
+from s2c.compiler.early_stop import EarlyStop, decided, early_stops, key, next_wave
 from s2c.compiler.library import majority_holds, vote_counts
-from s2c.compiler.normalize import normalize
 from s2c.distill.build import DistillSettings
 from s2c.runtime.store import RunStore
 
@@ -86,7 +85,8 @@ def replay(program: str, full_out: Path, stopped_out: Path) -> dict:
             inst = res.trace.nodes[nid]["instances"][0]
             tokens = inst["sample_tokens"]
             n = len(tokens)
-            keys = {v: [_key(res.state, plan, v, i, inst) for i in range(n)] for v in _decided_values(plan)}
+            keys = {v: [key(inst["completions"][i] if v == plan.node else res.state.computed(v, (i,)))
+                        for i in range(n)] for v in plan.values}
             rule = _rule_stop(plan, keys, n)
             bound = next(d for d in range(n + 1) if decided(plan, {v: k[:d] for v, k in keys.items()}, n - d))
             oracle = _oracle_stop(plan, keys, n)
@@ -98,15 +98,6 @@ def replay(program: str, full_out: Path, stopped_out: Path) -> dict:
             out["tokens_oracle"] += sum(tokens[:oracle])
             out["rule_matches_run"] += len(ran["completions"]) == rule and ran["completions"] == inst["completions"][:rule]
     return out
-
-
-def _decided_values(plan: EarlyStop) -> set[str]:
-    return {*plan.votes, *(m for m, _ in plan.majorities)}
-
-
-def _key(state, plan: EarlyStop, value: str, i: int, inst: dict):
-    v = inst["completions"][i] if value == plan.node else state.computed(value, (i,))
-    return None if not isinstance(v, (str, int, float)) else normalize(v)
 
 
 def _rule_stop(plan: EarlyStop, keys: dict, n: int) -> int:

@@ -29,6 +29,8 @@ import networkx as nx
 
 from s2c.compiler import ir
 from s2c.compiler.check.prune import node_refs
+from s2c.compiler.failures import Failed
+from s2c.compiler.normalize import normalize
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class EarlyStop:
     maps: tuple[str, ...]  # transforms computed per sample (inside loops over it), in dataflow order
     votes: tuple[str, ...]  # values vote(...) reads (the node itself or one of `maps`)
     majorities: tuple[tuple[str, float], ...]  # (value, min_share) of each keep majority(...)
+
+    @property
+    def values(self) -> set[str]:
+        """Every value its decision reads, one key per sample each."""
+        return {*self.votes, *(m for m, _ in self.majorities)}
 
     def describe(self) -> str:
         parts = [f"vote({v})" for v in self.votes] + [f"keep majority({v}, min_share={s:g})" for v, s in self.majorities]
@@ -98,8 +105,7 @@ def _plan(cp: ir.CheckedProgram, x: ir.Node, fmt: str) -> EarlyStop | str:
             majorities.append((samples.ref.node, float(k.args.get("min_share", 0.5))))
         elif _reads(k, members):
             return f"keep {k.rule} ({_line(k)}) reads the samples"
-    rows = cp.tasks if fmt in ("multitask", "cascade") else cp.tasks[:1]
-    for t in rows:
+    for t in cp.row_tasks(fmt):
         read = [t.target, t.each, t.constants] + ([t.rationale] if fmt == "cot" else [])
         if _reads(read, members):
             return f"the training rows of task {t.name} ({_line(t)}) read the samples (format {fmt})"
@@ -131,8 +137,12 @@ def _line(obj) -> str:
 
 
 # ---------------------------------------------------------------- the rule
-# A value per drawn sample, as votes compare it: its normalized text, or None where it failed.
+# A value per drawn sample, as votes compare it (`key`): its normalized text, or None where it failed.
 Keys = list
+
+
+def key(value) -> str | None:
+    return None if isinstance(value, Failed) else normalize(value)
 
 
 def vote_decided(keys: Keys, undrawn: int) -> bool:
@@ -141,8 +151,8 @@ def vote_decided(keys: Keys, undrawn: int) -> bool:
     counts, first = _tally(keys)
     if not counts:
         return undrawn == 0
-    top = max(counts.values())
-    lead = min((k for k, c in counts.items() if c == top), key=first.get)
+    lead = _leader(counts, first)
+    top = counts[lead]
     if undrawn > top:  # a value not seen yet could overtake it (a tie with it goes to the leader: seen first)
         return False
     return all(c + undrawn < top or (c + undrawn == top and first[lead] < first[k])
@@ -156,7 +166,7 @@ def majority_decided(keys: Keys, undrawn: int, min_share: float) -> bool:
     valid = sum(counts.values())
     ranked = sorted(counts.values(), reverse=True) + [0, 0]
     top, second = ranked[0], ranked[1]
-    if top > second + undrawn and top > undrawn and top / (valid + undrawn) >= min_share:
+    if top > second + undrawn and top / (valid + undrawn) >= min_share:
         return True  # kept: even if every undrawn sample is valid and goes elsewhere
     # dropped for sure when no value, seen or new, could be kept with every undrawn sample its own
     return not any(c + undrawn > max((o for k, o in counts.items() if k != key), default=0)
@@ -175,10 +185,10 @@ def next_wave(plan: EarlyStop, keys: dict[str, Keys], undrawn: int) -> int:
     (if every new sample agreed with the leader, or each differed, or each failed), or all that
     are left."""
     need = 1
-    for v in {*plan.votes, *(m for m, _ in plan.majorities)}:
+    for v in plan.values:
         ks = keys[v]
         counts, first = _tally(ks)
-        lead = max(counts, key=lambda k: (counts[k], -first[k])) if counts else "\0new"
+        lead = _leader(counts, first) if counts else "\0new"
         shares = [s for m, s in plan.majorities if m == v]
         for k in range(need, undrawn + 1):
             if any(all(majority_decided(ks + extra, undrawn - k, s) for s in shares)
@@ -189,6 +199,12 @@ def next_wave(plan: EarlyStop, keys: dict[str, Keys], undrawn: int) -> int:
         else:
             return undrawn
     return need
+
+
+def _leader(counts: Counter, first: dict):
+    """vote()'s winner so far: the most common key, the first seen among ties."""
+    top = max(counts.values())
+    return min((k for k, c in counts.items() if c == top), key=first.get)
 
 
 def _tally(keys: Keys) -> tuple[Counter, dict]:

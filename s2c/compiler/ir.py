@@ -213,6 +213,10 @@ class CheckedProgram:
         """The perturbed copies compile runs (suffix -> perturbation), from the keep rules."""
         return {k.perturbation.suffix: k.perturbation for k in self.keeps if k.perturbation}
 
+    def row_tasks(self, fmt: str) -> list[TaskIR]:
+        """The tasks a row format writes: every task for multitask and cascade, else the first."""
+        return list(self.tasks) if fmt in ("multitask", "cascade") else self.tasks[:1]
+
     def llm_nodes(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.kind == "llm"]
 

@@ -132,11 +132,10 @@ def distill_program(cp: ir.CheckedProgram, rows: list[tuple[str, dict]], runner,
     fmt = settings.format or cp.format
     model = runner.model_id("default")
     run_id = run_id_for(cp, data, model, len(rows))
-    if settings.early_stop:  # the calls whose samples only a vote and a majority rule read
-        waves = {nid: plan for nid, plan in early_stops(cp, fmt).items() if isinstance(plan, EarlyStop)}
-        runner = runner.with_options(early_stop=waves)
-    if settings.early_stop and cp.perturbations:  # a copy runs only where its original's verdict reads it
-        runner = runner.with_options(needs_copies=functools.partial(needs_copies, cp))
+    if settings.early_stop:  # sampled calls only a vote and a majority rule read, and copies no verdict reads
+        runner = runner.with_options(
+            early_stop={nid: plan for nid, plan in early_stops(cp, fmt).items() if isinstance(plan, EarlyStop)},
+            needs_copies=functools.partial(needs_copies, cp) if cp.perturbations else None)
     outcome = runner.execute(cp, with_perturbed(cp, rows, seed), out / "run", skipped=skipped,
                              meta={"data": data, "run_id": run_id})
     report = CurationReport()

@@ -23,14 +23,13 @@ from s2c.runtime.values import find_failed
 
 
 def tasks_for(cp: ir.CheckedProgram, fmt: str) -> list[ir.TaskIR]:
-    if fmt in ("multitask", "cascade"):
-        return list(cp.tasks)
+    """The tasks format `fmt` writes rows for; `cot` without a rationale is refused, with a hint."""
     if fmt == "cot":
         main = cp.tasks[0]
         if main.rationale is None:
             raise S2Error(f"format 'cot' needs a rationale: add rationale=VALUE to task '{main.name}'",
                           main.span, hint=_rationale_hint(cp, main))
-    return cp.tasks[:1]
+    return cp.row_tasks(fmt)
 
 
 def _rationale_hint(cp: ir.CheckedProgram, task: ir.TaskIR) -> str:

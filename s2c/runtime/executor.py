@@ -40,9 +40,8 @@ import msgspec
 import networkx as nx
 
 from s2c.compiler import ir
-from s2c.compiler.early_stop import EarlyStop, decided, next_wave
+from s2c.compiler.early_stop import EarlyStop, decided, key, next_wave
 from s2c.compiler.failures import Failed, Skipped
-from s2c.compiler.normalize import normalize
 from s2c.errors import S2Error
 from s2c.runtime.cache import CallCache, call_key, engine_model
 from s2c.runtime.engines.base import Completion, EngineError, EngineFailure
@@ -171,7 +170,7 @@ class Waves:
         self.scratch = ExampleValues.__new__(ExampleValues)
         self.scratch.plan, self.scratch.cp = ex.values.plan, ex.values.cp
         self.scratch.store = dict(ex.values.store)  # its own entries for the call and its per-sample values
-        self.keys: dict[str, list] = {v: [] for v in {*plan.votes, *(m for m, _ in plan.majorities)}}
+        self.keys: dict[str, list] = {v: [] for v in plan.values}
 
     def add(self, cp: ir.CheckedProgram, texts: list[str]) -> None:
         """Extend the keys to the samples `texts` (all drawn so far)."""
@@ -182,8 +181,7 @@ class Waves:
                 node = cp.nodes[m]
                 vals.set(m, (i,), vals.eval(node.expr, (i,), node.loops, m))
             for v, keys in self.keys.items():
-                value = texts[i] if v == x else vals.computed(v, (i,))
-                keys.append(None if isinstance(value, Failed) else normalize(value))
+                keys.append(key(texts[i] if v == x else vals.computed(v, (i,))))
 
     def decided(self, undrawn: int) -> bool:
         return decided(self.plan, self.keys, undrawn)
