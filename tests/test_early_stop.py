@@ -303,3 +303,27 @@ def test_a_prefix_with_one_outcome_over_every_continuation_is_decided(prefix, un
         assert vote_decided(prefix, undrawn)
     if len({majority_outcome(prefix + list(c), share) for c in conts}) == 1:
         assert majority_decided(prefix, undrawn, share)
+
+
+def test_an_unseeded_sampled_call_is_seeded_from_the_call_and_its_waves_share_the_seed(tmp_path):
+    """Without a cache, two runs send the same seed for the same call (so a seeded engine draws the
+    same samples), another call gets another seed, and a call's waves share its seed, each asking
+    from its first undrawn sample on."""
+    cp = load_text(MAJORITY)
+    raw = [{"id": f"q{i}", "question": f"question {i}", "answer": "yes"} for i in range(6)]
+    good, _ = validate_rows(cp, raw)
+
+    def requests(early_stop):
+        engine = FakeEngine(majority_script)
+        distill_program(cp, good, Runner(engine, CallCache(None), progress=False), tmp_path / f"r{early_stop}",
+                        DistillSettings(data="fixture", early_stop=early_stop))
+        return engine.calls
+
+    full, again, waves = requests(False), requests(False), requests(True)
+    seeds = {request_text(r): r.sampling.seed for r in full}
+    assert None not in seeds.values() and len(set(seeds.values())) == 6
+    assert {request_text(r): r.sampling.seed for r in again} == seeds
+    assert all(r.sampling.seed == seeds[request_text(r)] for r in waves)
+    for text in seeds:
+        parts = [(r.first, r.sampling.n) for r in waves if request_text(r) == text]
+        assert [f for f, _ in parts] == [sum(n for _, n in parts[:i]) for i in range(len(parts))]
